@@ -1,0 +1,281 @@
+"""EfficientNet architecture as data: the B0 block table, the two families, and model specs.
+
+Nothing here imports TensorFlow. ``expand(spec)`` turns a :class:`ModelSpec` into the concrete
+list of blocks (with Keras-applications names such as ``block2a``) that both the cost model and
+the Keras builder walk, so the analytic figures and the built model cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import asdict, dataclass, field, replace
+
+from edgeeff.scaling import (
+    PRESETS,
+    coefficients_for_phi,
+    round_filters,
+    round_repeats,
+)
+
+
+@dataclass(frozen=True)
+class StageArgs:
+    """One row of the base (B0) table. Scaling is applied outside the table."""
+
+    kernel: int
+    repeats: int
+    filters_in: int
+    filters_out: int
+    expand_ratio: int
+    stride: int
+    se_ratio: float
+
+
+# EfficientNet-B0 (Tan & Le 2019, table 1), the same rows as keras.applications' DEFAULT_BLOCKS_ARGS.
+#          kernel repeats  in   out  expand stride  se
+B0_STAGES: tuple[StageArgs, ...] = (
+    StageArgs(3, 1, 32, 16, 1, 1, 0.25),
+    StageArgs(3, 2, 16, 24, 6, 2, 0.25),
+    StageArgs(5, 2, 24, 40, 6, 2, 0.25),
+    StageArgs(3, 3, 40, 80, 6, 2, 0.25),
+    StageArgs(5, 3, 80, 112, 6, 1, 0.25),
+    StageArgs(5, 4, 112, 192, 6, 2, 0.25),
+    StageArgs(3, 1, 192, 320, 6, 1, 0.25),
+)
+STEM_FILTERS = 32
+STEM_STRIDE = 2
+TOP_FILTERS = 1280
+
+
+@dataclass(frozen=True)
+class Family:
+    """What distinguishes EfficientNet from its Lite form."""
+
+    name: str
+    activation: str  # "swish" or "relu6"
+    use_se: bool
+    scale_stem_head: bool  # scale the stem/top filter counts with width
+    fix_first_last_repeats: bool  # keep repeats of the first and last stage unscaled
+    # Input normalisation applied inside the model: (pixel/255 - mean) / std per channel, with
+    # ``mean``/``std`` in 0..1 pixel units.
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    description: str
+
+
+FAMILIES: dict[str, Family] = {
+    "efficientnet": Family(
+        name="efficientnet",
+        activation="swish",
+        use_se=True,
+        scale_stem_head=True,
+        fix_first_last_repeats=False,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        description="MBConv + squeeze-excite, swish (the paper's network)",
+    ),
+    # TF's EfficientNet-Lite choices, each made for integer accelerators and MCUs:
+    "lite": Family(
+        name="lite",
+        # ReLU6 for easier quantization: a bounded activation keeps int8 ranges tight, and it
+        # fuses into the convolution on every runtime (swish needs LOGISTIC + MUL ops).
+        activation="relu6",
+        # No squeeze-excite: its global pooling and broadcast multiply are poorly supported on
+        # EdgeTPU and cost a full-size extra tensor per block.
+        use_se=False,
+        # Fixed stem and head: scaling them up adds parameters and RAM for little accuracy in
+        # small models (TF's ``fix_head_stem``).
+        scale_stem_head=False,
+        fix_first_last_repeats=True,
+        # (x - 127) / 128 on 0..255 pixels: a uint8 input with zero point 127 and scale 1/128
+        # represents it exactly, so int8 models take raw pixels with no extra op.
+        mean=(127.0 / 255.0,) * 3,
+        std=(128.0 / 255.0,) * 3,
+        description="ReLU6, no SE, fixed stem/head (TF's EfficientNet-Lite; int8/EdgeTPU/MCU)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build (and cost) one network."""
+
+    family: str
+    width: float
+    depth: float
+    resolution: int
+    num_classes: int = 1000
+    dropout: float = 0.2
+    phi: float | None = None
+    preset: str | None = None  # set when the spec equals (or is a resized) official member
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r} (choose {', '.join(FAMILIES)})")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.resolution < 32:
+            raise ValueError(f"resolution must be >= 32, got {self.resolution}")
+        if self.width <= 0 or self.depth <= 0:
+            raise ValueError("width and depth multipliers must be positive")
+
+    @property
+    def name(self) -> str:
+        if self.preset is not None:
+            base = PRESETS[self.preset][1]
+            suffix = "" if self.resolution == base.resolution else f"-{self.resolution}"
+            return f"efficientnet-{self.preset}{suffix}"
+        base = "efficientnet" if self.family == "efficientnet" else f"efficientnet-{self.family}"
+        if self.phi is not None:
+            return f"{base}-phi{self.phi:+.2f}-r{self.resolution}"
+        return f"{base}-w{self.width:.3f}-d{self.depth:.3f}-r{self.resolution}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["name"] = self.name
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        keys = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - keys - {"name"}
+        if unknown:
+            raise ValueError(f"unknown spec keys: {', '.join(sorted(unknown))}")
+        missing = {"family", "width", "depth", "resolution"} - set(d)
+        if missing:
+            raise ValueError(f"spec lacks: {', '.join(sorted(missing))}")
+        kw = {k: v for k, v in d.items() if k in keys}
+        try:
+            kw["width"] = float(kw["width"])
+            kw["depth"] = float(kw["depth"])
+            kw["resolution"] = int(kw["resolution"])
+            kw["num_classes"] = int(kw.get("num_classes", 1000))
+            kw["dropout"] = float(kw.get("dropout", 0.2))
+            if kw.get("phi") is not None:
+                kw["phi"] = float(kw["phi"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad value in spec: {e}") from None
+        if kw.get("preset") is not None and kw["preset"] not in PRESETS:
+            raise ValueError(f"unknown preset {kw['preset']!r}")
+        return cls(**kw)
+
+    def with_classes(self, num_classes: int) -> ModelSpec:
+        return replace(self, num_classes=num_classes)
+
+
+def preset_spec(name: str, num_classes: int = 1000, resolution: int | None = None) -> ModelSpec:
+    """The spec of an official member (``b0``..``b7``, ``lite0``..``lite4``)."""
+    key = name.lower().removeprefix("efficientnet-").removeprefix("efficientnet")
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (choose {', '.join(PRESETS)})")
+    family, c = PRESETS[key]
+    return ModelSpec(
+        family=family,
+        width=c.width,
+        depth=c.depth,
+        resolution=resolution or c.resolution,
+        num_classes=num_classes,
+        dropout=c.dropout,
+        preset=key,
+    )
+
+
+def phi_spec(phi: float, family: str = "efficientnet", num_classes: int = 1000) -> ModelSpec:
+    """The spec of the continuous compound-scaling member ``phi`` of ``family``."""
+    c = coefficients_for_phi(phi)
+    return ModelSpec(
+        family=family,
+        width=c.width,
+        depth=c.depth,
+        resolution=c.resolution,
+        num_classes=num_classes,
+        dropout=c.dropout,
+        phi=float(phi),
+    )
+
+
+@dataclass(frozen=True)
+class Block:
+    """One concrete MBConv block after scaling."""
+
+    name: str  # Keras-applications name, e.g. "block2a"
+    stage: int  # 1-based
+    kernel: int
+    stride: int
+    expand_ratio: int
+    filters_in: int
+    filters_out: int
+    se_filters: int  # 0 = no squeeze-excite
+    drop_rate: float = 0.0  # stochastic-depth rate used in training
+
+    @property
+    def expanded(self) -> int:
+        return self.filters_in * self.expand_ratio
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.filters_in == self.filters_out
+
+
+@dataclass(frozen=True)
+class Architecture:
+    spec: ModelSpec
+    family: Family
+    stem_filters: int
+    blocks: tuple[Block, ...]
+    top_filters: int
+    stages: tuple[int, ...] = field(default=())  # repeats per stage after scaling
+
+    @property
+    def activation(self) -> str:
+        return self.family.activation
+
+
+DROP_CONNECT_RATE = 0.2
+
+
+def expand(spec: ModelSpec) -> Architecture:
+    """Apply ``spec``'s multipliers to the base table (TF's and Keras' rounding rules)."""
+    fam = FAMILIES[spec.family]
+
+    def filters(f: int, fixed: bool = False) -> int:
+        return f if fixed else round_filters(f, spec.width)
+
+    stem = filters(STEM_FILTERS, fixed=not fam.scale_stem_head)
+    top = filters(TOP_FILTERS, fixed=not fam.scale_stem_head)
+    repeats = []
+    for i, st in enumerate(B0_STAGES):
+        fixed = fam.fix_first_last_repeats and i in (0, len(B0_STAGES) - 1)
+        repeats.append(st.repeats if fixed else round_repeats(st.repeats, spec.depth))
+    total = sum(repeats)
+
+    blocks: list[Block] = []
+    prev_out = stem
+    for i, (st, n) in enumerate(zip(B0_STAGES, repeats)):
+        # Lite keeps the stem fixed, so its first block takes the stem's width as input.
+        f_in = prev_out if i == 0 else filters(st.filters_in)
+        f_out = filters(st.filters_out)
+        for j in range(n):
+            fi = f_in if j == 0 else f_out
+            se = max(1, int(fi * st.se_ratio)) if fam.use_se and st.se_ratio > 0 else 0
+            blocks.append(
+                Block(
+                    name=f"block{i + 1}{string.ascii_lowercase[j]}",
+                    stage=i + 1,
+                    kernel=st.kernel,
+                    stride=st.stride if j == 0 else 1,
+                    expand_ratio=st.expand_ratio,
+                    filters_in=fi,
+                    filters_out=f_out,
+                    se_filters=se,
+                    drop_rate=DROP_CONNECT_RATE * len(blocks) / total,
+                )
+            )
+        prev_out = f_out
+    return Architecture(spec, fam, stem, tuple(blocks), top, tuple(repeats))
+
+
+def feature_size(size: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded convolution."""
+    return int(math.ceil(size / stride))

@@ -1,0 +1,152 @@
+"""The ``edgeeff`` command line: parse, dispatch, print. The work lives in the modules it calls.
+
+Heavy libraries (TensorFlow, OpenCV, onnx2tf, the TFLite runtimes) are imported inside the
+commands that need them, so ``fit``, ``info`` and ``devices`` start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from edgeeff.errors import EdgeeffError
+from edgeeff.units import parse_size
+
+
+class _Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            n = parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if n <= 0:
+            self.fail(f"must be positive, got {value!r}", param, ctx)
+        return n
+
+
+SIZE = _Size()
+
+
+class _Group(click.Group):
+    """Every user error ends as one line on stderr and exit code 2 — never a traceback."""
+
+    def main(self, args=None, prog_name=None, **kw):
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "edgeeff",
+                              standalone_mode=False, **kw)
+        except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as e:
+            hint = f" (see 'edgeeff {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else ""
+            click.echo(f"edgeeff: error: {e.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"edgeeff: error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except EdgeeffError as e:
+            click.echo(f"edgeeff: error: {e}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("edgeeff: aborted", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("edgeeff: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeeff")
+def main() -> None:
+    """EfficientNet for phones, single-board computers and microcontrollers."""
+
+
+def _emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+# --------------------------------------------------------------------------- devices / fit / info
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices(as_json: bool) -> None:
+    """List the bundled device profiles (targets/*.toml)."""
+    from edgeeff import report, targets
+
+    devs = targets.load_all()
+    if as_json:
+        _emit_json([d.to_dict() for d in devs])
+    else:
+        report.devices_table(devs)
+
+
+@main.command()
+@click.option("--device", "device_name", required=True,
+              help="A bundled profile name (see 'edgeeff devices') or a path to a .toml profile.")
+@click.option("--max-mflops", type=float, help="Multiply-add budget in millions (paper 'FLOPs').")
+@click.option("--max-ram", type=SIZE, help="Activation RAM budget, e.g. 320KB.")
+@click.option("--max-flash", type=SIZE, help="Weight storage budget, e.g. 1MB.")
+@click.option("--max-latency-ms", type=float, help="Estimated int8 latency budget.")
+@click.option("--family", type=click.Choice(["efficientnet", "lite"]),
+              help="Network family (default: the device's preferred one).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--out", default="edgeeff.json", show_default=True, help="Spec file to write.")
+def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
+        as_json, out) -> None:
+    """Pick the largest compound-scaling phi whose model fits the device's budgets."""
+    from edgeeff import fit as fitmod
+    from edgeeff import report, specfile, targets
+
+    device = targets.load(device_name)
+    budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
+    res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
+    summary = specfile.summary(res.chosen.spec, res.chosen.cost, device.key, res.binding)
+    summary["latency_ms"] = round(res.chosen.latency_ms, 2)
+    specfile.write(out, res.chosen.spec, {
+        "fit": {**summary, "budgets": budgets.to_dict(), "device_profile": device.to_dict()},
+    })
+    if as_json:
+        _emit_json({**summary, "budgets": budgets.to_dict(), "spec_file": out,
+                    "candidates": [c.row() for c in res.neighbours]})
+    else:
+        report.fit_table(res)
+        click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option("--preset", help="b0..b7 or lite0..lite4.")
+@click.option("--phi", type=float, help="Continuous compound-scaling coefficient.")
+@click.option("--family", type=click.Choice(["efficientnet", "lite"]))
+@click.option("--spec", "spec_file", help="A spec file written by 'edgeeff fit'.")
+@click.option("--num-classes", type=click.IntRange(min=1))
+@click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
+@click.option("--json", "as_json", is_flag=True)
+def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> None:
+    """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
+    from edgeeff import report, specfile
+
+    if preset is None and phi is None and spec_file is None:
+        raise EdgeeffError("give one of --preset, --phi or --spec")
+    spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
+    device = binding = None
+    if spec_file:
+        fitted = specfile.read(spec_file)[1].get("fit") or {}
+        device, binding = fitted.get("device"), fitted.get("binding")
+    s = specfile.summary(spec, device=device, binding=binding)
+    if as_json:
+        _emit_json(s)
+    else:
+        report.info_table(spec, s)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,5 @@
+"""The one error type the CLI turns into a one-line message and exit code 2."""
+
+
+class EdgeeffError(Exception):
+    """Bad input or a missing prerequisite the user can fix. Printed as one line; exit 2."""

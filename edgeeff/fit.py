@@ -1,0 +1,151 @@
+"""Pick the largest compound-scaling coefficient phi whose real (rounded) model fits a device.
+
+Every budget (MACs, activation RAM, weight flash, estimated latency) grows monotonically with
+phi, because width, depth and resolution and their rounding rules all do. Feasibility is
+therefore a threshold in phi and a bisection over a 0.01 grid finds it in about a dozen cost
+evaluations: milliseconds, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeeff.arch import ModelSpec, phi_spec
+from edgeeff.cost import Cost, cost
+from edgeeff.errors import EdgeeffError
+from edgeeff.targets import Device
+from edgeeff.units import format_size
+
+PHI_STEP = 0.01
+PHI_MIN = -10.0  # ~56 px input, every stage a single block
+PHI_MAX = 8.0  # beyond B7
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_macs: float | None = None
+    max_ram_bytes: int | None = None
+    max_flash_bytes: int | None = None
+    max_latency_ms: float | None = None
+
+    @classmethod
+    def for_device(cls, device: Device, max_mflops=None, max_ram=None, max_flash=None,
+                   max_latency_ms=None) -> Budgets:
+        """The device's budgets with any command-line override applied."""
+        mflops = max_mflops if max_mflops is not None else device.max_mflops
+        for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
+            if v is not None and v <= 0:
+                raise EdgeeffError(f"{name} must be positive, got {v:g}")
+        for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
+            if v is not None and v <= 0:
+                raise EdgeeffError(f"{name} must be positive")
+        return cls(
+            max_macs=None if mflops is None else mflops * 1e6,
+            max_ram_bytes=max_ram if max_ram is not None else device.ram_bytes,
+            max_flash_bytes=max_flash if max_flash is not None else device.flash_bytes,
+            max_latency_ms=max_latency_ms if max_latency_ms is not None else device.max_latency_ms,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "max_mflops": None if self.max_macs is None else self.max_macs / 1e6,
+            "max_ram_bytes": self.max_ram_bytes,
+            "max_flash_bytes": self.max_flash_bytes,
+            "max_latency_ms": self.max_latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: ModelSpec
+    cost: Cost
+    latency_ms: float
+    violations: tuple[str, ...]  # budgets this candidate exceeds
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+    def row(self) -> dict:
+        s, c = self.spec, self.cost
+        return {
+            "phi": s.phi, "family": s.family, "depth": round(s.depth, 4),
+            "width": round(s.width, 4), "resolution": s.resolution,
+            "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
+            "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
+            "latency_ms": round(self.latency_ms, 2), "violations": list(self.violations),
+        }
+
+
+def evaluate(spec: ModelSpec, device: Device, budgets: Budgets) -> Candidate:
+    c = cost(spec)
+    lat = device.latency_ms(c.macs)
+    v = []
+    if budgets.max_macs is not None and c.macs > budgets.max_macs:
+        v.append("mflops")
+    if budgets.max_ram_bytes is not None and c.peak_ram_bytes > budgets.max_ram_bytes:
+        v.append("ram")
+    if budgets.max_flash_bytes is not None and c.flash_bytes > budgets.max_flash_bytes:
+        v.append("flash")
+    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
+        v.append("latency")
+    return Candidate(spec, c, lat, tuple(v))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    chosen: Candidate
+    binding: str  # the budget that stops phi from growing ("none" at PHI_MAX)
+    neighbours: list[Candidate]  # sorted by phi, chosen included
+    device: Device
+    budgets: Budgets
+
+
+def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
+    c = cand.cost
+    if budget == "mflops":
+        return f"mflops: needs {c.mflops:.1f} M > {budgets.max_macs / 1e6:g} M"
+    if budget == "ram":
+        return (f"ram: needs {format_size(c.peak_ram_bytes)} > "
+                f"{format_size(budgets.max_ram_bytes)} (short by "
+                f"{(c.peak_ram_bytes - budgets.max_ram_bytes) / 1024:.0f} KB)")
+    if budget == "flash":
+        return (f"flash: needs {format_size(c.flash_bytes)} > "
+                f"{format_size(budgets.max_flash_bytes)} (short by "
+                f"{(c.flash_bytes - budgets.max_flash_bytes) / 1024:.0f} KB)")
+    return f"latency: needs {cand.latency_ms:.1f} ms > {budgets.max_latency_ms:g} ms"
+
+
+def fit(device: Device, budgets: Budgets, family: str | None = None,
+        num_classes: int = 1000) -> FitResult:
+    """The largest phi on the 0.01 grid whose model meets every budget."""
+    fam = family or device.family
+    if num_classes < 1:
+        raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
+    cache: dict[int, Candidate] = {}
+
+    def at(k: int) -> Candidate:
+        if k not in cache:
+            cache[k] = evaluate(phi_spec(round(k * PHI_STEP, 2), fam, num_classes), device, budgets)
+        return cache[k]
+
+    lo, hi = round(PHI_MIN / PHI_STEP), round(PHI_MAX / PHI_STEP)
+    if not at(lo).fits:
+        smallest = at(lo)
+        why = "; ".join(_describe_limit(b, smallest, budgets) for b in smallest.violations)
+        raise EdgeeffError(
+            f"nothing fits {device.name}: even the smallest {fam} candidate (phi={PHI_MIN:g}, "
+            f"{smallest.spec.resolution}px, {num_classes} classes) exceeds {why}"
+        )
+    if at(hi).fits:
+        best, binding = hi, "none"
+    else:
+        while hi - lo > 1:  # invariant: at(lo) fits, at(hi) does not
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if at(mid).fits else (lo, mid)
+        best, binding = lo, "+".join(at(hi).violations)
+    chosen = at(best)
+    steps = (-100, -50, -25, 0, 1, 25, 50)
+    ks = sorted({min(max(best + s, round(PHI_MIN / PHI_STEP)), round(PHI_MAX / PHI_STEP))
+                 for s in steps})
+    return FitResult(chosen, binding, [at(k) for k in ks], device, budgets)

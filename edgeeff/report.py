@@ -1,0 +1,78 @@
+"""Human-readable tables (rich). JSON output never goes through here."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeeff.cost import stage_table
+from edgeeff.units import format_size
+
+console = Console(highlight=False, soft_wrap=False, width=160)
+
+LEVERS = {
+    "mflops": "lower phi shrinks depth, width and resolution together",
+    "ram": "resolution drives activation RAM; lite family and negative phi shrink it",
+    "flash": "width drives weights; --num-classes and the efficientnet family's scaled head help",
+    "latency": "follows MACs through the device's int8 throughput estimate",
+}
+
+
+def devices_table(devs) -> None:
+    t = Table(title="Device profiles")
+    for col in ("device", "name", "kind", "RAM", "flash", "int8 MAC/s", "family", "formats"):
+        t.add_column(col)
+    for d in devs:
+        t.add_row(d.key, d.name, d.kind, format_size(d.ram_bytes), format_size(d.flash_bytes),
+                  f"{d.int8_macs_per_s:.2g}", d.family, ", ".join(d.formats))
+    console.print(t)
+
+
+def fit_table(res) -> None:
+    b = res.budgets
+    limits = []
+    if b.max_macs is not None:
+        limits.append(f"{b.max_macs / 1e6:g} MFLOPs")
+    limits.append(f"RAM {format_size(b.max_ram_bytes)}")
+    limits.append(f"flash {format_size(b.max_flash_bytes)}")
+    if b.max_latency_ms is not None:
+        limits.append(f"latency {b.max_latency_ms:g} ms")
+    t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits))
+    for col in ("phi", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
+                "est. ms", "verdict"):
+        t.add_column(col, justify="right" if col != "verdict" else "left")
+    for c in res.neighbours:
+        s = c.spec
+        if c is res.chosen:
+            verdict = "[bold green]chosen[/]"
+        elif c.fits:
+            verdict = "fits"
+        else:
+            verdict = "[red]over " + ", ".join(c.violations) + "[/]"
+        t.add_row(f"{s.phi:+.2f}", f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
+                  f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
+                  format_size(c.cost.flash_bytes), format_size(c.cost.peak_ram_bytes),
+                  f"{c.latency_ms:.1f}", verdict,
+                  style="bold" if c is res.chosen else None)
+    console.print(t)
+    ch = res.chosen
+    console.print(f"chosen: {ch.spec.name} ({ch.spec.family}, {ch.spec.num_classes} classes), "
+                  f"binding budget: {res.binding}"
+                  + (f" — {LEVERS[res.binding.split('+')[0]]}" if res.binding in LEVERS else ""))
+
+
+def info_table(spec, s: dict) -> None:
+    console.print(f"[bold]{s['name']}[/]  family={s['family']}  width={s['width']:.3f}  "
+                  f"depth={s['depth']:.3f}  resolution={s['resolution']}  "
+                  f"classes={s['num_classes']}")
+    t = Table()
+    for col in ("stage", "ops", "output", "MFLOPs", "params", "peak RAM"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for row in stage_table(spec):
+        t.add_row(row["stage"], str(row["ops"]), "x".join(map(str, row["output_shape"])),
+                  f"{row['macs'] / 1e6:.1f}", f"{row['params']:,}",
+                  format_size(row["peak_ram_bytes"]))
+    t.add_row("[bold]total[/]", "", "", f"[bold]{s['mflops']:.1f}[/]", f"[bold]{s['params']:,}[/]",
+              f"[bold]{format_size(s['peak_ram_bytes'])}[/]")
+    console.print(t)
+    console.print(f"int8 flash ~ {format_size(s['flash_bytes'])}; peak RAM at {s['peak_ram_op']}")

@@ -1,0 +1,108 @@
+"""The spec file ``fit`` writes and ``export``/``train``/``info`` read (JSON)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from edgeeff.arch import FAMILIES, ModelSpec, phi_spec, preset_spec
+from edgeeff.cost import Cost, cost
+from edgeeff.errors import EdgeeffError
+from edgeeff.fsutil import write_json_atomic
+
+FORMAT = "edgeeff-spec"
+VERSION = 1
+CROP_FRACTION = 0.875  # resize the shorter side to resolution / 0.875, then centre-crop
+
+
+def preprocessing(spec: ModelSpec) -> dict:
+    """How pixels reach the model; recorded in spec files and model cards, used by every loader."""
+    fam = FAMILIES[spec.family]
+    return {
+        "color": "RGB",
+        "resize_shorter_side": int(round(spec.resolution / CROP_FRACTION)),
+        "center_crop": spec.resolution,
+        "resizer": "opencv INTER_AREA when shrinking, INTER_CUBIC when enlarging",
+        "input_range": [0, 255],
+        # in-model normalisation: (pixel / 255 - mean) / std
+        "mean": [round(m * 255, 4) for m in fam.mean],
+        "std": [round(s * 255, 4) for s in fam.std],
+    }
+
+
+def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
+            binding: str | None = None) -> dict:
+    """The keys ``fit --json`` and ``info --json`` share."""
+    c = c or cost(spec)
+    return {
+        "name": spec.name,
+        "phi": spec.phi,
+        "preset": spec.preset,
+        "family": spec.family,
+        "depth": spec.depth,
+        "width": spec.width,
+        "resolution": spec.resolution,
+        "num_classes": spec.num_classes,
+        "macs": c.macs,
+        "mflops": round(c.mflops, 1),
+        "params": c.params,
+        "flash_bytes": c.flash_bytes,
+        "peak_ram_bytes": c.peak_ram_bytes,
+        "peak_ram_op": c.peak_ram_op,
+        "device": device,
+        "binding": binding,
+    }
+
+
+def write(path: str | Path, spec: ModelSpec, extra: dict | None = None) -> None:
+    doc = {"format": FORMAT, "version": VERSION, "spec": spec.to_dict(),
+           "preprocessing": preprocessing(spec), **(extra or {})}
+    write_json_atomic(path, doc)
+
+
+def read(path: str | Path) -> tuple[ModelSpec, dict]:
+    """(spec, whole document); EdgeeffError with a one-line reason on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeeffError(f"spec file not found: {path} (run 'edgeeff fit' first or pass --preset)")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgeeffError(f"{path}: not a readable JSON spec file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(
+            doc.get("spec"), dict):
+        raise EdgeeffError(f"{path}: not an edgeeff spec file (no '\"format\": \"{FORMAT}\"')")
+    if doc.get("version") != VERSION:
+        raise EdgeeffError(f"{path}: spec version {doc.get('version')!r} is not supported")
+    try:
+        spec = ModelSpec.from_dict(doc["spec"])
+    except (ValueError, TypeError) as e:
+        raise EdgeeffError(f"{path}: {e}") from None
+    return spec, doc
+
+
+def resolve(spec_file: str | None = None, preset: str | None = None, phi: float | None = None,
+            family: str | None = None, num_classes: int | None = None,
+            resolution: int | None = None) -> ModelSpec:
+    """One spec from exactly one of --spec / --preset / --phi (with overrides)."""
+    chosen = [n for n, v in (("--spec", spec_file), ("--preset", preset), ("--phi", phi))
+              if v is not None]
+    if len(chosen) > 1:
+        raise EdgeeffError(f"give only one of {', '.join(chosen)}")
+    try:
+        if preset is not None:
+            spec = preset_spec(preset, resolution=resolution)
+        elif phi is not None:
+            spec = phi_spec(phi, family or "efficientnet")
+        else:
+            spec, _ = read(spec_file or "edgeeff.json")
+        if family is not None and family != spec.family:
+            raise EdgeeffError(f"--family {family} conflicts with the spec's {spec.family}")
+        if num_classes is not None:
+            spec = spec.with_classes(num_classes)
+        if resolution is not None and preset is None:
+            spec = replace(spec, resolution=resolution)
+    except ValueError as e:
+        raise EdgeeffError(str(e)) from None
+    return spec
