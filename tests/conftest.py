@@ -1,0 +1,37 @@
+"""Shared fixtures. Heavy packages are imported lazily so the pure tests run without them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+IMAGENET_DEV = SHARED / "imagenet-dev"
+IMAGENET_TSV = SHARED / "imagenet_classes.tsv"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def run_cli(*args: str, cwd=None, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """Run ``python -m edgeeff.cli ARGS`` as a user would, capturing output."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "edgeeff.cli", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def imagenet_dev() -> Path:
+    if not IMAGENET_DEV.is_dir():
+        pytest.skip(f"{IMAGENET_DEV} is absent (the shared ImageNet dev images)")
+    return IMAGENET_DEV
+
+
+def needs(module: str):
+    """Skip a test when an optional extra is not installed."""
+    return pytest.importorskip(module, reason=f"needs {module} (pip install 'edgeeff[export]')")

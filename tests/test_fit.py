@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeeff import targets
+from edgeeff.fit import Budgets, fit
+from tests.conftest import run_cli
+
+PI4 = targets.load("pi4")
+KEYS = {"phi", "family", "depth", "width", "resolution", "mflops", "params", "flash_bytes",
+        "peak_ram_bytes", "device", "binding"}
+
+
+def test_pi4_400_mflops_picks_b0_sized_model():
+    res = fit(PI4, Budgets.for_device(PI4, max_mflops=400))
+    s, c = res.chosen.spec, res.chosen.cost
+    assert abs(s.phi) < 0.01 and s.resolution == 224
+    assert c.mflops <= 400 and c.mflops > 350
+    assert res.binding == "mflops"
+    # the next grid step up is over budget: phi really is the largest
+    assert any(not n.fits and n.spec.phi > s.phi for n in res.neighbours)
+
+
+def test_family_override_and_num_classes():
+    res = fit(PI4, Budgets.for_device(PI4, max_mflops=400), family="efficientnet", num_classes=10)
+    assert res.chosen.spec.family == "efficientnet" and res.chosen.spec.num_classes == 10
+    assert res.chosen.cost.mflops <= 400
+
+
+@settings(max_examples=40, deadline=None)
+@given(mflops=st.floats(20, 5000), ram_kb=st.integers(64, 64 * 1024),
+       flash_kb=st.integers(512, 64 * 1024), family=st.sampled_from(["lite", "efficientnet"]))
+def test_chosen_model_meets_every_budget(mflops, ram_kb, flash_kb, family):
+    b = Budgets.for_device(PI4, max_mflops=mflops, max_ram=ram_kb * 1024,
+                           max_flash=flash_kb * 1024)
+    try:
+        res = fit(PI4, b, family=family)
+    except Exception as e:  # nothing fits: must be the clear error, never another failure
+        assert "nothing fits" in str(e)
+        return
+    c = res.chosen.cost
+    assert c.macs <= mflops * 1e6
+    assert c.peak_ram_bytes <= ram_kb * 1024
+    assert c.flash_bytes <= flash_kb * 1024
+
+
+@settings(max_examples=30, deadline=None)
+@given(a=st.floats(50, 20000), b=st.floats(50, 20000))
+def test_larger_budget_never_picks_smaller_phi(a, b):
+    lo, hi = sorted((a, b))
+    r_lo = fit(PI4, Budgets.for_device(PI4, max_mflops=lo))
+    r_hi = fit(PI4, Budgets.for_device(PI4, max_mflops=hi))
+    assert r_hi.chosen.spec.phi >= r_lo.chosen.spec.phi
+
+
+def test_cli_fit_json_and_spec_file(tmp_path):
+    out = tmp_path / "spec.json"
+    r = run_cli("fit", "--device", "pi4", "--max-mflops", "400", "--json", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert KEYS <= set(d)
+    assert d["device"] == "pi4" and d["mflops"] <= 400 and abs(d["phi"]) < 0.01
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "edgeeff-spec" and doc["spec"]["resolution"] == 224
+    info = run_cli("info", "--spec", str(out), "--json")
+    assert info.returncode == 0, info.stderr
+    assert {k: json.loads(info.stdout)[k] for k in KEYS} == {k: d[k] for k in KEYS}
+
+
+def test_cli_fit_table_names_binding_budget(tmp_path):
+    r = run_cli("fit", "--device", "pi4", "--max-mflops", "400", "--out",
+                str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert "chosen" in r.stdout and "binding budget: mflops" in r.stdout
+
+
+def test_cli_nothing_fits_exits_2_with_one_line(tmp_path):
+    out = tmp_path / "s.json"
+    r = run_cli("fit", "--device", "nrf52840", "--max-ram", "8KB", "--out", str(out))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "nothing fits" in r.stderr and "ram" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_cli_bad_inputs_exit_2_without_traceback(tmp_path):
+    for args in (["--device", "pi4", "--max-ram", "12XB"],
+                 ["--device", "pi4", "--max-mflops", "-5"],
+                 ["--device", "toaster"],
+                 ["--device", str(tmp_path / "missing.toml")]):
+        r = run_cli("fit", *args, "--out", str(tmp_path / "s.json"))
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("edgeeff: error:") and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_info_devices_and_bad_spec(tmp_path):
+    r = run_cli("info", "--preset", "lite0", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["params"] == 4_652_008
+    r = run_cli("info", "--preset", "b0")
+    assert r.returncode == 0 and "stage7" in r.stdout and "5,288,548" in r.stdout
+    r = run_cli("devices", "--json")
+    assert r.returncode == 0 and "stm32h743" in {d["key"] for d in json.loads(r.stdout)}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = run_cli("info", "--spec", str(bad))
+    assert r.returncode == 2 and "not a readable JSON spec" in r.stderr
+    r = run_cli("info", "--preset", "b9")
+    assert r.returncode == 2 and "unknown preset" in r.stderr
+
+
+def test_pure_commands_import_no_tensorflow(tmp_path):
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from edgeeff.cli import main\n"
+        f"out = {str(tmp_path / 's.json')!r}\n"
+        "for args in (['fit','--device','pi4','--max-mflops','400','--out',out],\n"
+        "             ['info','--preset','b3'], ['devices']):\n"
+        "    r = CliRunner().invoke(main, args)\n"
+        "    assert r.exit_code == 0, (args, r.output)\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'onnx2tf') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
