@@ -148,5 +148,63 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
         report.info_table(spec, s)
 
 
+# --------------------------------------------------------------------------- export
+
+
+@main.command()
+@click.option("--spec", "spec_file", help="Spec file from 'edgeeff fit' (default: edgeeff.json).")
+@click.option("--preset", help="b0..b7 or lite0..lite4 instead of a spec file.")
+@click.option("--phi", type=float, help="Continuous phi instead of a spec file.")
+@click.option("--family", type=click.Choice(["efficientnet", "lite"]))
+@click.option("--num-classes", type=click.IntRange(min=1))
+@click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
+@click.option("--from", "onnx_path", help="Import an ONNX model (through onnx2tf) instead.")
+@click.option("--weights", default="none", show_default=True,
+              help="imagenet, none (random init) or a .weights.h5 path.")
+@click.option("--labels", "labels_file", help="labels.txt for a custom number of classes.")
+@click.option("--int8", is_flag=True, help="Full-integer post-training quantization.")
+@click.option("--calib", help="Folder of calibration images (default: bundled calibration/).")
+@click.option("--num-calib", type=click.IntRange(min=1), help="Calibration images (default 100).")
+@click.option("--format", "formats", default="tflite", show_default=True,
+              help="Comma list of tflite, edgetpu, tflm, saved_model, or all.")
+@click.option("--out", default="edgeeff-out", show_default=True, help="Output folder.")
+@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--debug", is_flag=True, help="Per-layer quantization error (QuantizationDebugger).")
+def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, weights,
+           labels_file, int8, calib, num_calib, formats, out, force, debug) -> None:
+    """Build (or import) the model, quantize it and write deployable artifacts."""
+    from pathlib import Path
+
+    from edgeeff import report, specfile
+    from edgeeff.export import ExportRequest, parse_formats, run
+
+    fmts = parse_formats(formats)
+    if Path(out).exists() and not force:
+        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    if calib is not None and not Path(calib).is_dir():
+        raise EdgeeffError(f"calibration folder not found: {calib}")
+    req = ExportRequest(spec=None, weights=weights, int8=int8, calib=calib, num_calib=num_calib,
+                        formats=fmts, out=Path(out), force=force, debug=debug,
+                        labels_file=labels_file)
+    if onnx_path:
+        from edgeeff.export import onnx as onnx_import
+
+        req.keras_model, req.spec, req.source = onnx_import.load(onnx_path, num_classes)
+    else:
+        req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
+    _quiet_tensorflow()
+    card = run(req, log=lambda m: click.echo(m, err=True))
+    report.export_summary(card, out)
+
+
+def _quiet_tensorflow() -> None:
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -76,3 +76,26 @@ def info_table(spec, s: dict) -> None:
               f"[bold]{format_size(s['peak_ram_bytes'])}[/]")
     console.print(t)
     console.print(f"int8 flash ~ {format_size(s['flash_bytes'])}; peak RAM at {s['peak_ram_op']}")
+
+
+def export_summary(card: dict, out) -> None:
+    t = Table(title=f"{card['name']} -> {out}")
+    for col in ("artifact", "bytes", "input", "output", "ops"):
+        t.add_column(col)
+    for name, a in card["artifacts"].items():
+        if "bytes" not in a:
+            continue
+        t.add_row(name, f"{a['bytes']:,}", f"{a['input']['dtype']} {a['input']['shape']}",
+                  f"{a['output']['dtype']} {a['output']['shape']}", str(len(a["ops"])))
+    console.print(t)
+    q = card.get("quantization")
+    if q and q.get("images"):
+        qt = Table(title="Quantization report (float32 vs int8, held-back images)")
+        for col in ("images", "top-1 agreement", "mean |score diff|", "max |score diff|"):
+            qt.add_column(col, justify="right")
+        qt.add_row(str(q["images"]), f"{q['top1_agreement']:.1%}",
+                   f"{q['mean_abs_score_error']:.5f}", f"{q['max_abs_score_error']:.4f}")
+        console.print(qt)
+        for row in q.get("worst_layers", []):
+            console.print(f"  worst layer {row['tensor']}: rmse/scale {row['rmse_over_scale']}")
+    console.print(f"weights: {card['weights']}; model card: {out}/model_card.json")

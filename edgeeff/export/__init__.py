@@ -1,0 +1,221 @@
+"""``edgeeff export``: one function per format, calibration as its own step, metadata everywhere.
+
+FORMATS is the table of what can be produced; :func:`run` builds the model once, calibrates
+once, converts once, then hands the artifacts to each requested format's function. Everything is
+written into a temporary folder that replaces ``--out`` in one rename at the very end.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeeff.errors import EdgeeffError
+
+# format -> (needs int8, what it produces)
+FORMATS = {
+    "tflite": (False, "model_float32.tflite, model_int8.tflite (with --int8), labels.txt"),
+    "edgetpu": (True, "edgetpu_report.txt/json, model_int8_edgetpu.tflite (with edgetpu_compiler)"),
+    "tflm": (True, "tflm/model_data.cc/.h with op resolver and measured arena size"),
+    "saved_model": (False, "saved_model/ (TensorFlow SavedModel of the float model)"),
+}
+
+
+def parse_formats(text: str) -> list[str]:
+    items = [f.strip() for f in text.split(",") if f.strip()]
+    if items == ["all"]:
+        return list(FORMATS)
+    bad = [f for f in items if f not in FORMATS]
+    if bad or not items:
+        raise EdgeeffError(f"unknown format(s) {', '.join(bad) or text!r} "
+                           f"(choose from {', '.join(FORMATS)} or all)")
+    if "tflite" not in items:
+        items.insert(0, "tflite")  # every other format starts from the TFLite models
+    return items
+
+
+@dataclass
+class ExportRequest:
+    spec: object
+    weights: str = "none"
+    int8: bool = False
+    calib: str | None = None
+    num_calib: int | None = None
+    formats: list[str] = field(default_factory=lambda: ["tflite"])
+    out: Path = Path("edgeeff-out")
+    force: bool = False
+    debug: bool = False
+    labels_file: str | None = None
+    keras_model: object = None  # a ready model (ONNX import), instead of building spec
+    source: dict = field(default_factory=dict)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    v = {"python": platform.python_version()}
+    for pkg in ("edgeeff", "tensorflow", "keras", "ai-edge-litert", "tflite-micro", "onnx2tf",
+                "numpy", "opencv-python-headless"):
+        try:
+            v[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return v
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), transient=False)
+
+
+def run(req: ExportRequest, log=print) -> dict:
+    """Produce every requested artifact under ``req.out``; returns the model card."""
+    from edgeeff import calibrate, cost
+    from edgeeff.build import build_model
+    from edgeeff.export import metadata, tflite
+    from edgeeff.fsutil import atomic_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
+    from edgeeff.quiet import captured_output
+    from edgeeff.specfile import preprocessing
+    from edgeeff.weights import labels_for, load_into
+
+    spec = req.spec
+    needs_int8 = any(FORMATS[f][0] for f in req.formats)
+    int8 = req.int8 or needs_int8
+    if needs_int8 and not req.int8:
+        log(f"note: {', '.join(f for f in req.formats if FORMATS[f][0])} needs int8: "
+            "quantising as if --int8 was given")
+    out = Path(req.out)
+    if out.exists() and not req.force:
+        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    labels = labels_for(spec, req.weights, req.labels_file)
+
+    # 1. the Keras model (weights loaded once, shared by both graph variants)
+    from edgeeff.weights import RandomWeightsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        if req.keras_model is not None:
+            model, weights_desc = req.keras_model, req.source.get("weights", "imported")
+        else:
+            model = build_model(spec, training_dropout=False)
+            weights_desc = load_into(model, spec, req.weights)
+    for w in caught:
+        log(f"WARNING: {w.message}")
+    folded = int8 and req.keras_model is None and tflite.folds_normalization(spec)
+    if folded:
+        bare = build_model(spec, include_preprocessing=False, training_dropout=False)
+        bare.set_weights(model.get_weights())
+    # 2. calibration, as its own step
+    calib = None
+    if int8:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            calib = calibrate.load_calibration(req.calib, spec.resolution,
+                                               req.num_calib or 100, warn_short=req.num_calib)
+        for w in caught:
+            log(f"warning: {w.message}")
+        log(f"calibration: {len(calib.images)} images from {calib.source} "
+            f"(+{len(calib.holdout)} held back for the report)")
+
+    card = {
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "source": req.source or {"built_from": "spec"},
+        "weights": weights_desc,
+        "preprocessing": preprocessing(spec),
+        "labels": "labels.txt",
+        "cost_estimate": {k: v for k, v in cost.cost(spec).__dict__.items()},
+        "artifacts": {},
+        "tools": _versions(),
+    }
+    with atomic_dir(out, force=req.force) as tmp:
+        with _progress() as prog:
+            t = prog.add_task("converting float32", total=1)
+            float_bytes = tflite.convert_float(model)
+            prog.advance(t)
+            float_md = metadata.model_metadata(spec, labels, tflite.input_record(spec, False))
+            write_bytes_atomic(tmp / "model_float32.tflite", metadata.embed(float_bytes, float_md))
+            if int8:
+                t = prog.add_task("calibrating + int8", total=len(calib.images))
+                int8_bytes = tflite.convert_int8(
+                    bare if folded else model, calib.images, spec, normalized=folded,
+                    on_sample=lambda: prog.advance(t))
+                md = metadata.model_metadata(spec, labels, tflite.input_record(spec, folded),
+                                             {"calibration": calib.record()})
+                write_bytes_atomic(tmp / "model_int8.tflite", metadata.embed(int8_bytes, md))
+        write_text_atomic(tmp / "labels.txt", "\n".join(labels) + "\n")
+        card["artifacts"]["model_float32.tflite"] = _artifact(tmp / "model_float32.tflite")
+        if int8:
+            card["calibration"] = calib.record()
+            card["artifacts"]["model_int8.tflite"] = _artifact(tmp / "model_int8.tflite")
+            log("quantization report (float32 vs int8 on held-back images)...")
+            with captured_output():
+                card["quantization"] = tflite.quant_report(
+                    tmp / "model_float32.tflite", tmp / "model_int8.tflite", calib.holdout)
+            if req.debug:
+                card["quantization"]["worst_layers"] = tflite.debug_report(
+                    bare if folded else model, calib.images, spec, folded)
+        for fmt in req.formats:
+            if fmt != "tflite":
+                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, model, spec, log))
+        write_json_atomic(tmp / "model_card.json", card)
+    return card
+
+
+def _artifact(path: Path) -> dict:
+    from edgeeff import tflite_graph
+
+    data = path.read_bytes()
+    g = tflite_graph.read(data)
+    inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+    return {
+        "bytes": len(data),
+        "ops": g.op_names,
+        "input": {"shape": list(inp.shape), "dtype": inp.dtype, "scale": list(inp.scale),
+                  "zero_point": list(inp.zero_point)},
+        "output": {"shape": list(outp.shape), "dtype": outp.dtype, "scale": list(outp.scale),
+                   "zero_point": list(outp.zero_point)},
+        "float_ops": tflite_graph.non_integer_ops(g),
+    }
+
+
+def _export_edgetpu(tmp: Path, model, spec, log) -> dict:
+    from edgeeff.export import edgetpu
+    from edgeeff.fsutil import write_json_atomic, write_text_atomic
+
+    int8 = (tmp / "model_int8.tflite").read_bytes()
+    rep = edgetpu.compatibility(int8)
+    text = edgetpu.format_report(rep)
+    write_text_atomic(tmp / "edgetpu_report.txt", text)
+    write_json_atomic(tmp / "edgetpu_report.json", rep)
+    log(text.rstrip())
+    comp = edgetpu.compile_model(tmp / "model_int8.tflite", tmp)
+    if not comp["compiled"]:
+        log(comp.get("message") or f"edgetpu_compiler failed (see {comp.get('log')})")
+    return {"edgetpu": {k: v for k, v in rep.items() if k != "ops"} | {"compiler": comp}}
+
+
+def _export_tflm(tmp: Path, model, spec, log) -> dict:
+    from edgeeff.export import tflm
+
+    rec = tflm.export(tmp / "model_int8.tflite", tmp / "tflm", spec.name)
+    log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B measured, "
+        f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")
+    return {"tflm": rec}
+
+
+def _export_saved_model(tmp: Path, model, spec, log) -> dict:
+    model.export(str(tmp / "saved_model"), verbose=False)
+    return {"saved_model": {"path": "saved_model"}}
+
+
+_FORMAT_FUNCS = {
+    "edgetpu": _export_edgetpu,
+    "tflm": _export_tflm,
+    "saved_model": _export_saved_model,
+}
+

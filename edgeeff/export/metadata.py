@@ -1,0 +1,54 @@
+"""Metadata written into every artifact: a JSON buffer named ``edgeeff`` inside each .tflite.
+
+It carries the model name, spec, labels, input normalisation and pixel range, so a lone .tflite
+file is enough for ``edgeeff demo``/``eval``/``bench`` on a device (see runtime.Classifier).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgeeff.runtime import METADATA_NAME
+
+
+def _fb_utils():
+    try:
+        from ai_edge_litert.tools import flatbuffer_utils as fu
+        from ai_edge_litert import schema_py_generated as s
+    except ImportError:  # pragma: no cover - TensorFlow-only installs
+        from tensorflow.lite.python import schema_py_generated as s
+        from tensorflow.lite.tools import flatbuffer_utils as fu
+    return fu, s
+
+
+def embed(model: bytes, meta: dict) -> bytes:
+    """``model`` with ``meta`` stored as JSON in a metadata buffer (replacing an older one)."""
+    fu, s = _fb_utils()
+    obj = fu.convert_bytearray_to_object(bytearray(model))
+    data = json.dumps(meta, separators=(",", ":")).encode("utf-8")
+    buf = s.BufferT()
+    buf.data = np.frombuffer(data, np.uint8)
+    obj.buffers.append(buf)
+    md = s.MetadataT()
+    md.name = METADATA_NAME
+    md.buffer = len(obj.buffers) - 1
+    obj.metadata = [m for m in (obj.metadata or [])
+                    if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
+    obj.metadata.append(md)
+    return bytes(fu.convert_object_to_bytearray(obj))
+
+
+def model_metadata(spec, labels: list[str], input_record: dict, extra: dict | None = None) -> dict:
+    from edgeeff import __version__
+
+    return {
+        "name": spec.name,
+        "producer": f"edgeeff {__version__}",
+        "spec": spec.to_dict(),
+        "input": {**input_record, "pixel_range": [0, 255], "color": "RGB",
+                  "resolution": spec.resolution},
+        "labels": labels,
+        **(extra or {}),
+    }

@@ -1,0 +1,141 @@
+"""Float32 and full-integer TFLite conversion (tf.lite.TFLiteConverter), and the quantisation report.
+
+int8 models are full-integer: TFLITE_BUILTINS_INT8 only, uint8 input that takes raw RGB pixels,
+uint8 output, batch 1 and static shapes. For the lite family the normalisation (x - 127) / 128
+is folded into the input's quantisation (scale 1/128, zero point 127), so the graph starts
+directly with the stem convolution; for the efficientnet family the per-channel normalisation
+stays in the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeeff.arch import FAMILIES, ModelSpec
+
+
+def folds_normalization(spec: ModelSpec) -> bool:
+    """True when the family's normalisation is one affine map that a uint8 input can carry."""
+    fam = FAMILIES[spec.family]
+    return len(set(fam.mean)) == 1 and len(set(fam.std)) == 1
+
+
+def input_record(spec: ModelSpec, normalized: bool) -> dict:
+    fam = FAMILIES[spec.family]
+    return {
+        "normalized": normalized,
+        "mean": [round(m * 255, 6) for m in fam.mean] if normalized else [0.0] * 3,
+        "std": [round(s * 255, 6) for s in fam.std] if normalized else [1.0] * 3,
+    }
+
+
+def _convert(conv, what: str) -> bytes:
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.quiet import captured_output, tail
+
+    log: list[str] = []
+    try:
+        with captured_output(log):
+            return conv.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        detail = tail(log[0] if log else "", 2) or str(e).splitlines()[0]
+        raise EdgeeffError(f"{what} conversion failed: {detail[:300]}") from None
+
+
+def _converter(keras_model):
+    import tensorflow as tf
+
+    from edgeeff.quiet import captured_output
+
+    with captured_output():  # Keras 3 prints its SavedModel signature here
+        return tf.lite.TFLiteConverter.from_keras_model(keras_model)
+
+
+def convert_float(keras_model) -> bytes:
+    return _convert(_converter(keras_model), "float32")
+
+
+def representative(images: np.ndarray, spec: ModelSpec, normalized: bool, on_sample=None):
+    """Generator factory for the converter: one (1, r, r, 3) float32 sample at a time.
+
+    The first sample gets one black and one white pixel so that the input range the converter
+    records is exactly 0..255 (uint8 input = raw pixels), whatever the photos contain.
+    """
+    fam = FAMILIES[spec.family]
+    mean = np.array(fam.mean, np.float32) * 255
+    std = np.array(fam.std, np.float32) * 255
+
+    def gen():
+        for i, img in enumerate(images):
+            x = img.astype(np.float32)[None]
+            if i == 0:
+                x[0, 0, 0, :], x[0, 0, 1, :] = 0.0, 255.0
+            if normalized:
+                x = (x - mean) / std
+            if on_sample:
+                on_sample()
+            yield [x]
+
+    return gen
+
+
+def convert_int8(keras_model, images: np.ndarray, spec: ModelSpec, normalized: bool,
+                 on_sample=None) -> bytes:
+    import tensorflow as tf
+
+    conv = _converter(keras_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative(images, spec, normalized, on_sample)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    return _convert(conv, "int8")
+
+
+def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
+    """Float vs int8 on held-back images: top-1 agreement and mean |score difference|."""
+    from edgeeff.runtime import Classifier
+
+    if len(holdout) == 0:
+        return {"images": 0, "note": "no held-back images"}
+    f, q = Classifier(float_path, num_threads=2), Classifier(int8_path, num_threads=2)
+    agree, err, maxerr = 0, [], 0.0
+    for img in holdout:
+        a, b = f(img), q(img)
+        agree += int(np.argmax(a) == np.argmax(b))
+        d = np.abs(a - b)
+        err.append(float(d.mean()))
+        maxerr = max(maxerr, float(d.max()))
+    return {
+        "images": int(len(holdout)),
+        "top1_agreement": round(agree / len(holdout), 4),
+        "mean_abs_score_error": round(float(np.mean(err)), 6),
+        "max_abs_score_error": round(maxerr, 6),
+        "scores": "softmax probabilities",
+    }
+
+
+def debug_report(keras_model, images: np.ndarray, spec: ModelSpec, normalized: bool,
+                 worst: int = 5) -> list[dict]:
+    """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
+    import tensorflow as tf
+
+    from edgeeff.quiet import captured_output
+
+    conv = _converter(keras_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative(images, spec, normalized)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=representative(images[:8], spec, normalized))
+    with captured_output():
+        debugger.run()
+    stats = debugger.layer_statistics
+    rows = []
+    for name, st in stats.items():
+        rmse = float(st.get("mean_squared_error", 0.0)) ** 0.5
+        scale = float(st.get("scale", 0.0) or 0.0)
+        rows.append({"tensor": name, "rmse": round(rmse, 6),
+                     "rmse_over_scale": round(rmse / scale, 4) if scale else None})
+    rows.sort(key=lambda r: -(r["rmse_over_scale"] or 0.0))
+    return rows[:worst]

@@ -1,0 +1,61 @@
+"""Image files to model-ready pixels, identically for calibration, evaluation and the demo.
+
+OpenCV only (no TensorFlow), so the TensorFlow-free runtime uses the very same code.
+Preprocessing: resize the shorter side to ``resolution / 0.875`` (INTER_AREA when shrinking,
+which antialiases; INTER_CUBIC when enlarging), centre-crop ``resolution``, RGB uint8.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+CROP_FRACTION = 0.875
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Every image file under ``root`` (recursively), sorted for reproducibility."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray | None:
+    """HxWx3 RGB uint8, or None when the file cannot be decoded.
+
+    Grayscale, palette, alpha, 16-bit and CMYK files all come back as 8-bit RGB.
+    """
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # drops alpha, expands gray, converts CMYK
+    if img is None:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize_crop(img: np.ndarray, resolution: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize the shorter side to resolution/0.875 and centre-crop ``resolution`` square."""
+    import cv2
+
+    h, w = img.shape[:2]
+    short = int(round(resolution / CROP_FRACTION))
+    scale = short / min(h, w)
+    nh, nw = max(resolution, int(round(h * scale))), max(resolution, int(round(w * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(img, (nw, nh), interpolation=interp)
+    y, x = (nh - resolution) // 2, (nw - resolution) // 2
+    crop = resized[y:y + resolution, x:x + resolution]
+    if out is None:
+        return np.ascontiguousarray(crop)
+    out[...] = crop
+    return out
+
+
+def load_preprocessed(path: str | os.PathLike, resolution: int) -> np.ndarray | None:
+    img = load_rgb(path)
+    return None if img is None else resize_crop(img, resolution)
