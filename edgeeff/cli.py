@@ -183,27 +183,52 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, w
         raise EdgeeffError(f"{out} exists; pass --force to replace it")
     if calib is not None and not Path(calib).is_dir():
         raise EdgeeffError(f"calibration folder not found: {calib}")
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        raise EdgeeffError(f"weights file not found: {weights}")
     req = ExportRequest(spec=None, weights=weights, int8=int8, calib=calib, num_calib=num_calib,
                         formats=fmts, out=Path(out), force=force, debug=debug,
                         labels_file=labels_file)
+    if not onnx_path:
+        req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
+    _quiet_tensorflow()
     if onnx_path:
         from edgeeff.export import onnx as onnx_import
 
         req.keras_model, req.spec, req.source = onnx_import.load(onnx_path, num_classes)
-    else:
-        req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
-    _quiet_tensorflow()
     card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)
 
 
-def _quiet_tensorflow() -> None:
-    import logging
-    import os
+@main.command("eval")
+@click.argument("model")
+@click.option("--data", required=True, help="Labelled images: class sub-folders or <wnid>_*.JPEG.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(model, data, threads, as_json) -> None:
+    """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model."""
+    from rich.progress import Progress
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from edgeeff import evaluate, report
+
+    if model.endswith(".keras"):
+        _quiet_tensorflow()
+    with Progress(transient=True, disable=as_json) as prog:
+        task = prog.add_task("evaluating", total=None)
+        res = evaluate.evaluate(model, data, threads=threads,
+                                progress=lambda n: prog.advance(task, n))
+    if as_json:
+        _emit_json(res)
+    else:
+        report.eval_table(res)
+
+
+def _quiet_tensorflow() -> None:
+    from edgeeff.quiet import import_tensorflow
+
+    try:
+        import_tensorflow()
+    except ImportError:
+        raise EdgeeffError("this command needs TensorFlow: pip install 'edgeeff[export]'") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,3 +42,16 @@ def captured_output(keep: list[str] | None = None):
 def tail(text: str, n: int = 1) -> str:
     lines = [x for x in text.strip().splitlines() if x.strip()]
     return " | ".join(lines[-n:])
+
+
+def import_tensorflow():
+    """Import TensorFlow with its start-up logging (CUDA probing, absl) kept off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        with captured_output():
+            import tensorflow  # noqa: F401
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    return sys.modules["tensorflow"]

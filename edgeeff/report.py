@@ -99,3 +99,16 @@ def export_summary(card: dict, out) -> None:
         for row in q.get("worst_layers", []):
             console.print(f"  worst layer {row['tensor']}: rmse/scale {row['rmse_over_scale']}")
     console.print(f"weights: {card['weights']}; model card: {out}/model_card.json")
+
+
+def eval_table(res: dict) -> None:
+    t = Table(title=f"{res['model']} ({res['runtime']})")
+    for col in ("images", "top-1", "top-5", "images/s", "inference images/s"):
+        t.add_column(col, justify="right")
+    t.add_row(str(res["images"]), f"{res['top1']:.1%}", f"{res['top5']:.1%}",
+              f"{res['images_per_s']:.1f}", f"{res['inference_images_per_s']:.1f}")
+    console.print(t)
+    if res["most_confused"]:
+        console.print("most frequent errors (true -> predicted):")
+        for e in res["most_confused"][:5]:
+            console.print(f"  {e['true']} -> {e['predicted']} ({e['count']})")

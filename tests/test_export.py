@@ -1,0 +1,182 @@
+"""export: real artifacts, run in real runtimes (ai-edge-litert, tflite-micro)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeeff.arch import phi_spec
+from tests.conftest import ROOT, needs, run_cli
+
+tf = needs("tensorflow")
+needs("ai_edge_litert")
+
+from edgeeff import tflite_graph  # noqa: E402
+from edgeeff.export import ExportRequest, run  # noqa: E402
+from edgeeff.runtime import Classifier, read_embedded_metadata  # noqa: E402
+
+SMALL = phi_spec(-4.0, "lite", 10)  # 128 px, tiny: seconds to convert
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "small"
+    card = run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=8,
+                             formats=["tflite", "edgetpu", "tflm"], out=out), log=lambda m: None)
+    return out, card
+
+
+def test_int8_is_full_integer_with_raw_pixel_input(small_export):
+    out, card = small_export
+    data = (out / "model_int8.tflite").read_bytes()
+    g = tflite_graph.read(data)
+    assert tflite_graph.non_integer_ops(g) == []
+    inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+    assert inp.dtype == "uint8" and inp.shape == (1, 128, 128, 3)
+    assert outp.dtype == "uint8" and outp.shape == (1, 10)
+    # (x - 127) / 128 folded into the input quantisation: raw pixels go straight in
+    assert inp.scale == (0.0078125,) and inp.zero_point == (127,)
+    assert g.op_names[0] != "MUL" and "DEQUANTIZE" not in g.op_names
+
+
+def test_int8_runs_in_litert_and_agrees_with_float(small_export):
+    out, _ = small_export
+    q, f = Classifier(out / "model_int8.tflite"), Classifier(out / "model_float32.tflite")
+    assert q.runtime == "ai_edge_litert" and q.raw_pixel_input
+    assert q.labels == [f"class_{i}" for i in range(10)]
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    a, b = f(img), q(img)
+    assert a.shape == b.shape == (10,)
+    assert abs(a.sum() - 1) < 1e-3 and np.abs(a - b).max() < 0.1
+
+
+def test_metadata_labels_and_model_card(small_export):
+    out, card = small_export
+    md = read_embedded_metadata((out / "model_int8.tflite").read_bytes())
+    assert md["name"] == SMALL.name and md["input"]["normalized"] is True
+    assert md["input"]["mean"] == [127.0] * 3 and md["input"]["std"] == [128.0] * 3
+    assert len(md["labels"]) == 10 and md["calibration"]["count"] >= 1
+    assert (out / "labels.txt").read_text().splitlines()[0] == "class_0"
+    disk = json.loads((out / "model_card.json").read_text())
+    assert disk["spec"]["phi"] == -4.0 and disk["cost_estimate"]["macs"] > 0
+    assert disk["calibration"]["sha256"] and disk["calibration"]["count"] == 8
+    assert disk["quantization"]["images"] >= 1 and "top1_agreement" in disk["quantization"]
+    assert disk["tools"]["tensorflow"] and disk["weights"].startswith("none")
+    assert disk["artifacts"]["model_int8.tflite"]["bytes"] == (out / "model_int8.tflite").stat().st_size
+
+
+def test_edgetpu_report_maps_every_op(small_export):
+    out, card = small_export
+    rep = json.loads((out / "edgetpu_report.json").read_text())
+    assert rep["ops_on_edgetpu"] == rep["ops_total"] and rep["first_cpu_op"] is None
+    assert rep["fits_parameter_cache"] is True
+    comp = card["artifacts"]["edgetpu"]["compiler"]
+    assert comp["compiled"] is False and "edgetpu_compiler" in comp["message"]
+
+
+def test_edgetpu_report_cuts_graph_at_unsupported_op():
+    from edgeeff.export import edgetpu
+
+    spec = phi_spec(-6, "efficientnet", 4)  # swish + SE: LOGISTIC, MUL map, so they stay
+    from edgeeff.build import build_model
+    from edgeeff.export.tflite import convert_float
+
+    rep = edgetpu.compatibility(convert_float(build_model(spec, training_dropout=False)))
+    assert rep["ops_on_edgetpu"] == 0  # a float model: the very first op is not 8-bit
+    assert "not 8-bit quantised" in rep["first_cpu_op"]["reason"]
+
+
+def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
+    needs("tflite_micro")
+    out, card = small_export
+    arena = json.loads((out / "tflm" / "arena.json").read_text())
+    h = (out / "tflm" / "model_data.h").read_text()
+    cc = (out / "tflm" / "model_data.cc").read_text()
+    assert f"kTensorArenaSize = {arena['recommended_arena_bytes']}" in h
+    assert "AddConv2D()" in h and "AddDepthwiseConv2D()" in h and "AddSoftmax()" in h
+    assert "MicroMutableOpResolver<" in h and "alignas(16)" in cc
+    size = (out / "model_int8.tflite").stat().st_size
+    assert f"g_model_data_len = {size};" in cc
+    # the arena found is minimal: it allocates, 1 KB less does not (probed in a subprocess)
+    code = ("import sys; from edgeeff.export.tflm_probe import _allocates;"
+            f"m=open({str(out / 'model_int8.tflite')!r},'rb').read();"
+            f"print(_allocates(m,{arena['min_arena_bytes']}), _allocates(m,{arena['min_arena_bytes'] - 1024}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "True False"
+    # one invocation in TFLite Micro gives the same class as LiteRT
+    img = np.random.default_rng(2).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", img)
+    from edgeeff.export.tflm import measure_arena
+
+    res = measure_arena(out / "model_int8.tflite", tmp_path / "x.npy")
+    clf = Classifier(out / "model_int8.tflite")
+    clf.interpreter.set_tensor(clf._in_index, img)
+    clf.interpreter.invoke()
+    ref = clf.interpreter.get_tensor(clf._out_index)[0].astype(int)
+    micro = np.array(res["output"], dtype=int)
+    # TFLM's reference kernels and XNNPACK round differently; the answer must not change
+    assert micro.argmax() == ref.argmax()
+    assert np.abs(micro - ref).max() <= 16  # of 256 steps
+
+
+def test_tflm_rejects_ops_it_lacks():
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.export.tflm import resolver_methods
+
+    class G:
+        op_names = ["CONV_2D", "GELU"]
+
+    import edgeeff.export.tflm as t
+
+    orig = t.tflite_graph.read
+    t.tflite_graph.read = lambda b: G()
+    try:
+        with pytest.raises(EdgeeffError, match="GELU"):
+            resolver_methods(b"")
+    finally:
+        t.tflite_graph.read = orig
+
+
+def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
+    spec = phi_spec(-5, "efficientnet", 3)
+    out = tmp_path / "eff"
+    run(ExportRequest(spec=spec, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
+                      out=out), log=lambda m: None)
+    g = tflite_graph.read((out / "model_int8.tflite").read_bytes())
+    assert tflite_graph.non_integer_ops(g) == []
+    assert {"LOGISTIC", "MUL", "MEAN"} <= set(g.op_names)  # swish and squeeze-excite
+    clf = Classifier(out / "model_int8.tflite")
+    assert clf(np.full((spec.resolution,) * 2 + (3,), 128, np.uint8)).shape == (3,)
+
+
+def test_cli_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = run_cli("export", "--phi", "-4", "--family", "lite", "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and (out / "keep.txt").exists()
+    bad = tmp_path / "calib"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not a jpeg")
+    out2 = tmp_path / "o2"
+    r = run_cli("export", "--phi", "-4", "--family", "lite", "--int8", "--calib", str(bad),
+                "--out", str(out2))
+    assert r.returncode == 2 and "no usable calibration images" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out2.exists() and not list(tmp_path.glob(".o2*"))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--preset", "lite9"], "unknown preset"),
+    (["--spec", "nope.json"], "spec file not found"),
+    (["--preset", "lite0", "--weights", "missing.weights.h5"], "weights file not found"),
+    (["--preset", "lite0", "--format", "coreml"], "unknown format"),
+])
+def test_cli_bad_inputs(tmp_path, args, msg):
+    r = run_cli("export", *args, "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert msg in r.stderr and r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
