@@ -159,8 +159,9 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 @click.option("--num-classes", type=click.IntRange(min=1))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
 @click.option("--from", "onnx_path", help="Import an ONNX model (through onnx2tf) instead.")
-@click.option("--weights", default="none", show_default=True,
-              help="imagenet, none (random init) or a .weights.h5 path.")
+@click.option("--weights", default="auto", show_default=True,
+              help="auto (imagenet where the architecture has weights, else none), imagenet, "
+                   "none (random init) or a .weights.h5 path.")
 @click.option("--labels", "labels_file", help="labels.txt for a custom number of classes.")
 @click.option("--int8", is_flag=True, help="Full-integer post-training quantization.")
 @click.option("--calib", help="Folder of calibration images (default: bundled calibration/).")
@@ -183,7 +184,7 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, w
         raise EdgeeffError(f"{out} exists; pass --force to replace it")
     if calib is not None and not Path(calib).is_dir():
         raise EdgeeffError(f"calibration folder not found: {calib}")
-    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+    if weights not in ("auto", "none", "imagenet") and not Path(weights).is_file():
         raise EdgeeffError(f"weights file not found: {weights}")
     req = ExportRequest(spec=None, weights=weights, int8=int8, calib=calib, num_calib=num_calib,
                         formats=fmts, out=Path(out), force=force, debug=debug,
@@ -220,6 +221,87 @@ def eval_cmd(model, data, threads, as_json) -> None:
         _emit_json(res)
     else:
         report.eval_table(res)
+
+
+# --------------------------------------------------------------------------- device side
+
+
+@main.command()
+@click.option("--model", required=True, help="An export folder or a .tflite file.")
+@click.option("--source", default="0", show_default=True,
+              help="Camera index, /dev/videoN, picamera, a video file, an image folder, or "
+                   "'sample' (a clip made from the bundled photos).")
+@click.option("--headless", is_flag=True, help="No window: one JSON object per frame on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Also print JSON lines with a window.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads "
+              "(default: all cores, at most 4).")
+@click.option("--delegate", type=click.Choice(["edgetpu"]), help="Hardware delegate.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
+def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames) -> int:
+    """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
+    from pathlib import Path
+
+    from edgeeff import demo as demomod
+    from edgeeff.runtime import Classifier, resolve_model_path
+
+    p = Path(model)
+    if delegate == "edgetpu":
+        path = p / "model_int8_edgetpu.tflite" if p.is_dir() else p
+        if not path.is_file() or not path.name.endswith("_edgetpu.tflite"):
+            raise EdgeeffError(f"--delegate edgetpu needs a compiled *_edgetpu.tflite model "
+                               f"({path} not found): run 'edgeeff export --format edgetpu' where "
+                               "edgetpu_compiler is installed")
+    else:
+        path = resolve_model_path(p)
+    _need_cv2()
+    import os
+
+    clf = Classifier(path, num_threads=threads or min(4, os.cpu_count() or 1), delegate=delegate)
+    try:
+        demomod.run_demo(clf, source, headless, as_json, top_k, max_frames)
+    except demomod.DemoError as e:
+        click.echo(f"edgeeff: error: {e}", err=True)
+        return 1
+    return 0
+
+
+@main.command("bench")
+@click.argument("model")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--delegate", type=click.Choice(["edgetpu"]))
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
+    """Latency percentiles, throughput and peak RSS; float32 vs int8 for an export folder."""
+    from edgeeff import bench, report
+
+    res = bench.bench(model, threads, runs, warmup, delegate)
+    if as_json:
+        _emit_json(res)
+    else:
+        report.bench_table(res)
+
+
+@main.command("bundle")
+@click.argument("export_dir")
+@click.option("--target", required=True, help="Device profile, e.g. pi4 or coral-usb.")
+@click.option("--out", help="Bundle folder (default: EXPORT_DIR-TARGET-bundle).")
+@click.option("--force", is_flag=True)
+def bundle_cmd(export_dir, target, out, force) -> None:
+    """Gather model, labels, model card, run script and a systemd unit for the device."""
+    from edgeeff.bundle import bundle
+
+    path = bundle(export_dir, target, out, force)
+    click.echo(f"wrote {path}/ and {path}.tar.gz")
+
+
+def _need_cv2() -> None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise EdgeeffError("this command needs OpenCV: pip install 'edgeeff[runtime]'") from None
 
 
 def _quiet_tensorflow() -> None:

@@ -59,3 +59,30 @@ def resize_crop(img: np.ndarray, resolution: int, out: np.ndarray | None = None)
 def load_preprocessed(path: str | os.PathLike, resolution: int) -> np.ndarray | None:
     img = load_rgb(path)
     return None if img is None else resize_crop(img, resolution)
+
+
+def center_box(h: int, w: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the centre square the resize-shorter-side + crop keeps."""
+    side = int(round(min(h, w) * CROP_FRACTION))
+    y, x = (h - side) // 2, (w - side) // 2
+    return y, y + side, x, x + side
+
+
+def frame_into(frame_bgr: np.ndarray, out_rgb: np.ndarray, scratch: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Camera frame (BGR) -> model input (RGB), written into ``out_rgb`` without new arrays.
+
+    Crops the centre square first and resizes only that (the same pixels the resize-then-crop
+    of :func:`resize_crop` keeps), then swaps channels in place.
+    """
+    import cv2
+
+    r = out_rgb.shape[0]
+    y0, y1, x0, x1 = center_box(*frame_bgr.shape[:2])
+    crop = frame_bgr[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if crop.shape[0] > r else cv2.INTER_CUBIC
+    if scratch is None:
+        scratch = np.empty_like(out_rgb)
+    cv2.resize(crop, (r, r), dst=scratch, interpolation=interp)
+    cv2.cvtColor(scratch, cv2.COLOR_BGR2RGB, dst=out_rgb)
+    return out_rgb

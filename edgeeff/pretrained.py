@@ -39,6 +39,18 @@ def source_for(spec: ModelSpec) -> str | None:
     return None
 
 
+def available_for(spec: ModelSpec) -> bool:
+    """Weights exist for this architecture and their package is installed."""
+    name = source_for(spec)
+    if name is None:
+        return False
+    try:
+        _package(name)
+    except EdgeeffError:
+        return False
+    return True
+
+
 def cache_dir() -> Path:
     base = os.environ.get("EDGEEFF_CACHE_DIR")
     if base:

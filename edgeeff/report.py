@@ -112,3 +112,16 @@ def eval_table(res: dict) -> None:
         console.print("most frequent errors (true -> predicted):")
         for e in res["most_confused"][:5]:
             console.print(f"  {e['true']} -> {e['predicted']} ({e['count']})")
+
+
+def bench_table(res: dict) -> None:
+    t = Table(title="Interpreter latency")
+    for col in ("model", "runtime", "threads", "p50 ms", "p90 ms", "p99 ms", "per s", "peak RSS"):
+        t.add_column(col, justify="left" if col in ("model", "runtime") else "right")
+    for r in res["models"]:
+        t.add_row(r["model"], r["runtime"], str(r["threads"]), f"{r['p50_ms']:.2f}",
+                  f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['throughput_per_s']:.1f}",
+                  format_size(r["peak_rss_bytes"]))
+    console.print(t)
+    if "int8_speedup_p50" in res:
+        console.print(f"int8 speed-up over float32 (p50): {res['int8_speedup_p50']:.2f}x")

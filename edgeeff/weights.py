@@ -24,7 +24,15 @@ class RandomWeightsWarning(UserWarning):
 
 
 def load_into(model, spec: ModelSpec, weights: str) -> str:
-    """Fill ``model``'s weights; returns a short description for the model card."""
+    """Fill ``model``'s weights; returns a short description for the model card.
+
+    ``auto`` means ImageNet weights where the architecture has them (and the
+    ``edgeeff[pretrained]`` extra is installed), random initialisation otherwise.
+    """
+    if weights == "auto":
+        from edgeeff import pretrained
+
+        weights = "imagenet" if pretrained.available_for(spec) else "none"
     if weights in (None, "", "none"):
         warnings.warn("--weights none: random initialisation, predictions are MEANINGLESS "
                       "(use --weights imagenet or a trained checkpoint for a real model)",

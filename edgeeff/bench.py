@@ -1,0 +1,68 @@
+"""``edgeeff bench``: interpreter latency percentiles, throughput and peak memory.
+
+Runs on any TFLite runtime (no TensorFlow). Given an export folder it measures the float32 and
+int8 models one after the other, in the same process and conditions, and reports the ratio.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeeff.errors import EdgeeffError
+from edgeeff.runtime import Classifier
+
+
+def _peak_rss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if sys.platform == "darwin" else r * 1024)
+
+
+def bench_model(path: Path, threads: int | None, runs: int, warmup: int,
+                delegate: str | None = None) -> dict:
+    if runs < 1 or warmup < 0:
+        raise EdgeeffError("--runs must be >= 1 and --warmup >= 0")
+    clf = Classifier(path, num_threads=threads, delegate=delegate)
+    rng = np.random.default_rng(0)
+    clf.set_input(rng.integers(0, 256, (clf.resolution, clf.resolution, 3), dtype=np.uint8))
+    for _ in range(warmup):
+        clf.invoke()
+    lat = np.empty(runs)
+    t0 = time.perf_counter()
+    for i in range(runs):
+        t = time.perf_counter()
+        clf.invoke()
+        lat[i] = (time.perf_counter() - t) * 1000.0
+    wall = time.perf_counter() - t0
+    return {
+        "model": path.name, "bytes": path.stat().st_size, "runtime": clf.runtime,
+        "delegate": clf.delegate or "none (CPU, XNNPACK where supported)",
+        "threads": threads, "runs": runs,
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p90_ms": round(float(np.percentile(lat, 90)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "mean_ms": round(float(lat.mean()), 3),
+        "throughput_per_s": round(runs / wall, 2),
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
+
+
+def bench(model: str | Path, threads: int | None = 2, runs: int = 50, warmup: int = 5,
+          delegate: str | None = None) -> dict:
+    p = Path(model)
+    if p.is_dir():
+        found = [p / n for n in ("model_float32.tflite", "model_int8.tflite") if (p / n).is_file()]
+        if not found:
+            raise EdgeeffError(f"no .tflite models in {p}")
+        rows = [bench_model(f, threads, runs, warmup, delegate) for f in found]
+        res = {"models": rows}
+        if len(rows) == 2:
+            res["int8_speedup_p50"] = round(rows[0]["p50_ms"] / rows[1]["p50_ms"], 2)
+        return res
+    from edgeeff.runtime import resolve_model_path
+
+    return {"models": [bench_model(resolve_model_path(p), threads, runs, warmup, delegate)]}
