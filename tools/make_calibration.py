@@ -14,7 +14,6 @@ licence, crop box and SHA-256.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import zipfile

@@ -15,8 +15,8 @@ from edgeeff.runtime import METADATA_NAME
 
 def _fb_utils():
     try:
-        from ai_edge_litert.tools import flatbuffer_utils as fu
         from ai_edge_litert import schema_py_generated as s
+        from ai_edge_litert.tools import flatbuffer_utils as fu
     except ImportError:  # pragma: no cover - TensorFlow-only installs
         from tensorflow.lite.python import schema_py_generated as s
         from tensorflow.lite.tools import flatbuffer_utils as fu
