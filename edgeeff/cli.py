@@ -98,17 +98,24 @@ def devices(as_json: bool) -> None:
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]),
               help="Network family (default: the device's preferred one).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--pretrained", is_flag=True,
+              help="Only architectures with ImageNet weights (lite0/1/2), scaled by resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--out", default="edgeeff.json", show_default=True, help="Spec file to write.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
-        as_json, out) -> None:
+        pretrained, as_json, out) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
     from edgeeff import fit as fitmod
     from edgeeff import report, specfile, targets
 
     device = targets.load(device_name)
     budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
-    res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
+    if pretrained:
+        if family not in (None, "lite"):
+            raise EdgeeffError("--pretrained weights exist only for the lite family")
+        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes)
+    else:
+        res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
     summary = specfile.summary(res.chosen.spec, res.chosen.cost, device.key, res.binding)
     summary["latency_ms"] = round(res.chosen.latency_ms, 2)
     specfile.write(out, res.chosen.spec, {
@@ -159,6 +166,9 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 @click.option("--num-classes", type=click.IntRange(min=1))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
 @click.option("--from", "onnx_path", help="Import an ONNX model (through onnx2tf) instead.")
+@click.option("--mean", help="ONNX input normalisation mean, pixel units (e.g. 127 or "
+              "123.7,116.3,103.5); default: the model takes raw 0..255 pixels.")
+@click.option("--std", help="ONNX input normalisation std, pixel units (e.g. 128).")
 @click.option("--weights", default="auto", show_default=True,
               help="auto (imagenet where the architecture has weights, else none), imagenet, "
                    "none (random init) or a .weights.h5 path.")
@@ -171,9 +181,10 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 @click.option("--out", default="edgeeff-out", show_default=True, help="Output folder.")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--debug", is_flag=True, help="Per-layer quantization error (QuantizationDebugger).")
-def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, weights,
+def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, mean, std, weights,
            labels_file, int8, calib, num_calib, formats, out, force, debug) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
+    import tempfile
     from pathlib import Path
 
     from edgeeff import report, specfile
@@ -189,14 +200,21 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, w
     req = ExportRequest(spec=None, weights=weights, int8=int8, calib=calib, num_calib=num_calib,
                         formats=fmts, out=Path(out), force=force, debug=debug,
                         labels_file=labels_file)
-    if not onnx_path:
+    if onnx_path:
+        if any(v is not None for v in (spec_file, preset, phi, num_classes, resolution)):
+            raise EdgeeffError("--from takes the architecture from the ONNX file: drop "
+                               "--spec/--preset/--phi/--num-classes/--resolution")
+        if not Path(onnx_path).is_file():
+            raise EdgeeffError(f"ONNX model not found: {onnx_path}")
+    else:
         req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
     _quiet_tensorflow()
-    if onnx_path:
-        from edgeeff.export import onnx as onnx_import
+    with tempfile.TemporaryDirectory(prefix="edgeeff-onnx2tf-") as work:
+        if onnx_path:
+            from edgeeff.export import onnx as onnx_import
 
-        req.keras_model, req.spec, req.source = onnx_import.load(onnx_path, num_classes)
-    card = run(req, log=lambda m: click.echo(m, err=True))
+            req.frontend = onnx_import.load(onnx_path, calib, mean, std, Path(work))
+        card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)
 
 

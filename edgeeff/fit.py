@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeeff.arch import ModelSpec, phi_spec
+from edgeeff.arch import ModelSpec, phi_spec, preset_spec
 from edgeeff.cost import Cost, cost
 from edgeeff.errors import EdgeeffError
 from edgeeff.targets import Device
@@ -66,10 +66,17 @@ class Candidate:
     def fits(self) -> bool:
         return not self.violations
 
+    @property
+    def weights(self) -> str | None:
+        """The pretrained backbone this candidate can load, if any."""
+        from edgeeff.pretrained import source_for
+
+        return source_for(self.spec)
+
     def row(self) -> dict:
         s, c = self.spec, self.cost
         return {
-            "phi": s.phi, "family": s.family, "depth": round(s.depth, 4),
+            "name": s.name, "phi": s.phi, "family": s.family, "pretrained": self.weights, "depth": round(s.depth, 4),
             "width": round(s.width, 4), "resolution": s.resolution,
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
@@ -149,3 +156,40 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
     ks = sorted({min(max(best + s, round(PHI_MIN / PHI_STEP)), round(PHI_MAX / PHI_STEP))
                  for s in steps})
     return FitResult(chosen, binding, [at(k) for k in ks], device, budgets)
+
+
+PRETRAINED_MIN_RESOLUTION = 96
+
+
+def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000) -> FitResult:
+    """Only architectures with ImageNet weights (lite0/1/2), scaled by resolution alone.
+
+    Convolution weights do not depend on the input size, so each pretrained backbone is tried at
+    every multiple of 8 from 96 px up to its native resolution. Among the candidates that fit,
+    the one with the most multiply-adds wins (more compute on a pretrained backbone is, to first
+    order, more accuracy); its binding budget is the one the next size up violates.
+    """
+    from edgeeff.pretrained import AVAILABLE
+
+    best: Candidate | None = None
+    best_next: Candidate | None = None
+    rows: list[Candidate] = []
+    for name in AVAILABLE:
+        native = preset_spec(name).resolution
+        sizes = list(range(PRETRAINED_MIN_RESOLUTION, native + 1, 8))
+        cands = [evaluate(preset_spec(name, num_classes, r), device, budgets) for r in sizes]
+        fitting = [i for i, c in enumerate(cands) if c.fits]
+        if not fitting:
+            rows.append(cands[0])
+            continue
+        i = fitting[-1]
+        rows.extend(cands[max(0, i - 2):i + 2])
+        if best is None or cands[i].cost.macs > best.cost.macs:
+            best, best_next = cands[i], cands[i + 1] if i + 1 < len(cands) else None
+    if best is None:
+        smallest = rows[0]
+        why = "; ".join(_describe_limit(b, smallest, budgets) for b in smallest.violations)
+        raise EdgeeffError(f"no pretrained model fits {device.name}: even lite0 at "
+                           f"{PRETRAINED_MIN_RESOLUTION}px exceeds {why}")
+    binding = "+".join(best_next.violations) if best_next else "none (native resolution)"
+    return FitResult(best, binding, rows, device, budgets)

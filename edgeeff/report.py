@@ -38,9 +38,9 @@ def fit_table(res) -> None:
     if b.max_latency_ms is not None:
         limits.append(f"latency {b.max_latency_ms:g} ms")
     t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits))
-    for col in ("phi", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
-                "est. ms", "verdict"):
-        t.add_column(col, justify="right" if col != "verdict" else "left")
+    for col in ("model", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
+                "est. ms", "weights", "verdict"):
+        t.add_column(col, justify="left" if col in ("model", "verdict", "weights") else "right")
     for c in res.neighbours:
         s = c.spec
         if c is res.chosen:
@@ -49,16 +49,18 @@ def fit_table(res) -> None:
             verdict = "fits"
         else:
             verdict = "[red]over " + ", ".join(c.violations) + "[/]"
-        t.add_row(f"{s.phi:+.2f}", f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
+        label = f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
+        t.add_row(label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
                   f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
                   format_size(c.cost.flash_bytes), format_size(c.cost.peak_ram_bytes),
-                  f"{c.latency_ms:.1f}", verdict,
+                  f"{c.latency_ms:.1f}", f"imagenet ({c.weights})" if c.weights else "-", verdict,
                   style="bold" if c is res.chosen else None)
     console.print(t)
     ch = res.chosen
     console.print(f"chosen: {ch.spec.name} ({ch.spec.family}, {ch.spec.num_classes} classes), "
                   f"binding budget: {res.binding}"
-                  + (f" — {LEVERS[res.binding.split('+')[0]]}" if res.binding in LEVERS else ""))
+                  + (" — pretrained backbones scale by resolution only" if ch.spec.phi is None
+                     else f" — {LEVERS[res.binding.split('+')[0]]}" if res.binding in LEVERS else ""))
 
 
 def info_table(spec, s: dict) -> None:

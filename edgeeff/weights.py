@@ -53,13 +53,17 @@ def load_into(model, spec: ModelSpec, weights: str) -> str:
     return f"file {p.name}"
 
 
-def labels_for(spec: ModelSpec, weights: str, labels_file: str | None = None) -> list[str]:
+def labels_for(num_classes: int, labels_file: str | None = None) -> list[str]:
+    """labels.txt lines: a user's file, ImageNet's names for 1000 classes, else class_N."""
     if labels_file:
-        lines = [x.strip() for x in Path(labels_file).read_text().splitlines() if x.strip()]
-        if len(lines) != spec.num_classes:
-            raise EdgeeffError(f"{labels_file} has {len(lines)} labels, model has "
-                               f"{spec.num_classes} classes")
+        try:
+            lines = [x.strip() for x in Path(labels_file).read_text().splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise EdgeeffError(f"cannot read labels file {labels_file}: {e}") from None
+        if len(lines) != num_classes:
+            raise EdgeeffError(f"{labels_file} has {len(lines)} labels, the model has "
+                               f"{num_classes} classes")
         return lines
-    if spec.num_classes == 1000:
+    if num_classes == 1000:
         return imagenet_labels()
-    return [f"class_{i}" for i in range(spec.num_classes)]
+    return [f"class_{i}" for i in range(num_classes)]

@@ -128,3 +128,27 @@ def test_pure_commands_import_no_tensorflow(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_fit_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
+    out = tmp_path / "p.json"
+    r = run_cli("fit", "--device", "pi4", "--max-mflops", "300", "--pretrained", "--json",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["preset"] in ("lite0", "lite1", "lite2") and d["mflops"] <= 300
+    assert d["phi"] is None and d["resolution"] < 260
+    cands = {(c["name"]): c for c in d["candidates"]}
+    lite0_192 = cands["efficientnet-lite0-192"]
+    assert lite0_192["pretrained"] == "lite0" and abs(lite0_192["mflops"] - 283.3) < 0.1
+    assert all(c["pretrained"] for c in d["candidates"])
+    spec = json.loads(out.read_text())["spec"]
+    assert spec["preset"] == d["preset"] and spec["resolution"] == d["resolution"]
+
+
+def test_fit_table_says_which_candidates_keep_pretrained_weights():
+    from edgeeff.fit import fit as do_fit
+
+    res = do_fit(PI4, Budgets.for_device(PI4, max_mflops=400))
+    by_phi = {c.spec.phi: c.weights for c in res.neighbours}
+    assert by_phi[0.0] == "lite0" and by_phi[-1.0] is None

@@ -48,8 +48,7 @@ class ExportRequest:
     force: bool = False
     debug: bool = False
     labels_file: str | None = None
-    keras_model: object = None  # a ready model (ONNX import), instead of building spec
-    source: dict = field(default_factory=dict)
+    frontend: object = None  # a ready Frontend (ONNX import) instead of building ``spec``
 
 
 def _versions() -> dict:
@@ -72,17 +71,57 @@ def _progress():
                     TimeElapsedColumn(), transient=False)
 
 
+@dataclass
+class Frontend:
+    """What the converters need, whether the model was built from a spec or imported."""
+
+    name: str
+    resolution: int
+    num_classes: int
+    float_model: object  # Keras model converted to model_float32.tflite
+    int8_model: object  # Keras model converted to model_int8.tflite
+    float_input: dict  # normalization records (tflite.normalization_record)
+    int8_input: dict
+    weights: str
+    spec: object = None  # ModelSpec when built by edgeeff
+    preprocessing: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+
+def frontend_from_spec(spec, weights: str, int8: bool, log=print) -> Frontend:
+    """Build ``spec`` once, load its weights, and derive the int8 graph variant."""
+    from edgeeff.build import build_model
+    from edgeeff.export import tflite
+    from edgeeff.specfile import preprocessing
+    from edgeeff.weights import RandomWeightsWarning, load_into
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        model = build_model(spec, training_dropout=False)
+        desc = load_into(model, spec, weights)
+    for w in caught:
+        log(f"WARNING: {w.message}")
+    int8_model, int8_input = model, tflite.input_record(spec, False)
+    if int8 and tflite.folds_normalization(spec):
+        # normalisation moves into the uint8 input's quantisation: build without it
+        int8_model = build_model(spec, include_preprocessing=False, training_dropout=False)
+        int8_model.set_weights(model.get_weights())
+        int8_input = tflite.input_record(spec, True)
+    return Frontend(name=spec.name, resolution=spec.resolution, num_classes=spec.num_classes,
+                    float_model=model, int8_model=int8_model,
+                    float_input=tflite.input_record(spec, False), int8_input=int8_input,
+                    weights=desc, spec=spec, preprocessing=preprocessing(spec),
+                    source={"built_from": "spec"})
+
+
 def run(req: ExportRequest, log=print) -> dict:
     """Produce every requested artifact under ``req.out``; returns the model card."""
     from edgeeff import calibrate, cost
-    from edgeeff.build import build_model
     from edgeeff.export import metadata, tflite
     from edgeeff.fsutil import atomic_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
     from edgeeff.quiet import captured_output
-    from edgeeff.specfile import preprocessing
-    from edgeeff.weights import labels_for, load_into
+    from edgeeff.weights import labels_for
 
-    spec = req.spec
     needs_int8 = any(FORMATS[f][0] for f in req.formats)
     int8 = req.int8 or needs_int8
     if needs_int8 and not req.int8:
@@ -91,30 +130,17 @@ def run(req: ExportRequest, log=print) -> dict:
     out = Path(req.out)
     if out.exists() and not req.force:
         raise EdgeeffError(f"{out} exists; pass --force to replace it")
-    labels = labels_for(spec, req.weights, req.labels_file)
 
-    # 1. the Keras model (weights loaded once, shared by both graph variants)
-    from edgeeff.weights import RandomWeightsWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomWeightsWarning)
-        if req.keras_model is not None:
-            model, weights_desc = req.keras_model, req.source.get("weights", "imported")
-        else:
-            model = build_model(spec, training_dropout=False)
-            weights_desc = load_into(model, spec, req.weights)
-    for w in caught:
-        log(f"WARNING: {w.message}")
-    folded = int8 and req.keras_model is None and tflite.folds_normalization(spec)
-    if folded:
-        bare = build_model(spec, include_preprocessing=False, training_dropout=False)
-        bare.set_weights(model.get_weights())
+    # 1. the model, weights loaded once
+    fe = req.frontend or frontend_from_spec(req.spec, req.weights, int8, log)
+    labels = labels_for(fe.num_classes, req.labels_file)
+    spec_dict = fe.spec.to_dict() if fe.spec is not None else None
     # 2. calibration, as its own step
     calib = None
     if int8:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            calib = calibrate.load_calibration(req.calib, spec.resolution,
+            calib = calibrate.load_calibration(req.calib, fe.resolution,
                                                req.num_calib or 100, warn_short=req.num_calib)
         for w in caught:
             log(f"warning: {w.message}")
@@ -122,30 +148,29 @@ def run(req: ExportRequest, log=print) -> dict:
             f"(+{len(calib.holdout)} held back for the report)")
 
     card = {
-        "name": spec.name,
-        "spec": spec.to_dict(),
-        "source": req.source or {"built_from": "spec"},
-        "weights": weights_desc,
-        "preprocessing": preprocessing(spec),
+        "name": fe.name,
+        "spec": spec_dict,
+        "source": fe.source,
+        "weights": fe.weights,
+        "preprocessing": fe.preprocessing,
         "labels": "labels.txt",
-        "cost_estimate": {k: v for k, v in cost.cost(spec).__dict__.items()},
+        "cost_estimate": dict(cost.cost(fe.spec).__dict__) if fe.spec is not None else None,
         "artifacts": {},
         "tools": _versions(),
     }
     with atomic_dir(out, force=req.force) as tmp:
         with _progress() as prog:
             t = prog.add_task("converting float32", total=1)
-            float_bytes = tflite.convert_float(model)
+            float_bytes = tflite.convert_float(fe.float_model)
             prog.advance(t)
-            float_md = metadata.model_metadata(spec, labels, tflite.input_record(spec, False))
-            write_bytes_atomic(tmp / "model_float32.tflite", metadata.embed(float_bytes, float_md))
+            md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels, fe.float_input)
+            write_bytes_atomic(tmp / "model_float32.tflite", metadata.embed(float_bytes, md))
             if int8:
                 t = prog.add_task("calibrating + int8", total=len(calib.images))
-                int8_bytes = tflite.convert_int8(
-                    bare if folded else model, calib.images, spec, normalized=folded,
-                    on_sample=lambda: prog.advance(t))
-                md = metadata.model_metadata(spec, labels, tflite.input_record(spec, folded),
-                                             {"calibration": calib.record()})
+                int8_bytes = tflite.convert_int8(fe.int8_model, calib.images, fe.int8_input,
+                                                 on_sample=lambda: prog.advance(t))
+                md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels,
+                                             fe.int8_input, {"calibration": calib.record()})
                 write_bytes_atomic(tmp / "model_int8.tflite", metadata.embed(int8_bytes, md))
         write_text_atomic(tmp / "labels.txt", "\n".join(labels) + "\n")
         card["artifacts"]["model_float32.tflite"] = _artifact(tmp / "model_float32.tflite")
@@ -158,10 +183,10 @@ def run(req: ExportRequest, log=print) -> dict:
                     tmp / "model_float32.tflite", tmp / "model_int8.tflite", calib.holdout)
             if req.debug:
                 card["quantization"]["worst_layers"] = tflite.debug_report(
-                    bare if folded else model, calib.images, spec, folded)
+                    fe.int8_model, calib.images, fe.int8_input)
         for fmt in req.formats:
             if fmt != "tflite":
-                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, model, spec, log))
+                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log))
         write_json_atomic(tmp / "model_card.json", card)
     return card
 
@@ -183,7 +208,7 @@ def _artifact(path: Path) -> dict:
     }
 
 
-def _export_edgetpu(tmp: Path, model, spec, log) -> dict:
+def _export_edgetpu(tmp: Path, fe: Frontend, log) -> dict:
     from edgeeff.export import edgetpu
     from edgeeff.fsutil import write_json_atomic, write_text_atomic
 
@@ -199,17 +224,23 @@ def _export_edgetpu(tmp: Path, model, spec, log) -> dict:
     return {"edgetpu": {k: v for k, v in rep.items() if k != "ops"} | {"compiler": comp}}
 
 
-def _export_tflm(tmp: Path, model, spec, log) -> dict:
+def _export_tflm(tmp: Path, fe: Frontend, log) -> dict:
     from edgeeff.export import tflm
 
-    rec = tflm.export(tmp / "model_int8.tflite", tmp / "tflm", spec.name)
+    rec = tflm.export(tmp / "model_int8.tflite", tmp / "tflm", fe.name)
     log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B measured, "
         f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")
     return {"tflm": rec}
 
 
-def _export_saved_model(tmp: Path, model, spec, log) -> dict:
-    model.export(str(tmp / "saved_model"), verbose=False)
+def _export_saved_model(tmp: Path, fe: Frontend, log) -> dict:
+    from edgeeff.quiet import captured_output
+
+    with captured_output():
+        if hasattr(fe.float_model, "export"):
+            fe.float_model.export(str(tmp / "saved_model"))
+        else:  # tf_keras models (ONNX import)
+            fe.float_model.save(str(tmp / "saved_model"))
     return {"saved_model": {"path": "saved_model"}}
 
 

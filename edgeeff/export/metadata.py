@@ -40,15 +40,16 @@ def embed(model: bytes, meta: dict) -> bytes:
     return bytes(fu.convert_object_to_bytearray(obj))
 
 
-def model_metadata(spec, labels: list[str], input_record: dict, extra: dict | None = None) -> dict:
+def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[str],
+                   input_record: dict, extra: dict | None = None) -> dict:
     from edgeeff import __version__
 
     return {
-        "name": spec.name,
+        "name": name,
         "producer": f"edgeeff {__version__}",
-        "spec": spec.to_dict(),
+        "spec": spec,
         "input": {**input_record, "pixel_range": [0, 255], "color": "RGB",
-                  "resolution": spec.resolution},
+                  "resolution": resolution},
         "labels": labels,
         **(extra or {}),
     }

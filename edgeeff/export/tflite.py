@@ -21,11 +21,17 @@ def folds_normalization(spec: ModelSpec) -> bool:
 
 
 def input_record(spec: ModelSpec, normalized: bool) -> dict:
+    """How a 0..255 pixel becomes the model's input: (p - mean) / std when ``normalized``."""
     fam = FAMILIES[spec.family]
+    return normalization_record([m * 255 for m in fam.mean], [s * 255 for s in fam.std],
+                                normalized)
+
+
+def normalization_record(mean, std, normalized: bool = True) -> dict:
     return {
         "normalized": normalized,
-        "mean": [round(m * 255, 6) for m in fam.mean] if normalized else [0.0] * 3,
-        "std": [round(s * 255, 6) for s in fam.std] if normalized else [1.0] * 3,
+        "mean": [round(float(m), 6) for m in mean] if normalized else [0.0] * 3,
+        "std": [round(float(s), 6) for s in std] if normalized else [1.0] * 3,
     }
 
 
@@ -42,36 +48,41 @@ def _convert(conv, what: str) -> bytes:
         raise EdgeeffError(f"{what} conversion failed: {detail[:300]}") from None
 
 
-def _converter(keras_model):
+def _converter(model):
+    """A TFLiteConverter for a Keras model, or for a SavedModel folder (ONNX imports)."""
     import tensorflow as tf
 
     from edgeeff.quiet import captured_output
 
     with captured_output():  # Keras 3 prints its SavedModel signature here
-        return tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        if isinstance(model, str):
+            return tf.lite.TFLiteConverter.from_saved_model(model)
+        return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
 def convert_float(keras_model) -> bytes:
     return _convert(_converter(keras_model), "float32")
 
 
-def representative(images: np.ndarray, spec: ModelSpec, normalized: bool, on_sample=None):
+def representative(images: np.ndarray, inp: dict, on_sample=None, layout: str = "NHWC"):
     """Generator factory for the converter: one (1, r, r, 3) float32 sample at a time.
 
-    The first sample gets one black and one white pixel so that the input range the converter
-    records is exactly 0..255 (uint8 input = raw pixels), whatever the photos contain.
+    ``inp`` is the model's input record (see :func:`normalization_record`). The first sample
+    gets one black and one white pixel so that the input range the converter records is exactly
+    0..255 (uint8 input = raw pixels, or their normalised image), whatever the photos contain.
     """
-    fam = FAMILIES[spec.family]
-    mean = np.array(fam.mean, np.float32) * 255
-    std = np.array(fam.std, np.float32) * 255
+    mean = np.array(inp["mean"], np.float32)
+    std = np.array(inp["std"], np.float32)
 
     def gen():
         for i, img in enumerate(images):
             x = img.astype(np.float32)[None]
             if i == 0:
                 x[0, 0, 0, :], x[0, 0, 1, :] = 0.0, 255.0
-            if normalized:
+            if inp["normalized"]:
                 x = (x - mean) / std
+            if layout == "NCHW":
+                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             if on_sample:
                 on_sample()
             yield [x]
@@ -79,13 +90,12 @@ def representative(images: np.ndarray, spec: ModelSpec, normalized: bool, on_sam
     return gen
 
 
-def convert_int8(keras_model, images: np.ndarray, spec: ModelSpec, normalized: bool,
-                 on_sample=None) -> bytes:
+def convert_int8(keras_model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
     import tensorflow as tf
 
     conv = _converter(keras_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative(images, spec, normalized, on_sample)
+    conv.representative_dataset = representative(images, inp, on_sample)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
@@ -115,8 +125,7 @@ def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
     }
 
 
-def debug_report(keras_model, images: np.ndarray, spec: ModelSpec, normalized: bool,
-                 worst: int = 5) -> list[dict]:
+def debug_report(keras_model, images: np.ndarray, inp: dict, worst: int = 5) -> list[dict]:
     """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
     import tensorflow as tf
 
@@ -124,10 +133,10 @@ def debug_report(keras_model, images: np.ndarray, spec: ModelSpec, normalized: b
 
     conv = _converter(keras_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative(images, spec, normalized)
+    conv.representative_dataset = representative(images, inp)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=representative(images[:8], spec, normalized))
+        converter=conv, debug_dataset=representative(images[:8], inp))
     with captured_output():
         debugger.run()
     stats = debugger.layer_statistics
