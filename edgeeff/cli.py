@@ -118,6 +118,10 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
         res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
     summary = specfile.summary(res.chosen.spec, res.chosen.cost, device.key, res.binding)
     summary["latency_ms"] = round(res.chosen.latency_ms, 2)
+    summary["ram_bytes"] = res.chosen.ram_bytes
+    summary["ram_model"] = "tflm_arena" if device.kind == "mcu" else "activations"
+    if res.note:
+        summary["note"] = res.note
     specfile.write(out, res.chosen.spec, {
         "fit": {**summary, "budgets": budgets.to_dict(), "device_profile": device.to_dict()},
     })

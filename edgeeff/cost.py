@@ -24,8 +24,15 @@ from edgeeff.arch import Architecture, ModelSpec, expand, feature_size
 # Flatbuffer bookkeeping, calibrated on models written by TFLiteConverter (tests keep these honest).
 FLASH_PER_TENSOR = 180  # tensor table entry, name string, buffer entry
 FLASH_PER_OP = 64  # operator entry with options and index vectors
-FLASH_PER_CHANNEL_QUANT = 12  # float32 scale + int64 zero point, per output channel
+FLASH_PER_CHANNEL_QUANT = 21  # weight + bias scales and zero points per output channel, as stored
 FLASH_FIXED = 4096  # header, op-code table, signature, metadata
+
+# TensorFlow Lite Micro's own arena use next to the activations ("tail" of the arena), fitted to
+# tflite-micro's RecordingMicroAllocator on a 64-bit host (benchmarks/mcu_ram.py re-measures it):
+TFLM_PER_TENSOR = 24  # TfLiteEvalTensor, one per tensor in the flatbuffer
+TFLM_PER_OP = 165  # NodeAndRegistration (64) + kernel op data (~77) + graph bookkeeping (~24)
+TFLM_PER_CHANNEL = 8  # conv/depthwise/dense per-channel output multiplier + shift (2 x int32)
+TFLM_FIXED = 716  # persistent input/output TfLiteTensors, their quantization, subgraph structs
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Op:
     weights: int = 0  # int8 weight elements after folding
     biases: int = 0  # int32 bias elements after folding
     stage: str = "stem"
+    consts: int = 0  # constant tensors in the flatbuffer (weights, biases, scalars)
 
 
 @dataclass
@@ -89,14 +97,14 @@ class _Builder:
         k = kernel * kernel * c * filters
         params = k + (filters if bias else 0) + (2 * filters if bn else 0)
         return self.g.add(name, "CONV_2D", [x], (ho, wo, filters), self.stage,
-                          macs=ho * wo * k, params=params, weights=k, biases=filters)
+                          macs=ho * wo * k, params=params, weights=k, biases=filters, consts=2)
 
     def dwconv(self, name: str, x: int, kernel: int, stride: int) -> int:
         h, w, c = self.g.shape(x)
         ho, wo = feature_size(h, stride), feature_size(w, stride)
         k = kernel * kernel * c
         return self.g.add(name, "DEPTHWISE_CONV_2D", [x], (ho, wo, c), self.stage,
-                          macs=ho * wo * k, params=k + 2 * c, weights=k, biases=c)
+                          macs=ho * wo * k, params=k + 2 * c, weights=k, biases=c, consts=2)
 
     def act(self, name: str, x: int) -> int:
         if self.arch.activation == "relu6":
@@ -119,8 +127,8 @@ class _Builder:
         x = g.tensor("input", (r, r, 3))
         x = g.add("input_quantize", "QUANTIZE", [x], (r, r, 3), "stem")
         if a.family.name != "lite":  # per-channel normalisation stays in the graph
-            x = g.add("normalization_mul", "MUL", [x], (r, r, 3), "stem")
-            x = g.add("normalization", "ADD", [x], (r, r, 3), "stem")
+            x = g.add("normalization_mul", "MUL", [x], (r, r, 3), "stem", consts=1)
+            x = g.add("normalization", "ADD", [x], (r, r, 3), "stem", consts=1)
         x = self.conv("stem_conv", x, a.stem_filters, kernel=3, stride=2)
         x = self.act("stem_activation", x)
         for b in a.blocks:
@@ -144,8 +152,9 @@ class _Builder:
         x = g.add("avg_pool", "MEAN", [x], (c,), "head")
         n = a.spec.num_classes
         x = g.add("predictions", "FULLY_CONNECTED", [x], (n,), "head", macs=c * n,
-                  params=c * n + n, weights=c * n, biases=n)
-        g.add("predictions_softmax", "SOFTMAX", [x], (n,), "head")
+                  params=c * n + n, weights=c * n, biases=n, consts=2)
+        x = g.add("predictions_softmax", "SOFTMAX", [x], (n,), "head")
+        g.add("output_quantize", "QUANTIZE", [x], (n,), "head")  # int8 -> uint8 output
         return g
 
 
@@ -176,8 +185,9 @@ class Cost:
     macs: int
     params: int
     flash_bytes: int
-    peak_ram_bytes: int
+    peak_ram_bytes: int  # int8 activations alive at once (what TFLite's arena holds)
     peak_ram_op: str
+    tflm_arena_bytes: int  # activations + TensorFlow Lite Micro's structs and kernel data
 
     @property
     def mflops(self) -> float:
@@ -188,10 +198,19 @@ def flash_bytes(g: Graph) -> int:
     weights = sum(op.weights for op in g.ops)
     biases = sum(op.biases for op in g.ops)
     # per-channel quantisation parameters of every weight and bias tensor
-    quant = 2 * biases * FLASH_PER_CHANNEL_QUANT
-    n_tensors = len(g.tensors) + sum(2 for op in g.ops if op.weights)
+    quant = biases * FLASH_PER_CHANNEL_QUANT
+    n_tensors = len(g.tensors) + sum(op.consts for op in g.ops)
     return (weights + 4 * biases + quant + FLASH_PER_TENSOR * n_tensors
             + FLASH_PER_OP * len(g.ops) + FLASH_FIXED)
+
+
+def tflm_overhead_bytes(g: Graph) -> int:
+    """TFLM's arena use beyond activations (tensor/node structs, per-channel kernel data)."""
+    n_tensors = len(g.tensors) + sum(op.consts for op in g.ops)
+    channels = sum(op.biases for op in g.ops
+                   if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"))
+    return (TFLM_PER_TENSOR * n_tensors + TFLM_PER_OP * len(g.ops)
+            + TFLM_PER_CHANNEL * channels + TFLM_FIXED)
 
 
 def cost(spec: ModelSpec) -> Cost:
@@ -204,6 +223,7 @@ def cost(spec: ModelSpec) -> Cost:
         flash_bytes=flash_bytes(g),
         peak_ram_bytes=live[i],
         peak_ram_op=g.ops[i].name,
+        tflm_arena_bytes=live[i] + tflm_overhead_bytes(g),
     )
 
 

@@ -61,6 +61,7 @@ class Candidate:
     cost: Cost
     latency_ms: float
     violations: tuple[str, ...]  # budgets this candidate exceeds
+    ram_bytes: int = 0  # the RAM figure checked (TFLM arena on MCUs, activations elsewhere)
 
     @property
     def fits(self) -> bool:
@@ -80,8 +81,18 @@ class Candidate:
             "width": round(s.width, 4), "resolution": s.resolution,
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
+            "tflm_arena_bytes": c.tflm_arena_bytes, "ram_bytes": self.ram_bytes,
             "latency_ms": round(self.latency_ms, 2), "violations": list(self.violations),
         }
+
+
+def ram_bytes(c: Cost, device: Device) -> int:
+    """The RAM figure a device's budget is checked against.
+
+    Microcontrollers run TensorFlow Lite Micro, whose arena also holds its tensor and node
+    structs and per-channel kernel data; elsewhere the TFLite arena is the activations.
+    """
+    return c.tflm_arena_bytes if device.kind == "mcu" else c.peak_ram_bytes
 
 
 def evaluate(spec: ModelSpec, device: Device, budgets: Budgets) -> Candidate:
@@ -90,13 +101,13 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets) -> Candidate:
     v = []
     if budgets.max_macs is not None and c.macs > budgets.max_macs:
         v.append("mflops")
-    if budgets.max_ram_bytes is not None and c.peak_ram_bytes > budgets.max_ram_bytes:
+    if budgets.max_ram_bytes is not None and ram_bytes(c, device) > budgets.max_ram_bytes:
         v.append("ram")
     if budgets.max_flash_bytes is not None and c.flash_bytes > budgets.max_flash_bytes:
         v.append("flash")
     if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
         v.append("latency")
-    return Candidate(spec, c, lat, tuple(v))
+    return Candidate(spec, c, lat, tuple(v), ram_bytes(c, device))
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class FitResult:
     neighbours: list[Candidate]  # sorted by phi, chosen included
     device: Device
     budgets: Budgets
+    note: str = ""  # e.g. why another family than the device's preferred one was chosen
 
 
 def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
@@ -113,9 +125,9 @@ def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
     if budget == "mflops":
         return f"mflops: needs {c.mflops:.1f} M > {budgets.max_macs / 1e6:g} M"
     if budget == "ram":
-        return (f"ram: needs {format_size(c.peak_ram_bytes)} > "
+        return (f"ram: needs {format_size(cand.ram_bytes)} > "
                 f"{format_size(budgets.max_ram_bytes)} (short by "
-                f"{(c.peak_ram_bytes - budgets.max_ram_bytes) / 1024:.0f} KB)")
+                f"{(cand.ram_bytes - budgets.max_ram_bytes) / 1024:.0f} KB)")
     if budget == "flash":
         return (f"flash: needs {format_size(c.flash_bytes)} > "
                 f"{format_size(budgets.max_flash_bytes)} (short by "
@@ -125,8 +137,29 @@ def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
 
 def fit(device: Device, budgets: Budgets, family: str | None = None,
         num_classes: int = 1000) -> FitResult:
-    """The largest phi on the 0.01 grid whose model meets every budget."""
-    fam = family or device.family
+    """The largest phi on the 0.01 grid whose model meets every budget.
+
+    Without ``family`` the device's preferred family is searched first; when nothing of it
+    fits, the other family is tried (the lite family keeps its 1280-wide head at every phi,
+    the efficientnet family scales it down, which is what lets a 1000-class model into 1 MB of
+    flash), and the result says so.
+    """
+    if family is not None:
+        return _fit_family(device, budgets, family, num_classes)
+    try:
+        return _fit_family(device, budgets, device.family, num_classes)
+    except EdgeeffError as first:
+        other = next(f for f in ("lite", "efficientnet") if f != device.family)
+        try:
+            res = _fit_family(device, budgets, other, num_classes)
+        except EdgeeffError:
+            raise first from None
+        note = (f"no {device.family} model fits ({str(first).split('exceeds ', 1)[-1]}); "
+                f"chose the {other} family instead")
+        return FitResult(res.chosen, res.binding, res.neighbours, device, budgets, note)
+
+
+def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int) -> FitResult:
     if num_classes < 1:
         raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
     cache: dict[int, Candidate] = {}
@@ -140,9 +173,12 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
     if not at(lo).fits:
         smallest = at(lo)
         why = "; ".join(_describe_limit(b, smallest, budgets) for b in smallest.violations)
+        hint = ""
+        if "flash" in smallest.violations:
+            hint = "; fewer classes (--num-classes) shrink the classifier"
         raise EdgeeffError(
             f"nothing fits {device.name}: even the smallest {fam} candidate (phi={PHI_MIN:g}, "
-            f"{smallest.spec.resolution}px, {num_classes} classes) exceeds {why}"
+            f"{smallest.spec.resolution}px, {num_classes} classes) exceeds {why}{hint}"
         )
     if at(hi).fits:
         best, binding = hi, "none"

@@ -37,7 +37,8 @@ def fit_table(res) -> None:
     limits.append(f"flash {format_size(b.max_flash_bytes)}")
     if b.max_latency_ms is not None:
         limits.append(f"latency {b.max_latency_ms:g} ms")
-    t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits))
+    ram_note = " (RAM = TFLite Micro arena)" if res.device.kind == "mcu" else ""
+    t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits) + ram_note)
     for col in ("model", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
                 "est. ms", "weights", "verdict"):
         t.add_column(col, justify="left" if col in ("model", "verdict", "weights") else "right")
@@ -52,11 +53,13 @@ def fit_table(res) -> None:
         label = f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
         t.add_row(label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
                   f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
-                  format_size(c.cost.flash_bytes), format_size(c.cost.peak_ram_bytes),
+                  format_size(c.cost.flash_bytes), format_size(c.ram_bytes),
                   f"{c.latency_ms:.1f}", f"imagenet ({c.weights})" if c.weights else "-", verdict,
                   style="bold" if c is res.chosen else None)
     console.print(t)
     ch = res.chosen
+    if res.note:
+        console.print(f"note: {res.note}")
     console.print(f"chosen: {ch.spec.name} ({ch.spec.family}, {ch.spec.num_classes} classes), "
                   f"binding budget: {res.binding}"
                   + (" — pretrained backbones scale by resolution only" if ch.spec.phi is None

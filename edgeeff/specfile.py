@@ -50,6 +50,7 @@ def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
         "flash_bytes": c.flash_bytes,
         "peak_ram_bytes": c.peak_ram_bytes,
         "peak_ram_op": c.peak_ram_op,
+        "tflm_arena_bytes": c.tflm_arena_bytes,
         "device": device,
         "binding": binding,
     }

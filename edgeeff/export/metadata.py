@@ -53,3 +53,22 @@ def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[s
         "labels": labels,
         **(extra or {}),
     }
+
+
+def strip(model: bytes) -> bytes:
+    """``model`` without edgeeff's metadata buffer (for flash-tight targets such as TFLM)."""
+    fu, _ = _fb_utils()
+    obj = fu.convert_bytearray_to_object(bytearray(model))
+    keep, drop = [], []
+    for m in obj.metadata or []:
+        name = m.name.decode() if isinstance(m.name, bytes) else m.name
+        (drop if name == METADATA_NAME else keep).append(m)
+    if not drop:
+        return model
+    obj.metadata = keep
+    for m in sorted(drop, key=lambda m: -m.buffer):
+        if m.buffer == len(obj.buffers) - 1:  # embed() appends it last
+            obj.buffers.pop()
+        else:
+            obj.buffers[m.buffer].data = None
+    return bytes(fu.convert_object_to_bytearray(obj))

@@ -101,9 +101,14 @@ const unsigned int g_model_data_len = {len(model)};
 
 
 def export(model_path: Path, folder: Path, name: str) -> dict:
-    model = model_path.read_bytes()
+    """C sources for ``model_path`` (without edgeeff's JSON metadata: flash is scarce)."""
+    from edgeeff.export.metadata import strip
+    from edgeeff.fsutil import write_bytes_atomic
+
+    model = strip(model_path.read_bytes())
     methods = resolver_methods(model)
-    probe = measure_arena(model_path)
+    write_bytes_atomic(folder / "model.tflite", model)
+    probe = measure_arena(folder / "model.tflite")
     arena = int(probe["min_arena_bytes"])
     files = write_sources(model, folder, name, arena, methods,
                           "Do not edit; re-run 'edgeeff export --format tflm'.")
@@ -113,7 +118,7 @@ def export(model_path: Path, folder: Path, name: str) -> dict:
         "recommended_arena_bytes": int(-(-arena * (1 + ARENA_MARGIN) // 1024) * 1024),
         "model_bytes": len(model),
         "resolver": methods,
-        "files": [f.name for f in files],
+        "files": ["model.tflite"] + [f.name for f in files],
         "measured_with": "tflite-micro Python interpreter (bisection on arena_size)",
     }
     from edgeeff.fsutil import write_json_atomic
