@@ -53,3 +53,10 @@ def lite0_export(tmp_path_factory) -> Path:
     run(ExportRequest(spec=preset_spec("lite0"), weights="imagenet", int8=True, calib=str(calib),
                       formats=["tflite"], out=out), log=lambda m: None)
     return out
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Deterministic random initial weights for tests that export untrained models."""
+    import keras
+
+    keras.utils.set_random_seed(seed)

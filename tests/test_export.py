@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeeff.arch import phi_spec
-from tests.conftest import ROOT, needs, run_cli
+from tests.conftest import ROOT, needs, run_cli, seed_everything
 
 tf = needs("tensorflow")
 needs("ai_edge_litert")
@@ -23,6 +23,7 @@ SMALL = phi_spec(-4.0, "lite", 10)  # 128 px, tiny: seconds to convert
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "small"
+    seed_everything(0)
     card = run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=8,
                              formats=["tflite", "edgetpu", "tflm"], out=out), log=lambda m: None)
     return out, card
@@ -98,11 +99,14 @@ def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
     assert f"kTensorArenaSize = {arena['recommended_arena_bytes']}" in h
     assert "AddConv2D()" in h and "AddDepthwiseConv2D()" in h and "AddSoftmax()" in h
     assert "MicroMutableOpResolver<" in h and "alignas(16)" in cc
-    size = (out / "model_int8.tflite").stat().st_size
+    stripped = out / "tflm" / "model.tflite"  # the int8 model less edgeeff's JSON metadata
+    size = stripped.stat().st_size
     assert f"g_model_data_len = {size};" in cc
+    assert size < (out / "model_int8.tflite").stat().st_size
+    assert read_embedded_metadata(stripped.read_bytes()) is None
     # the arena found is minimal: it allocates, 1 KB less does not (probed in a subprocess)
     code = ("import sys; from edgeeff.export.tflm_probe import _allocates;"
-            f"m=open({str(out / 'model_int8.tflite')!r},'rb').read();"
+            f"m=open({str(stripped)!r},'rb').read();"
             f"print(_allocates(m,{arena['min_arena_bytes']}), _allocates(m,{arena['min_arena_bytes'] - 1024}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip().splitlines()[-1] == "True False"
@@ -143,6 +147,7 @@ def test_tflm_rejects_ops_it_lacks():
 def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
     spec = phi_spec(-5, "efficientnet", 3)
     out = tmp_path / "eff"
+    seed_everything(1)
     run(ExportRequest(spec=spec, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
                       out=out), log=lambda m: None)
     g = tflite_graph.read((out / "model_int8.tflite").read_bytes())

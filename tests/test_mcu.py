@@ -6,7 +6,7 @@ from edgeeff import targets
 from edgeeff.arch import phi_spec
 from edgeeff.cost import cost
 from edgeeff.fit import Budgets, fit
-from tests.conftest import ROOT, needs
+from tests.conftest import ROOT, needs, seed_everything
 
 needs("tensorflow")
 needs("tflite_micro")
@@ -15,6 +15,7 @@ from edgeeff.export import ExportRequest, run  # noqa: E402
 
 
 def export_tflm(spec, out):
+    seed_everything(0)
     card = run(ExportRequest(spec=spec, int8=True, calib=str(ROOT / "calibration"), num_calib=4,
                              formats=["tflite", "tflm"], out=out), log=lambda m: None)
     tflm = card["artifacts"]["tflm"]
