@@ -212,6 +212,12 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
             raise EdgeeffError(f"ONNX model not found: {onnx_path}")
     else:
         req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
+        trained = specfile.trained_artifacts(spec_file or "edgeeff.json") if not preset and \
+            phi is None else None
+        if trained:  # a spec written by 'edgeeff train': its checkpoint and labels by default
+            if weights == "auto":
+                req.weights = trained["weights"]
+            req.labels_file = req.labels_file or trained["labels"]
     _quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="edgeeff-onnx2tf-") as work:
         if onnx_path:
@@ -220,6 +226,46 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
             req.frontend = onnx_import.load(onnx_path, calib, mean, std, Path(work))
         card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)
+
+
+@main.command("train")
+@click.option("--data", required=True, help="Image folder with one sub-folder per class.")
+@click.option("--spec", "spec_file", help="Spec file from 'edgeeff fit'.")
+@click.option("--preset", help="b0..b7 or lite0..lite4 (default lite0).")
+@click.option("--phi", type=float)
+@click.option("--family", type=click.Choice(["efficientnet", "lite"]))
+@click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
+@click.option("--weights", default="auto", show_default=True,
+              help="auto, imagenet, none or a .weights.h5 path for the backbone.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Early stopping patience (epochs without better val accuracy).")
+@click.option("--distribute", is_flag=True,
+              help="tf.distribute: MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG.")
+@click.option("--out", default="edgeeff-train", show_default=True)
+@click.option("--force", is_flag=True)
+def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs, batch_size,
+              val_split, patience, distribute, out, force) -> None:
+    """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
+    from pathlib import Path
+
+    from edgeeff import specfile
+
+    if Path(out).exists() and not force:
+        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    if spec_file is None and phi is None:
+        preset = preset or "lite0"
+    spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
+    _quiet_tensorflow()
+    from edgeeff.train import train
+
+    res = train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
+                patience=patience, distribute=distribute, force=force,
+                log=lambda m: click.echo(m, err=True))
+    click.echo(f"validation accuracy {res['val_accuracy']:.1%} on {res['val_images']} images; "
+               f"wrote {out}/ (export with: edgeeff export --spec {out}/edgeeff.json --int8)")
 
 
 @main.command("eval")

@@ -83,6 +83,18 @@ def read(path: str | Path) -> tuple[ModelSpec, dict]:
     return spec, doc
 
 
+def trained_artifacts(path: str | Path) -> dict | None:
+    """Checkpoint and labels recorded by 'edgeeff train' in its spec file (absolute paths)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    _, doc = read(p)
+    t = doc.get("trained")
+    if not isinstance(t, dict):
+        return None
+    return {"weights": str(p.parent / t["weights"]), "labels": str(p.parent / t["labels"])}
+
+
 def resolve(spec_file: str | None = None, preset: str | None = None, phi: float | None = None,
             family: str | None = None, num_classes: int | None = None,
             resolution: int | None = None) -> ModelSpec:

