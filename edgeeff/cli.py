@@ -303,7 +303,7 @@ def eval_cmd(model, data, threads, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Also print JSON lines with a window.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads "
-              "(default: all cores, at most 4).")
+              "(default: all cores but one, kept for capture; at most 4).")
 @click.option("--delegate", type=click.Choice(["edgetpu"]), help="Hardware delegate.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames) -> int:
@@ -323,9 +323,7 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames)
     else:
         path = resolve_model_path(p)
     _need_cv2()
-    import os
-
-    clf = Classifier(path, num_threads=threads or min(4, os.cpu_count() or 1), delegate=delegate)
+    clf = Classifier(path, num_threads=threads or demomod.default_threads(), delegate=delegate)
     try:
         demomod.run_demo(clf, source, headless, as_json, top_k, max_frames)
     except demomod.DemoError as e:

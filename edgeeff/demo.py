@@ -24,6 +24,11 @@ from edgeeff.images import IMAGE_SUFFIXES, frame_into, list_images
 
 QUEUE_SIZE = 2
 CAMERA_TIMEOUT_S = 5.0
+
+
+def default_threads() -> int:
+    """Interpreter threads: every core but one (kept for capture and decoding), at most 4."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 _END = object()
 
 
@@ -178,37 +183,57 @@ class _SingleImage(ImageFolderSource):
 
 
 class _Capture(threading.Thread):
-    """Reads frames into a bounded queue; live sources drop the oldest frame when full."""
+    """Reads and preprocesses frames in its own thread, into a fixed pool of input buffers.
 
-    def __init__(self, src: Source):
+    The pool (``QUEUE_SIZE + 2`` buffers of the model's input size) is allocated once: the
+    thread crops/resizes/colour-converts each frame straight into a free buffer and queues it,
+    so preprocessing overlaps inference and nothing is allocated per frame. When no buffer is
+    free, a live source drops the stalest queued frame (never lag behind the camera) while a
+    file or folder waits (every frame is classified).
+    """
+
+    def __init__(self, src: Source, resolution: int):
         super().__init__(daemon=True, name="edgeeff-capture")
-        self.src, self.q = src, queue.Queue(maxsize=QUEUE_SIZE)
+        self.src = src
+        self.bufs = np.empty((QUEUE_SIZE + 2, resolution, resolution, 3), np.uint8)
+        self._scratch = np.empty((resolution, resolution, 3), np.uint8)
+        self.free: queue.Queue = queue.Queue()
+        for i in range(len(self.bufs)):
+            self.free.put(i)
+        self.q: queue.Queue = queue.Queue()
         self.stop_event, self.error = threading.Event(), None
         self.dropped = 0
+
+    def release(self, slot: int) -> None:
+        self.free.put(slot)
+
+    def _slot(self) -> int | None:
+        while not self.stop_event.is_set():
+            try:
+                return self.free.get_nowait()
+            except queue.Empty:
+                pass
+            if self.src.live:
+                try:
+                    _, slot = self.q.get_nowait()  # the stalest frame makes room
+                    self.dropped += 1
+                    return slot
+                except queue.Empty:
+                    pass
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
     def run(self) -> None:
         try:
             for frame in self.src.frames():
-                if self.stop_event.is_set():
+                slot = None if self.stop_event.is_set() else self._slot()
+                if slot is None:
                     break
-                if self.src.live:
-                    while True:
-                        try:
-                            self.q.put_nowait(frame)
-                            break
-                        except queue.Full:
-                            try:
-                                self.q.get_nowait()
-                                self.dropped += 1
-                            except queue.Empty:
-                                pass
-                else:
-                    while not self.stop_event.is_set():
-                        try:
-                            self.q.put(frame, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                frame_into(frame, self.bufs[slot], self._scratch)
+                self.q.put((frame, slot))
         except Exception as e:  # noqa: BLE001 - reported by the consumer
             self.error = e
         finally:
@@ -243,29 +268,26 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
           f"{' + ' + clf.delegate if clf.delegate else ''}, input {clf.resolution}px "
           f"{np.dtype(clf.input_dtype).name}{' (raw pixels)' if clf.raw_pixel_input else ''}, "
           f"source {src.name}", file=err)
-    cap = _Capture(src)
+    cap = _Capture(src, clf.resolution)
     cap.start()
-    buf = clf.input_buffer() if clf.raw_pixel_input else np.empty(
-        (clf.resolution, clf.resolution, 3), np.uint8)
-    scratch = np.empty_like(buf)
     times: deque = deque(maxlen=30)
     n, lat_sum, t_prev = 0, 0.0, time.perf_counter()
     t_start = t_prev
     try:
         while max_frames is None or n < max_frames:
             try:
-                frame = cap.q.get(timeout=CAMERA_TIMEOUT_S)
+                item = cap.q.get(timeout=CAMERA_TIMEOUT_S)
             except queue.Empty:
                 raise DemoError(f"{src.name} delivered no frame for {CAMERA_TIMEOUT_S:.0f}s"
                                 ) from None
-            if frame is _END:
+            if item is _END:
                 if cap.error is not None:
                     raise cap.error if isinstance(cap.error, EdgeeffError) else DemoError(
                         f"{src.name} failed: {cap.error}")
                 break
-            frame_into(frame, buf, scratch)
-            if not clf.raw_pixel_input:
-                clf.set_input(buf)
+            frame, slot = item
+            clf.set_input(cap.bufs[slot])  # one copy into the interpreter's input
+            cap.release(slot)
             t = time.perf_counter()
             scores = clf.invoke()
             latency = (time.perf_counter() - t) * 1000.0

@@ -130,15 +130,17 @@ def test_live_capture_drops_stale_frames_instead_of_lagging():
             for i in range(50):
                 yield np.full((4, 4, 3), i, np.uint8)
 
-    cap = demo._Capture(Burst())
+    cap = demo._Capture(Burst(), 8)
     cap.start()
     cap.join(timeout=5)
     items = []
     while not cap.q.empty():
         items.append(cap.q.get_nowait())
     frames = [x for x in items if x is not demo._END]
-    assert cap.dropped >= 45 and len(frames) <= demo.QUEUE_SIZE
-    assert frames[-1][0, 0, 0] == 49  # the newest frame survives
+    # nobody consumed: the pool of QUEUE_SIZE + 2 buffers holds the newest frames only
+    assert cap.dropped == 50 - len(cap.bufs) and len(frames) == len(cap.bufs)
+    newest_frame, slot = frames[-1]
+    assert newest_frame[0, 0, 0] == 49 and cap.bufs[slot][0, 0, 0] == 49  # preprocessed too
 
 
 def test_bench_compares_float_and_int8(lite0_export):
