@@ -4,7 +4,8 @@
 2. `edgeeff export --int8` wall time vs a bare TFLiteConverter int8 conversion of the same
    Keras model with the same calibration images (target <= 1.3x). The bare run gets the model
    already built and the images already decoded; edgeeff's time includes building, weight
-   loading, calibration decoding, the float32 model, metadata and the quantization report.
+   loading, calibration decoding, the float32 model, metadata and the quantization report
+   (the float32 conversion is shared with quantisation, as inside TFLiteConverter).
 Usage: python benchmarks/export_speed.py [--calib DIR]
 """
 

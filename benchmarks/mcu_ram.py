@@ -28,9 +28,9 @@ def measure(spec, workdir: Path) -> dict:
     from edgeeff.export.tflite import convert_int8
     from edgeeff.export.tflm import measure_arena
 
-    fe = frontend_from_spec(spec, "none", True, log=lambda m: None)
+    fe = frontend_from_spec(spec, "none", log=lambda m: None)
     cs = load_calibration(None, spec.resolution, 4, holdout=False)
-    model = convert_int8(fe.int8_model, cs.images, fe.int8_input)
+    model = convert_int8(fe.model, cs.images, fe.input)
     path = workdir / f"{spec.name}-{spec.num_classes}.tflite"
     path.write_bytes(model)
     c = cost(spec)

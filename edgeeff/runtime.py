@@ -138,17 +138,20 @@ class Classifier:
         self._float_map = None
         if self.input_dtype in (np.uint8, np.int8):
             # any pixel -> quantised-input mapping is a 256-entry table per channel
-            p = np.arange(256, dtype=np.float64)[:, None]
-            real = (p - np.array(spec.mean)) / np.array(spec.std) if spec.normalized else p
+            p = np.arange(256, dtype=np.float64)[:, None].repeat(3, 1)
+            if spec is None:  # no metadata: the usual convention, uint8 input = raw pixels
+                q = p if self.input_dtype == np.uint8 else p - 128
+            else:
+                real = (p - np.array(spec.mean)) / np.array(spec.std) if spec.normalized else p
+                q = np.round(real / self.in_scale + self.in_zp)
             info = np.iinfo(self.input_dtype)
-            q = np.clip(np.round(real / self.in_scale + self.in_zp), info.min, info.max)
-            lut = q.astype(self.input_dtype)  # (256, 3)
+            lut = np.clip(q, info.min, info.max).astype(self.input_dtype)  # (256, 3)
             ident = np.arange(256)[:, None].repeat(3, 1)
             if self.input_dtype == np.uint8 and np.array_equal(lut.astype(np.int64), ident):
                 self._lut = None  # raw pixels are the input: zero-cost preprocessing
             else:
                 self._lut = lut
-        elif spec.normalized:
+        elif spec is not None and spec.normalized:
             self._float_map = (np.array(spec.mean, np.float32), np.array(spec.std, np.float32))
         self._buf = np.zeros((1, self.resolution, self.resolution, 3), self.input_dtype)
 
@@ -156,12 +159,13 @@ class Classifier:
     def raw_pixel_input(self) -> bool:
         return self.input_dtype == np.uint8 and self._lut is None
 
-    def _input_spec(self) -> InputSpec:
+    def _input_spec(self) -> InputSpec | None:
+        """The pixel mapping recorded in the model; None when it carries no edgeeff metadata."""
         md = self.metadata.get("input") or {}
         if md:
             return InputSpec(bool(md.get("normalized")), tuple(md.get("mean", (0, 0, 0))),
                              tuple(md.get("std", (1, 1, 1))))
-        return InputSpec(False)  # edgeeff's convention: models take raw 0..255 pixels
+        return None
 
     def _labels(self) -> list[str]:
         labels = self.metadata.get("labels")

@@ -78,17 +78,15 @@ class Frontend:
     name: str
     resolution: int
     num_classes: int
-    float_model: object  # Keras model converted to model_float32.tflite
-    int8_model: object  # Keras model converted to model_int8.tflite
-    float_input: dict  # normalization records (tflite.normalization_record)
-    int8_input: dict
+    model: object  # Keras model, or a SavedModel folder, converted to both .tflite files
+    input: dict  # how pixels reach ``model`` (tflite.normalization_record)
     weights: str
     spec: object = None  # ModelSpec when built by edgeeff
     preprocessing: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
 
 
-def frontend_from_spec(spec, weights: str, int8: bool, log=print) -> Frontend:
+def frontend_from_spec(spec, weights: str, log=print) -> Frontend:
     """Build ``spec`` once, load its weights, and derive the int8 graph variant."""
     from edgeeff.build import build_model
     from edgeeff.export import tflite
@@ -101,17 +99,16 @@ def frontend_from_spec(spec, weights: str, int8: bool, log=print) -> Frontend:
         desc = load_into(model, spec, weights)
     for w in caught:
         log(f"WARNING: {w.message}")
-    int8_model, int8_input = model, tflite.input_record(spec, False)
-    if int8 and tflite.folds_normalization(spec):
-        # normalisation moves into the uint8 input's quantisation: build without it
-        int8_model = build_model(spec, include_preprocessing=False, training_dropout=False)
-        int8_model.set_weights(model.get_weights())
-        int8_input = tflite.input_record(spec, True)
+    inp = tflite.input_record(spec, False)
+    if tflite.folds_normalization(spec):
+        # one affine normalisation: the TFLite models take the normalised image, and the int8
+        # one carries it in its uint8 input's quantisation (raw pixels in, no extra ops)
+        bare = build_model(spec, include_preprocessing=False, training_dropout=False)
+        bare.set_weights(model.get_weights())
+        model, inp = bare, tflite.input_record(spec, True)
     return Frontend(name=spec.name, resolution=spec.resolution, num_classes=spec.num_classes,
-                    float_model=model, int8_model=int8_model,
-                    float_input=tflite.input_record(spec, False), int8_input=int8_input,
-                    weights=desc, spec=spec, preprocessing=preprocessing(spec),
-                    source={"built_from": "spec"})
+                    model=model, input=inp, weights=desc, spec=spec,
+                    preprocessing=preprocessing(spec), source={"built_from": "spec"})
 
 
 def run(req: ExportRequest, log=print) -> dict:
@@ -132,7 +129,7 @@ def run(req: ExportRequest, log=print) -> dict:
         raise EdgeeffError(f"{out} exists; pass --force to replace it")
 
     # 1. the model, weights loaded once
-    fe = req.frontend or frontend_from_spec(req.spec, req.weights, int8, log)
+    fe = req.frontend or frontend_from_spec(req.spec, req.weights, log)
     labels = labels_for(fe.num_classes, req.labels_file)
     spec_dict = fe.spec.to_dict() if fe.spec is not None else None
     # 2. calibration, as its own step
@@ -161,16 +158,20 @@ def run(req: ExportRequest, log=print) -> dict:
     with atomic_dir(out, force=req.force) as tmp:
         with _progress() as prog:
             t = prog.add_task("converting float32", total=1)
-            float_bytes = tflite.convert_float(fe.float_model)
+            float_bytes = tflite.convert_float(fe.model)
             prog.advance(t)
-            md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels, fe.float_input)
+            md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels, fe.input)
             write_bytes_atomic(tmp / "model_float32.tflite", metadata.embed(float_bytes, md))
             if int8:
                 t = prog.add_task("calibrating + int8", total=len(calib.images))
-                int8_bytes = tflite.convert_int8(fe.int8_model, calib.images, fe.int8_input,
-                                                 on_sample=lambda: prog.advance(t))
+                int8_bytes = tflite.quantize_float_model(
+                    float_bytes, calib.images, fe.input, on_sample=lambda: prog.advance(t))
+                if int8_bytes is None:  # fall back to a full second conversion
+                    prog.reset(t)
+                    int8_bytes = tflite.convert_int8(fe.model, calib.images, fe.input,
+                                                     on_sample=lambda: prog.advance(t))
                 md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels,
-                                             fe.int8_input, {"calibration": calib.record()})
+                                             fe.input, {"calibration": calib.record()})
                 write_bytes_atomic(tmp / "model_int8.tflite", metadata.embed(int8_bytes, md))
         write_text_atomic(tmp / "labels.txt", "\n".join(labels) + "\n")
         card["artifacts"]["model_float32.tflite"] = _artifact(tmp / "model_float32.tflite")
@@ -183,7 +184,7 @@ def run(req: ExportRequest, log=print) -> dict:
                     tmp / "model_float32.tflite", tmp / "model_int8.tflite", calib.holdout)
             if req.debug:
                 card["quantization"]["worst_layers"] = tflite.debug_report(
-                    fe.int8_model, calib.images, fe.int8_input)
+                    fe.model, calib.images, fe.input)
         for fmt in req.formats:
             if fmt != "tflite":
                 card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log))
@@ -234,13 +235,15 @@ def _export_tflm(tmp: Path, fe: Frontend, log) -> dict:
 
 
 def _export_saved_model(tmp: Path, fe: Frontend, log) -> dict:
+    import shutil
+
     from edgeeff.quiet import captured_output
 
     with captured_output():
-        if hasattr(fe.float_model, "export"):
-            fe.float_model.export(str(tmp / "saved_model"))
-        else:  # tf_keras models (ONNX import)
-            fe.float_model.save(str(tmp / "saved_model"))
+        if isinstance(fe.model, str):  # ONNX import: onnx2tf's SavedModel
+            shutil.copytree(fe.model, tmp / "saved_model")
+        else:
+            fe.model.export(str(tmp / "saved_model"))
     return {"saved_model": {"path": "saved_model"}}
 
 

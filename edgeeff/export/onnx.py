@@ -104,7 +104,7 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
     rec = normalization_record(m, s, normalized)
     return Frontend(
         name=p.stem, resolution=int(dims[2]), num_classes=num_classes,
-        float_model=str(saved), int8_model=str(saved), float_input=rec, int8_input=rec,
+        model=str(saved), input=rec,
         weights=f"from {p.name}", spec=None,
         preprocessing={"resize_shorter_side": int(round(dims[2] / 0.875)),
                        "center_crop": int(dims[2]), "color": "RGB", "input_range": [0, 255],

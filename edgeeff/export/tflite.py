@@ -3,8 +3,13 @@
 int8 models are full-integer: TFLITE_BUILTINS_INT8 only, uint8 input that takes raw RGB pixels,
 uint8 output, batch 1 and static shapes. For the lite family the normalisation (x - 127) / 128
 is folded into the input's quantisation (scale 1/128, zero point 127), so the graph starts
-directly with the stem convolution; for the efficientnet family the per-channel normalisation
-stays in the graph.
+directly with the stem convolution (and the float32 model takes the normalised image, as TF's own
+Lite models do); for the efficientnet family the per-channel normalisation stays in the graph.
+
+The converter is run once: the float32 flatbuffer is the model_float32.tflite artifact *and* the
+input of post-training quantisation (calibration, then TFLite's MLIR quantizer), which is what
+TFLiteConverter does internally after its own float conversion. Should those internals move in a
+future TensorFlow, the full converter path is used instead.
 """
 
 from __future__ import annotations
@@ -88,6 +93,36 @@ def representative(images: np.ndarray, inp: dict, on_sample=None, layout: str = 
             yield [x]
 
     return gen
+
+
+def quantize_float_model(float_model: bytes, images: np.ndarray, inp: dict,
+                         on_sample=None) -> bytes | None:
+    """Calibrate and fully quantise an already converted float32 flatbuffer (uint8 in/out).
+
+    None when this TensorFlow lacks the calibrator/quantizer entry points used here.
+    """
+    try:
+        import tensorflow as tf
+        from tensorflow.lite.python.convert import mlir_quantize
+        from tensorflow.lite.python.optimize import calibrator
+    except ImportError:
+        return None
+    from edgeeff.errors import EdgeeffError
+    from edgeeff.quiet import captured_output, tail
+
+    log: list[str] = []
+    try:
+        with captured_output(log):
+            model = calibrator.add_intermediate_tensors(float_model)
+            calibrated = calibrator.Calibrator(model).calibrate(
+                representative(images, inp, on_sample))
+            return mlir_quantize(calibrated, False, input_data_type=tf.uint8,
+                                 output_data_type=tf.uint8)
+    except (AttributeError, TypeError):
+        return None  # internals changed: the caller falls back to the full converter
+    except Exception as e:  # noqa: BLE001
+        detail = tail(log[0] if log else "", 2) or str(e).splitlines()[0]
+        raise EdgeeffError(f"int8 quantization failed: {detail[:300]}") from None
 
 
 def convert_int8(keras_model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
