@@ -9,7 +9,6 @@ scores using the preprocessing recorded in the model itself (edgeeff metadata) o
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,10 +176,6 @@ class Classifier:
             labels = [f"class_{i}" for i in range(self.num_classes)]
         return labels
 
-    def input_buffer(self) -> np.ndarray:
-        """HxWx3 view that a caller may fill with a preprocessed RGB uint8 crop in place."""
-        return self._buf[0]
-
     def set_input(self, rgb: np.ndarray) -> None:
         if self._lut is not None:
             self._buf[0] = np.take_along_axis(self._lut, rgb.reshape(-1, 3).astype(np.intp),
@@ -203,12 +198,6 @@ class Classifier:
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         self.set_input(rgb)
         return self.invoke()
-
-    def timed(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        self.set_input(rgb)
-        t = time.perf_counter()
-        scores = self.invoke()
-        return scores, (time.perf_counter() - t) * 1000.0
 
     def top_k(self, scores: np.ndarray, k: int = 3) -> list[dict]:
         idx = np.argsort(-scores)[:k]

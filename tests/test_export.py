@@ -184,3 +184,14 @@ def test_cli_bad_inputs(tmp_path, args, msg):
     r = run_cli("export", *args, "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert msg in r.stderr and r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_debug_reports_worst_layers(tmp_path):
+    seed_everything(2)
+    card = run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
+                             out=tmp_path / "d", debug=True), log=lambda m: None)
+    worst = card["quantization"]["worst_layers"]
+    assert 1 <= len(worst) <= 5
+    assert all(w["tensor"] and w["rmse"] >= 0 for w in worst)
+    ratios = [w["rmse_over_scale"] for w in worst if w["rmse_over_scale"] is not None]
+    assert ratios == sorted(ratios, reverse=True)

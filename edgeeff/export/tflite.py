@@ -125,13 +125,22 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, inp: dict,
         raise EdgeeffError(f"int8 quantization failed: {detail[:300]}") from None
 
 
-def convert_int8(keras_model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
+def _int8_converter(model, images: np.ndarray, inp: dict, on_sample=None):
+    """A converter set up for full-integer quantisation (TFLITE_BUILTINS_INT8 only)."""
     import tensorflow as tf
 
-    conv = _converter(keras_model)
+    conv = _converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative(images, inp, on_sample)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return conv
+
+
+def convert_int8(model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
+    """The full converter path: uint8 in, uint8 out (used when the shared path is unavailable)."""
+    import tensorflow as tf
+
+    conv = _int8_converter(model, images, inp, on_sample)
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
     return _convert(conv, "int8")
@@ -160,23 +169,19 @@ def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
     }
 
 
-def debug_report(keras_model, images: np.ndarray, inp: dict, worst: int = 5) -> list[dict]:
+def debug_report(model, images: np.ndarray, inp: dict, worst: int = 5) -> list[dict]:
     """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
     import tensorflow as tf
 
     from edgeeff.quiet import captured_output
 
-    conv = _converter(keras_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative(images, inp)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=representative(images[:8], inp))
+        converter=_int8_converter(model, images, inp),
+        debug_dataset=representative(images[:8], inp))
     with captured_output():
         debugger.run()
-    stats = debugger.layer_statistics
     rows = []
-    for name, st in stats.items():
+    for name, st in debugger.layer_statistics.items():
         rmse = float(st.get("mean_squared_error", 0.0)) ** 0.5
         scale = float(st.get("scale", 0.0) or 0.0)
         rows.append({"tensor": name, "rmse": round(rmse, 6),
