@@ -195,3 +195,88 @@ def test_debug_reports_worst_layers(tmp_path):
     assert all(w["tensor"] and w["rmse"] >= 0 for w in worst)
     ratios = [w["rmse_over_scale"] for w in worst if w["rmse_over_scale"] is not None]
     assert ratios == sorted(ratios, reverse=True)
+
+
+def _standard_metadata(model: bytes) -> bytes:
+    s = tflite_graph._schema()
+    m = s.Model.GetRootAs(model, 0)
+    for i in range(m.MetadataLength()):
+        if m.Metadata(i).Name() == b"TFLITE_METADATA":
+            return m.Buffers(m.Metadata(i).Buffer()).DataAsNumpy().tobytes()
+    raise AssertionError("no TFLITE_METADATA")
+
+
+def test_standard_tflite_metadata_and_packed_labels(small_export):
+    """The M001 flatbuffer MediaPipe/Task Library read, decoded field by field (schema order)."""
+    import zipfile
+
+    import flatbuffers
+    from flatbuffers.table import Table
+
+    out, _ = small_export
+    data = (out / "model_int8.tflite").read_bytes()
+    with zipfile.ZipFile(out / "model_int8.tflite") as z:  # labels packed in the model file
+        assert z.read("labels.txt").decode() == (out / "labels.txt").read_text()
+        assert z.getinfo("labels.txt").compress_type == zipfile.ZIP_STORED
+    meta = _standard_metadata(data)
+    assert meta[4:8] == b"M001"
+
+    def root(buf):
+        return Table(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
+
+    def rel(t, slot):  # vtable slot -> offset relative to the table (Vector* take these)
+        o = t.Offset(4 + 2 * slot)
+        assert o, f"field {slot} missing"
+        return o
+
+    def field(t, slot):  # absolute position (String/Get/Indirect take these)
+        return t.Pos + rel(t, slot)
+
+    def sub(t, slot):
+        return Table(t.Bytes, t.Indirect(field(t, slot)))
+
+    def string(t, slot):
+        return t.String(field(t, slot)).decode()
+
+    def vec(t, slot):
+        p = rel(t, slot)
+        return [Table(t.Bytes, t.Indirect(t.Vector(p) + 4 * i)) for i in range(t.VectorLen(p))]
+
+    def floats(t, slot):
+        p = rel(t, slot)
+        start = t.Vector(p)
+        return [flatbuffers.encode.Get(flatbuffers.packer.float32, t.Bytes, start + 4 * i)
+                for i in range(t.VectorLen(p))]
+
+    model_md = root(meta)
+    assert string(model_md, 0) == SMALL.name and string(model_md, 7) == "1.0.0"
+    subgraph = vec(model_md, 3)[0]
+    image = vec(subgraph, 2)[0]
+    assert string(image, 0) == "image"
+    norm = sub(vec(image, 4)[0], 1)  # ProcessUnit.options -> NormalizationOptions
+    assert floats(norm, 0) == [127.0] * 3 and floats(norm, 1) == [128.0] * 3
+    props = sub(sub(image, 3), 1)  # Content.content_properties -> ImageProperties
+    size = sub(props, 1)
+    assert [size.Get(flatbuffers.number_types.Uint32Flags, field(size, i)) for i in (0, 1)] == \
+        [128, 128]
+    out_t = vec(subgraph, 3)[0]
+    label_file = vec(out_t, 6)[0]
+    assert string(label_file, 0) == "labels.txt"
+    assert label_file.Get(flatbuffers.number_types.Int8Flags, field(label_file, 2)) == 2  # AXIS
+
+
+def test_mediapipe_reads_labels_when_installed(small_export):
+    """MediaPipe needs opencv-contrib (it clashes with opencv-headless), so it is not a dev
+    dependency; where it is installed, its ImageClassifier must load the model and name labels."""
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks import python as mpt
+    from mediapipe.tasks.python import vision
+
+    out, _ = small_export
+    opts = vision.ImageClassifierOptions(
+        base_options=mpt.BaseOptions(model_asset_path=str(out / "model_int8.tflite")),
+        max_results=3)
+    clf = vision.ImageClassifier.create_from_options(opts)
+    img = np.full((128, 128, 3), 100, np.uint8)
+    res = clf.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=img))
+    assert all(c.category_name.startswith("class_") for c in res.classifications[0].categories)

@@ -161,7 +161,7 @@ def run(req: ExportRequest, log=print) -> dict:
             float_bytes = tflite.convert_float(fe.model)
             prog.advance(t)
             md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels, fe.input)
-            write_bytes_atomic(tmp / "model_float32.tflite", metadata.embed(float_bytes, md))
+            write_bytes_atomic(tmp / "model_float32.tflite", metadata.package(float_bytes, md))
             if int8:
                 t = prog.add_task("calibrating + int8", total=len(calib.images))
                 int8_bytes = tflite.quantize_float_model(
@@ -172,7 +172,7 @@ def run(req: ExportRequest, log=print) -> dict:
                                                      on_sample=lambda: prog.advance(t))
                 md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels,
                                              fe.input, {"calibration": calib.record()})
-                write_bytes_atomic(tmp / "model_int8.tflite", metadata.embed(int8_bytes, md))
+                write_bytes_atomic(tmp / "model_int8.tflite", metadata.package(int8_bytes, md))
         write_text_atomic(tmp / "labels.txt", "\n".join(labels) + "\n")
         card["artifacts"]["model_float32.tflite"] = _artifact(tmp / "model_float32.tflite")
         if int8:

@@ -1,7 +1,10 @@
-"""Metadata written into every artifact: a JSON buffer named ``edgeeff`` inside each .tflite.
+"""Metadata written into every artifact, in two forms:
 
-It carries the model name, spec, labels, input normalisation and pixel range, so a lone .tflite
-file is enough for ``edgeeff demo``/``eval``/``bench`` on a device (see runtime.Classifier).
+* a JSON buffer named ``edgeeff`` (model name, spec, labels, input normalisation and pixel
+  range, calibration record), so a lone .tflite file is enough for ``edgeeff demo``/``eval``/
+  ``bench`` on a device (see runtime.Classifier);
+* the standard TFLite metadata (``TFLITE_METADATA`` + labels.txt packed in the file), so
+  MediaPipe Tasks' ImageClassifier and the TFLite Task Library load it and report label names.
 """
 
 from __future__ import annotations
@@ -72,3 +75,124 @@ def strip(model: bytes) -> bytes:
         else:
             obj.buffers[m.buffer].data = None
     return bytes(fu.convert_object_to_bytearray(obj))
+
+
+# --------------------------------------------------------------------------- standard metadata
+# The TFLite metadata flatbuffer ("TFLITE_METADATA", file identifier M001, schema
+# tensorflow_lite_support/metadata/metadata_schema.fbs) that MediaPipe Tasks and the TFLite
+# Task Library read, plus labels.txt as an associated file in a zip appended to the model. The
+# schema's Python bindings ship only with tflite-support (no longer installable next to current
+# TensorFlow) and MediaPipe's writers lack a native module in the PyPI wheel, so the few tables
+# needed are built here with the flatbuffers runtime. Field numbers follow the schema's order.
+
+TFLITE_METADATA = "TFLITE_METADATA"
+_IMAGE_PROPERTIES = 2  # ContentProperties union member
+_FEATURE_PROPERTIES = 1
+_NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union member
+_RGB = 1  # ColorSpaceType
+_TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+PARSER_VERSION = "1.0.0"
+
+
+def _standard_metadata(name: str, description: str, version: str, resolution: int,
+                       mean: list[float], std: list[float], labels_file: str) -> bytes:
+    import flatbuffers
+
+    b = flatbuffers.Builder(1024)
+
+    def vec_f32(values):
+        b.StartVector(4, len(values), 4)
+        for v in reversed(values):
+            b.PrependFloat32(float(v))
+        return b.EndVector()
+
+    def vec_tables(offsets):
+        b.StartVector(4, len(offsets), 4)
+        for o in reversed(offsets):
+            b.PrependUOffsetTRelative(o)
+        return b.EndVector()
+
+    def table(fields: list[tuple[int, str, object]]):
+        b.StartObject(max(slot for slot, _, _ in fields) + 1)
+        for slot, kind, value in fields:
+            if kind == "off":
+                b.PrependUOffsetTRelativeSlot(slot, value, 0)
+            elif kind == "u8":
+                b.PrependUint8Slot(slot, value, 0)
+            elif kind == "u32":
+                b.PrependUint32Slot(slot, value, 0)
+        return b.EndObject()
+
+    # input: image properties, normalisation, pixel statistics
+    size = table([(0, "u32", resolution), (1, "u32", resolution)])  # ImageSize
+    image_props = table([(0, "u8", _RGB), (1, "off", size)])  # ImageProperties
+    in_content = table([(0, "u8", _IMAGE_PROPERTIES), (1, "off", image_props)])  # Content
+    norm = table([(0, "off", vec_f32(mean)), (1, "off", vec_f32(std))])  # NormalizationOptions
+    unit = table([(0, "u8", _NORMALIZATION_OPTIONS), (1, "off", norm)])  # ProcessUnit
+    units = vec_tables([unit])
+    in_stats = table([(0, "off", vec_f32([255.0])), (1, "off", vec_f32([0.0]))])  # Stats max/min
+    in_name, in_desc = b.CreateString("image"), b.CreateString(
+        f"RGB image, {resolution}x{resolution}, pixel values 0..255")
+    in_tensor = table([(0, "off", in_name), (1, "off", in_desc), (3, "off", in_content),
+                       (4, "off", units), (5, "off", in_stats)])  # TensorMetadata
+    # output: class scores with the label file
+    b.StartObject(0)
+    feat = b.EndObject()  # FeatureProperties (empty table)
+    out_content = table([(0, "u8", _FEATURE_PROPERTIES), (1, "off", feat)])
+    lf_name, lf_desc = b.CreateString(labels_file), b.CreateString("Class labels, one per line")
+    label_file = table([(0, "off", lf_name), (1, "off", lf_desc),
+                        (2, "u8", _TENSOR_AXIS_LABELS)])  # AssociatedFile
+    out_stats = table([(0, "off", vec_f32([1.0])), (1, "off", vec_f32([0.0]))])
+    out_name, out_desc = b.CreateString("probability"), b.CreateString(
+        "Softmax probability of each class")
+    out_tensor = table([(0, "off", out_name), (1, "off", out_desc), (3, "off", out_content),
+                        (5, "off", out_stats), (6, "off", vec_tables([label_file]))])
+    sub = table([(2, "off", vec_tables([in_tensor])), (3, "off", vec_tables([out_tensor]))])
+    m_name, m_desc, m_ver = b.CreateString(name), b.CreateString(description), \
+        b.CreateString(version)
+    m_author, m_parser = b.CreateString("edgeeff"), b.CreateString(PARSER_VERSION)
+    root = table([(0, "off", m_name), (1, "off", m_desc), (2, "off", m_ver),
+                  (3, "off", vec_tables([sub])), (4, "off", m_author), (7, "off", m_parser)])
+    b.Finish(root, file_identifier=b"M001")
+    return bytes(b.Output())
+
+
+def embed_standard(model: bytes, name: str, description: str, version: str, resolution: int,
+                   input_record: dict, labels: list[str], labels_file: str = "labels.txt") -> bytes:
+    """``model`` with TFLITE_METADATA and labels.txt packed as MediaPipe/Task Library expect."""
+    import io
+    import zipfile
+
+    fu, s = _fb_utils()
+    obj = fu.convert_bytearray_to_object(bytearray(model))
+    if input_record.get("normalized"):
+        mean, std = input_record["mean"], input_record["std"]
+    else:
+        mean, std = [0.0], [1.0]  # the model takes raw pixels
+    meta = _standard_metadata(name, description, version, resolution, mean, std, labels_file)
+    buf = s.BufferT()
+    buf.data = np.frombuffer(meta, np.uint8)
+    obj.buffers.append(buf)
+    md = s.MetadataT()
+    md.name = TFLITE_METADATA
+    md.buffer = len(obj.buffers) - 1
+    obj.metadata = [m for m in (obj.metadata or [])
+                    if (m.name.decode() if isinstance(m.name, bytes) else m.name) != TFLITE_METADATA]
+    obj.metadata.append(md)
+    out = io.BytesIO(bytes(fu.convert_object_to_bytearray(obj)))
+    out.seek(0, 2)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:  # offsets absolute
+        z.writestr(labels_file, "\n".join(labels) + "\n")
+    return out.getvalue()
+
+
+def package(model: bytes, meta: dict) -> bytes:
+    """Both metadata forms: edgeeff's JSON buffer and the standard TFLITE_METADATA + labels."""
+    from edgeeff import __version__
+
+    tagged = embed(model, meta)
+    return embed_standard(
+        tagged, name=meta["name"],
+        description=f"{meta['name']} image classifier ({len(meta['labels'])} classes), by edgeeff",
+        version=__version__, resolution=meta["input"]["resolution"], input_record=meta["input"],
+        labels=meta["labels"])
