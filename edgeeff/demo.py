@@ -310,6 +310,9 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
                     break
     finally:
         cap.stop_event.set()
+        # let the capture thread leave its read before the source is released under it
+        # (releasing a VideoCapture mid-read can abort the process)
+        cap.join(timeout=2.0)
         src.close()
         if show:
             import cv2

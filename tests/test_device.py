@@ -188,3 +188,13 @@ def test_runtime_commands_work_with_tensorflow_absent(lite0_export, tmp_path):
     assert res["images"] == 1 and res["top5"] == 1.0
     r = run_without_tf("export", "--preset", "lite0", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "pip install 'edgeeff[export]'" in r.stderr
+
+
+def test_stopping_early_shuts_capture_down_cleanly(lite0_export):
+    """--max-frames stops while the capture thread may still be reading: the source must be
+    released only after that thread is out of it (releasing mid-read aborted or hung)."""
+    for _ in range(4):
+        r = run_cli("demo", "--model", str(lite0_export), "--source", "sample", "--headless",
+                    "--max-frames", "1", timeout=60)
+        assert r.returncode == 0, r.stderr[-500:]
+        assert "terminate called" not in r.stderr and len(r.stdout.splitlines()) == 1

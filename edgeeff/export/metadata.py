@@ -26,21 +26,33 @@ def _fb_utils():
     return fu, s
 
 
-def embed(model: bytes, meta: dict) -> bytes:
-    """``model`` with ``meta`` stored as JSON in a metadata buffer (replacing an older one)."""
+def _with_buffers(model: bytes, named: dict[str, bytes]) -> bytes:
+    """``model`` with one metadata buffer per name (replacing buffers of the same names)."""
     fu, s = _fb_utils()
     obj = fu.convert_bytearray_to_object(bytearray(model))
-    data = json.dumps(meta, separators=(",", ":")).encode("utf-8")
-    buf = s.BufferT()
-    buf.data = np.frombuffer(data, np.uint8)
-    obj.buffers.append(buf)
-    md = s.MetadataT()
-    md.name = METADATA_NAME
-    md.buffer = len(obj.buffers) - 1
-    obj.metadata = [m for m in (obj.metadata or [])
-                    if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
-    obj.metadata.append(md)
+
+    def name_of(m):
+        return m.name.decode() if isinstance(m.name, bytes) else m.name
+
+    obj.metadata = [m for m in (obj.metadata or []) if name_of(m) not in named]
+    for name, data in named.items():
+        buf = s.BufferT()
+        buf.data = np.frombuffer(data, np.uint8)
+        obj.buffers.append(buf)
+        md = s.MetadataT()
+        md.name = name
+        md.buffer = len(obj.buffers) - 1
+        obj.metadata.append(md)
     return bytes(fu.convert_object_to_bytearray(obj))
+
+
+def _json(meta: dict) -> bytes:
+    return json.dumps(meta, separators=(",", ":")).encode("utf-8")
+
+
+def embed(model: bytes, meta: dict) -> bytes:
+    """``model`` with ``meta`` stored as JSON in the ``edgeeff`` metadata buffer."""
+    return _with_buffers(model, {METADATA_NAME: _json(meta)})
 
 
 def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[str],
@@ -157,42 +169,32 @@ def _standard_metadata(name: str, description: str, version: str, resolution: in
     return bytes(b.Output())
 
 
-def embed_standard(model: bytes, name: str, description: str, version: str, resolution: int,
-                   input_record: dict, labels: list[str], labels_file: str = "labels.txt") -> bytes:
-    """``model`` with TFLITE_METADATA and labels.txt packed as MediaPipe/Task Library expect."""
+def _standard_buffer(meta: dict, labels_file: str) -> bytes:
+    from edgeeff import __version__
+
+    inp = meta["input"]
+    mean, std = (inp["mean"], inp["std"]) if inp.get("normalized") else ([0.0], [1.0])
+    return _standard_metadata(
+        meta["name"], f"{meta['name']} image classifier ({len(meta['labels'])} classes), "
+        "by edgeeff", __version__, inp["resolution"], mean, std, labels_file)
+
+
+def _append_zip(model: bytes, files: dict[str, str]) -> bytes:
+    """Associated files, zipped (stored, absolute offsets) after the flatbuffer."""
     import io
     import zipfile
 
-    fu, s = _fb_utils()
-    obj = fu.convert_bytearray_to_object(bytearray(model))
-    if input_record.get("normalized"):
-        mean, std = input_record["mean"], input_record["std"]
-    else:
-        mean, std = [0.0], [1.0]  # the model takes raw pixels
-    meta = _standard_metadata(name, description, version, resolution, mean, std, labels_file)
-    buf = s.BufferT()
-    buf.data = np.frombuffer(meta, np.uint8)
-    obj.buffers.append(buf)
-    md = s.MetadataT()
-    md.name = TFLITE_METADATA
-    md.buffer = len(obj.buffers) - 1
-    obj.metadata = [m for m in (obj.metadata or [])
-                    if (m.name.decode() if isinstance(m.name, bytes) else m.name) != TFLITE_METADATA]
-    obj.metadata.append(md)
-    out = io.BytesIO(bytes(fu.convert_object_to_bytearray(obj)))
+    out = io.BytesIO(model)
     out.seek(0, 2)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:  # offsets absolute
-        z.writestr(labels_file, "\n".join(labels) + "\n")
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:
+        for name, text in files.items():
+            z.writestr(name, text)
     return out.getvalue()
 
 
-def package(model: bytes, meta: dict) -> bytes:
-    """Both metadata forms: edgeeff's JSON buffer and the standard TFLITE_METADATA + labels."""
-    from edgeeff import __version__
-
-    tagged = embed(model, meta)
-    return embed_standard(
-        tagged, name=meta["name"],
-        description=f"{meta['name']} image classifier ({len(meta['labels'])} classes), by edgeeff",
-        version=__version__, resolution=meta["input"]["resolution"], input_record=meta["input"],
-        labels=meta["labels"])
+def package(model: bytes, meta: dict, labels_file: str = "labels.txt") -> bytes:
+    """Both metadata forms in one rewrite: edgeeff's JSON buffer, and the standard
+    TFLITE_METADATA with labels.txt packed into the file (MediaPipe / Task Library)."""
+    tagged = _with_buffers(model, {METADATA_NAME: _json(meta),
+                                   TFLITE_METADATA: _standard_buffer(meta, labels_file)})
+    return _append_zip(tagged, {labels_file: "\n".join(meta["labels"]) + "\n"})
