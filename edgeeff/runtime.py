@@ -16,7 +16,6 @@ import numpy as np
 
 from edgeeff.errors import EdgeeffError
 
-RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 METADATA_NAME = "edgeeff"  # name of the JSON metadata buffer edgeeff embeds in every .tflite
 EDGETPU_LIB = "libedgetpu.so.1"
 

@@ -50,11 +50,6 @@ def _json(meta: dict) -> bytes:
     return json.dumps(meta, separators=(",", ":")).encode("utf-8")
 
 
-def embed(model: bytes, meta: dict) -> bytes:
-    """``model`` with ``meta`` stored as JSON in the ``edgeeff`` metadata buffer."""
-    return _with_buffers(model, {METADATA_NAME: _json(meta)})
-
-
 def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[str],
                    input_record: dict, extra: dict | None = None) -> dict:
     from edgeeff import __version__
@@ -71,21 +66,19 @@ def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[s
 
 
 def strip(model: bytes) -> bytes:
-    """``model`` without edgeeff's metadata buffer (for flash-tight targets such as TFLM)."""
+    """``model`` without edgeeff's JSON metadata (for flash-tight targets such as TFLM)."""
     fu, _ = _fb_utils()
     obj = fu.convert_bytearray_to_object(bytearray(model))
-    keep, drop = [], []
+    keep = []
     for m in obj.metadata or []:
         name = m.name.decode() if isinstance(m.name, bytes) else m.name
-        (drop if name == METADATA_NAME else keep).append(m)
-    if not drop:
+        if name == METADATA_NAME:
+            obj.buffers[m.buffer].data = None  # an empty buffer costs a few bytes
+        else:
+            keep.append(m)
+    if len(keep) == len(obj.metadata or []):
         return model
     obj.metadata = keep
-    for m in sorted(drop, key=lambda m: -m.buffer):
-        if m.buffer == len(obj.buffers) - 1:  # embed() appends it last
-            obj.buffers.pop()
-        else:
-            obj.buffers[m.buffer].data = None
     return bytes(fu.convert_object_to_bytearray(obj))
 
 
