@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeeff._data import data_dir
 from edgeeff.errors import EdgeeffError
-from edgeeff.images import CROP_FRACTION, list_images, load_rgb, resize_crop
+from edgeeff.images import list_images, load_rgb, preprocessing_record, resize_crop
 
 HOLDOUT_EVERY = 5  # every 5th image is held back to compare float and int8 outputs
 
@@ -38,12 +38,7 @@ class CalibrationSet:
             "holdout_count": int(len(self.holdout)),
             "sha256": self.sha256,
             "skipped_unreadable": len(self.skipped),
-            "preprocessing": {
-                "resize_shorter_side": int(round(r / CROP_FRACTION)) if r else None,
-                "center_crop": r,
-                "resizer": "opencv INTER_AREA (shrink) / INTER_CUBIC (enlarge)",
-                "color": "RGB",
-            },
+            "preprocessing": preprocessing_record(r) if r else None,
         }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.errors import EdgeeffError
-from edgeeff.images import IMAGE_SUFFIXES, frame_into, list_images
+from edgeeff.images import IMAGE_SUFFIXES, frame_into, list_images, load_bgr
 
 QUEUE_SIZE = 2
 CAMERA_TIMEOUT_S = 5.0
@@ -58,10 +58,8 @@ class ImageFolderSource(Source):
         self.name = f"images:{folder}"
 
     def frames(self):
-        import cv2
-
         for p in self.files:
-            img = cv2.imdecode(np.fromfile(str(p), np.uint8), cv2.IMREAD_COLOR)
+            img = load_bgr(p)
             if img is not None:
                 yield img
 

@@ -14,6 +14,25 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CROP_FRACTION = 0.875
+RESIZER = "opencv INTER_AREA when shrinking, INTER_CUBIC when enlarging"
+
+
+def preprocessing_record(resolution: int, mean=None, std=None) -> dict:
+    """How pixels reach a model, as spec files, model cards and calibration records state it.
+
+    ``mean``/``std`` (pixel units) describe the model's normalisation when it has one.
+    """
+    rec = {
+        "color": "RGB",
+        "resize_shorter_side": int(round(resolution / CROP_FRACTION)),
+        "center_crop": int(resolution),
+        "resizer": RESIZER,
+        "input_range": [0, 255],
+    }
+    if mean is not None:
+        rec["mean"] = [round(float(m), 4) for m in mean]
+        rec["std"] = [round(float(s), 4) for s in std]
+    return rec
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -22,20 +41,25 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray | None:
-    """HxWx3 RGB uint8, or None when the file cannot be decoded.
+def load_bgr(path: str | os.PathLike) -> np.ndarray | None:
+    """HxWx3 BGR uint8 (OpenCV's order, as cameras deliver it), or None if undecodable.
 
-    Grayscale, palette, alpha, 16-bit and CMYK files all come back as 8-bit RGB.
+    Grayscale, palette, alpha, 16-bit and CMYK files all come back as 8-bit colour.
     """
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # drops alpha, expands gray, converts CMYK
-    if img is None:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)  # drops alpha, expands gray, converts CMYK
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray | None:
+    """HxWx3 RGB uint8, or None when the file cannot be decoded (see :func:`load_bgr`)."""
+    import cv2
+
+    img = load_bgr(path)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def resize_crop(img: np.ndarray, resolution: int, out: np.ndarray | None = None) -> np.ndarray:

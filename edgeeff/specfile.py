@@ -10,25 +10,17 @@ from edgeeff.arch import FAMILIES, ModelSpec, phi_spec, preset_spec
 from edgeeff.cost import Cost, cost
 from edgeeff.errors import EdgeeffError
 from edgeeff.fsutil import write_json_atomic
+from edgeeff.images import preprocessing_record
 
 FORMAT = "edgeeff-spec"
 VERSION = 1
-CROP_FRACTION = 0.875  # resize the shorter side to resolution / 0.875, then centre-crop
 
 
 def preprocessing(spec: ModelSpec) -> dict:
     """How pixels reach the model; recorded in spec files and model cards, used by every loader."""
-    fam = FAMILIES[spec.family]
-    return {
-        "color": "RGB",
-        "resize_shorter_side": int(round(spec.resolution / CROP_FRACTION)),
-        "center_crop": spec.resolution,
-        "resizer": "opencv INTER_AREA when shrinking, INTER_CUBIC when enlarging",
-        "input_range": [0, 255],
-        # in-model normalisation: (pixel / 255 - mean) / std
-        "mean": [round(m * 255, 4) for m in fam.mean],
-        "std": [round(s * 255, 4) for s in fam.std],
-    }
+    fam = FAMILIES[spec.family]  # in-model normalisation: (pixel - mean) / std
+    return preprocessing_record(spec.resolution, [m * 255 for m in fam.mean],
+                                [s * 255 for s in fam.std])
 
 
 def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,

@@ -62,6 +62,7 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
 
     from edgeeff.export import Frontend
     from edgeeff.export.tflite import normalization_record
+    from edgeeff.images import preprocessing_record
     from edgeeff.quiet import captured_output, tail
 
     p = Path(path)
@@ -106,8 +107,6 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
         name=p.stem, resolution=int(dims[2]), num_classes=num_classes,
         model=str(saved), input=rec,
         weights=f"from {p.name}", spec=None,
-        preprocessing={"resize_shorter_side": int(round(dims[2] / 0.875)),
-                       "center_crop": int(dims[2]), "color": "RGB", "input_range": [0, 255],
-                       "mean": m, "std": s},
+        preprocessing=preprocessing_record(dims[2], m, s),
         source={"onnx": p.name, "converted_with": "onnx2tf", "layout": "NCHW -> NHWC"},
     )
