@@ -22,11 +22,11 @@ def main(argv: list[str]) -> int:
     import cv2
     import numpy as np
 
-    from edgeeff.demo import run_demo
-    from edgeeff.runtime import Classifier
+    from edgeeff.device.demo import run_demo
+    from edgeeff.device.runtime import Classifier
 
     frames = int(argv[argv.index("--frames") + 1]) if "--frames" in argv else 300
-    from edgeeff.demo import default_threads
+    from edgeeff.device.demo import default_threads
 
     threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else \
         default_threads()
@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
         if args:
             model = Path(args[0]) / "model_int8.tflite"
         else:
-            from edgeeff.arch import preset_spec
+            from edgeeff.core.arch import preset_spec
             from edgeeff.export import ExportRequest, run
-            from edgeeff.quiet import import_tensorflow
+            from edgeeff.model.quiet import import_tensorflow
 
             import_tensorflow()
             out = Path(d) / "exp"
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
                 log=lambda m: None)
             model = out / "model_int8.tflite"
         # a 640x480 MJPG clip panning across the bundled photos, as a USB webcam would deliver
-        from edgeeff.calibrate import default_dir
+        from edgeeff.model.calibrate import default_dir
 
         video = Path(d) / "clip.avi"
         w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))

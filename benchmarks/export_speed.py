@@ -18,16 +18,17 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from edgeeff.quiet import captured_output, import_tensorflow
+    from edgeeff.model.quiet import captured_output, import_tensorflow
 
     tf = import_tensorflow()
-    from edgeeff.arch import preset_spec
-    from edgeeff.bench import bench
-    from edgeeff.build import build_model
-    from edgeeff.calibrate import load_calibration
+    from edgeeff.core.arch import preset_spec
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.device.bench import bench
     from edgeeff.export import ExportRequest, run
-    from edgeeff.export.tflite import input_record, representative
-    from edgeeff.pretrained import load_imagenet
+    from edgeeff.export.tflite import representative
+    from edgeeff.model.build import build_model
+    from edgeeff.model.calibrate import load_calibration
+    from edgeeff.model.pretrained import load_imagenet
 
     calib = argv[argv.index("--calib") + 1] if "--calib" in argv else None
     spec = preset_spec("lite0")
@@ -41,12 +42,13 @@ def main(argv: list[str]) -> int:
         # the baseline: only the int8 conversion, model and images ready
         model = build_model(spec, include_preprocessing=False, training_dropout=False)
         load_imagenet(model, spec)
-        cs = load_calibration(calib, spec.resolution, 100)
+        pp = Preprocessor.for_spec(spec, normalized=True)
+        cs = load_calibration(calib, pp, 100)
         t = time.perf_counter()
         with captured_output():
             conv = tf.lite.TFLiteConverter.from_keras_model(model)
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = representative(cs.images, input_record(spec, True))
+            conv.representative_dataset = representative(cs.images, pp)
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             conv.inference_input_type = tf.uint8
             conv.inference_output_type = tf.uint8

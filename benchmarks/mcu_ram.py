@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgeeff.arch import phi_spec, preset_spec
+from edgeeff.core.arch import phi_spec, preset_spec
 
 MODELS = [
     phi_spec(-8, "lite", 10), phi_spec(-6, "lite", 10), phi_spec(-6, "lite", 1000),
@@ -22,15 +22,15 @@ MODELS = [
 
 
 def measure(spec, workdir: Path) -> dict:
-    from edgeeff.calibrate import load_calibration
-    from edgeeff.cost import cost
+    from edgeeff.core.cost import cost
     from edgeeff.export import frontend_from_spec
     from edgeeff.export.tflite import convert_int8
     from edgeeff.export.tflm import measure_arena
+    from edgeeff.model.calibrate import load_calibration
 
     fe = frontend_from_spec(spec, "none", log=lambda m: None)
-    cs = load_calibration(None, spec.resolution, 4, holdout=False)
-    model = convert_int8(fe.model, cs.images, fe.input)
+    cs = load_calibration(None, fe.preprocessor, 4, holdout=False)
+    model = convert_int8(fe.model, cs.images, fe.preprocessor)
     path = workdir / f"{spec.name}-{spec.num_classes}.tflite"
     path.write_bytes(model)
     c = cost(spec)
@@ -40,7 +40,7 @@ def measure(spec, workdir: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from edgeeff.quiet import import_tensorflow
+    from edgeeff.model.quiet import import_tensorflow
 
     import_tensorflow()
     models = MODELS[:3] if "--quick" in argv else MODELS

@@ -11,8 +11,9 @@ import sys
 
 import click
 
-from edgeeff.errors import EdgeeffError
-from edgeeff.units import parse_size
+from edgeeff.core import artifacts as A
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.units import parse_size
 
 
 class _Size(click.ParamType):
@@ -79,7 +80,8 @@ def _emit_json(obj) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices(as_json: bool) -> None:
     """List the bundled device profiles (targets/*.toml)."""
-    from edgeeff import report, targets
+    from edgeeff import report
+    from edgeeff.core import targets
 
     devs = targets.load_all()
     if as_json:
@@ -101,32 +103,23 @@ def devices(as_json: bool) -> None:
 @click.option("--pretrained", is_flag=True,
               help="Only architectures with ImageNet weights (lite0/1/2), scaled by resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--out", default="edgeeff.json", show_default=True, help="Spec file to write.")
+@click.option("--out", default=A.SPEC_FILE, show_default=True, help="Spec file to write.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
         pretrained, as_json, out) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
-    from edgeeff import fit as fitmod
-    from edgeeff import report, specfile, targets
+    from edgeeff import report
+    from edgeeff.core import fit as fitmod
+    from edgeeff.core import targets
 
     device = targets.load(device_name)
     budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     if pretrained:
-        if family not in (None, "lite"):
-            raise EdgeeffError("--pretrained weights exist only for the lite family")
-        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes)
+        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes, family=family)
     else:
         res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
-    summary = specfile.summary(res.chosen.spec, res.chosen.cost, device.key, res.binding)
-    summary["latency_ms"] = round(res.chosen.latency_ms, 2)
-    summary["ram_bytes"] = res.chosen.ram_bytes
-    summary["ram_model"] = "tflm_arena" if device.kind == "mcu" else "activations"
-    if res.note:
-        summary["note"] = res.note
-    specfile.write(out, res.chosen.spec, {
-        "fit": {**summary, "budgets": budgets.to_dict(), "device_profile": device.to_dict()},
-    })
+    res.write_spec(out)
     if as_json:
-        _emit_json({**summary, "budgets": budgets.to_dict(), "spec_file": out,
+        _emit_json({**res.summary(), "spec_file": out,
                     "candidates": [c.row() for c in res.neighbours]})
     else:
         report.fit_table(res)
@@ -143,16 +136,10 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
 @click.option("--json", "as_json", is_flag=True)
 def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> None:
     """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
-    from edgeeff import report, specfile
+    from edgeeff import report
+    from edgeeff.core import specfile
 
-    if preset is None and phi is None and spec_file is None:
-        raise EdgeeffError("give one of --preset, --phi or --spec")
-    spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
-    device = binding = None
-    if spec_file:
-        fitted = specfile.read(spec_file)[1].get("fit") or {}
-        device, binding = fitted.get("device"), fitted.get("binding")
-    s = specfile.summary(spec, device=device, binding=binding)
+    spec, s = specfile.info(spec_file, preset, phi, family, num_classes, resolution)
     if as_json:
         _emit_json(s)
     else:
@@ -163,7 +150,7 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 
 
 @main.command()
-@click.option("--spec", "spec_file", help="Spec file from 'edgeeff fit' (default: edgeeff.json).")
+@click.option("--spec", "spec_file", help=f"Spec file from 'edgeeff fit' (default: {A.SPEC_FILE}).")
 @click.option("--preset", help="b0..b7 or lite0..lite4 instead of a spec file.")
 @click.option("--phi", type=float, help="Continuous phi instead of a spec file.")
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]))
@@ -188,43 +175,15 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, mean, std, weights,
            labels_file, int8, calib, num_calib, formats, out, force, debug) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
-    import tempfile
-    from pathlib import Path
+    from edgeeff import report
+    from edgeeff.export import request, run
 
-    from edgeeff import report, specfile
-    from edgeeff.export import ExportRequest, parse_formats, run
-
-    fmts = parse_formats(formats)
-    if Path(out).exists() and not force:
-        raise EdgeeffError(f"{out} exists; pass --force to replace it")
-    if calib is not None and not Path(calib).is_dir():
-        raise EdgeeffError(f"calibration folder not found: {calib}")
-    if weights not in ("auto", "none", "imagenet") and not Path(weights).is_file():
-        raise EdgeeffError(f"weights file not found: {weights}")
-    req = ExportRequest(spec=None, weights=weights, int8=int8, calib=calib, num_calib=num_calib,
-                        formats=fmts, out=Path(out), force=force, debug=debug,
-                        labels_file=labels_file)
-    if onnx_path:
-        if any(v is not None for v in (spec_file, preset, phi, num_classes, resolution)):
-            raise EdgeeffError("--from takes the architecture from the ONNX file: drop "
-                               "--spec/--preset/--phi/--num-classes/--resolution")
-        if not Path(onnx_path).is_file():
-            raise EdgeeffError(f"ONNX model not found: {onnx_path}")
-    else:
-        req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
-        trained = specfile.trained_artifacts(spec_file or "edgeeff.json") if not preset and \
-            phi is None else None
-        if trained:  # a spec written by 'edgeeff train': its checkpoint and labels by default
-            if weights == "auto":
-                req.weights = trained["weights"]
-            req.labels_file = req.labels_file or trained["labels"]
+    req = request(spec_file=spec_file, preset=preset, phi=phi, family=family,
+                  num_classes=num_classes, resolution=resolution, onnx=onnx_path, mean=mean,
+                  std=std, weights=weights, labels_file=labels_file, int8=int8, calib=calib,
+                  num_calib=num_calib, formats=formats, out=out, force=force, debug=debug)
     _quiet_tensorflow()
-    with tempfile.TemporaryDirectory(prefix="edgeeff-onnx2tf-") as work:
-        if onnx_path:
-            from edgeeff.export import onnx as onnx_import
-
-            req.frontend = onnx_import.load(onnx_path, calib, mean, std, Path(work))
-        card = run(req, log=lambda m: click.echo(m, err=True))
+    card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)
 
 
@@ -249,23 +208,21 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
 def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs, batch_size,
               val_split, patience, distribute, out, force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
-    from pathlib import Path
+    from edgeeff.core import specfile
+    from edgeeff.core.fsutil import check_out
 
-    from edgeeff import specfile
-
-    if Path(out).exists() and not force:
-        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    check_out(out, force)
     if spec_file is None and phi is None:
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
     _quiet_tensorflow()
-    from edgeeff.train import train
+    from edgeeff.model.train import train
 
     res = train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
                 patience=patience, distribute=distribute, force=force,
                 log=lambda m: click.echo(m, err=True))
     click.echo(f"validation accuracy {res['val_accuracy']:.1%} on {res['val_images']} images; "
-               f"wrote {out}/ (export with: edgeeff export --spec {out}/edgeeff.json --int8)")
+               f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)")
 
 
 @main.command("eval")
@@ -277,14 +234,19 @@ def eval_cmd(model, data, threads, as_json) -> None:
     """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model."""
     from rich.progress import Progress
 
-    from edgeeff import evaluate, report
+    from edgeeff import report
+    from edgeeff.device import evaluate
 
     if model.endswith(".keras"):
         _quiet_tensorflow()
+        from edgeeff.model.keras_eval import KerasRunner
+
+        runner = KerasRunner(model)
+    else:
+        runner = evaluate.runner_for(model, threads)
     with Progress(transient=True, disable=as_json) as prog:
         task = prog.add_task("evaluating", total=None)
-        res = evaluate.evaluate(model, data, threads=threads,
-                                progress=lambda n: prog.advance(task, n))
+        res = evaluate.evaluate(runner, data, progress=lambda n: prog.advance(task, n))
     if as_json:
         _emit_json(res)
     else:
@@ -308,21 +270,11 @@ def eval_cmd(model, data, threads, as_json) -> None:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
-    from pathlib import Path
+    from edgeeff.device import demo as demomod
+    from edgeeff.device.runtime import Classifier, resolve_model_path
 
-    from edgeeff import demo as demomod
-    from edgeeff.runtime import Classifier, resolve_model_path
-
-    p = Path(model)
-    if delegate == "edgetpu":
-        path = p / "model_int8_edgetpu.tflite" if p.is_dir() else p
-        if not path.is_file() or not path.name.endswith("_edgetpu.tflite"):
-            raise EdgeeffError(f"--delegate edgetpu needs a compiled *_edgetpu.tflite model "
-                               f"({path} not found): run 'edgeeff export --format edgetpu' where "
-                               "edgetpu_compiler is installed")
-    else:
-        path = resolve_model_path(p)
-    _need_cv2()
+    path = resolve_model_path(model, delegate=delegate)
+    demomod.need_cv2()
     clf = Classifier(path, num_threads=threads or demomod.default_threads(), delegate=delegate)
     try:
         demomod.run_demo(clf, source, headless, as_json, top_k, max_frames)
@@ -341,7 +293,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames)
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
     """Latency percentiles, throughput and peak RSS; float32 vs int8 for an export folder."""
-    from edgeeff import bench, report
+    from edgeeff import report
+    from edgeeff.device import bench
 
     res = bench.bench(model, threads, runs, warmup, delegate)
     if as_json:
@@ -357,21 +310,14 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @click.option("--force", is_flag=True)
 def bundle_cmd(export_dir, target, out, force) -> None:
     """Gather model, labels, model card, run script and a systemd unit for the device."""
-    from edgeeff.bundle import bundle
+    from edgeeff.device.bundle import bundle
 
     path = bundle(export_dir, target, out, force)
     click.echo(f"wrote {path}/ and {path}.tar.gz")
 
 
-def _need_cv2() -> None:
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        raise EdgeeffError("this command needs OpenCV: pip install 'edgeeff[runtime]'") from None
-
-
 def _quiet_tensorflow() -> None:
-    from edgeeff.quiet import import_tensorflow
+    from edgeeff.model.quiet import import_tensorflow
 
     try:
         import_tensorflow()

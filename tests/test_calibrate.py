@@ -5,13 +5,14 @@ import warnings
 import numpy as np
 import pytest
 
-from edgeeff.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.preprocess import Preprocessor
 from tests.conftest import ROOT, needs
 
 cv2 = needs("cv2")
 
-from edgeeff.calibrate import load_calibration  # noqa: E402
-from edgeeff.images import load_rgb, resize_crop  # noqa: E402
+from edgeeff.device.images import load_rgb, resize_crop  # noqa: E402
+from edgeeff.model.calibrate import load_calibration  # noqa: E402
 
 
 def test_odd_formats_become_rgb(tmp_path):
@@ -41,7 +42,7 @@ def test_cmyk_jpeg_is_converted(tmp_path):
 def test_resize_crop_is_centre_crop_of_shorter_side():
     img = np.zeros((300, 400, 3), np.uint8)
     img[:, 150:250] = 255  # a centred vertical band
-    out = resize_crop(img, 224)
+    out = resize_crop(img, Preprocessor(224))
     assert out.shape == (224, 224, 3)
     assert out[:, 112].min() == 255 and out[:, 0].max() == 0  # band centred, edges cropped away
 
@@ -55,22 +56,22 @@ def test_unreadable_files_are_skipped_counted_and_warned(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored: not an image")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        cs = load_calibration(tmp_path, 64, num=10, warn_short=10)
+        cs = load_calibration(tmp_path, Preprocessor(64), num=10, warn_short=10)
     msgs = [str(x.message) for x in w]
     assert any("skipped 1 unreadable" in m for m in msgs)
     assert any("only 5 usable calibration images" in m for m in msgs)
     assert cs.images.shape == (5, 64, 64, 3) and len(cs.holdout) == 1
     assert cs.record()["skipped_unreadable"] == 1 and len(cs.sha256) == 64
     # the same files give the same hash
-    assert load_calibration(tmp_path, 64, num=10).sha256 == cs.sha256
+    assert load_calibration(tmp_path, Preprocessor(64), num=10).sha256 == cs.sha256
 
 
 def test_no_usable_images_is_an_error(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"nope")
     with pytest.raises(EdgeeffError, match="no usable calibration images"):
-        load_calibration(tmp_path, 64)
+        load_calibration(tmp_path, Preprocessor(64))
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgeeffError, match="no images"):
-        load_calibration(tmp_path / "empty", 64)
+        load_calibration(tmp_path / "empty", Preprocessor(64))
     with pytest.raises(EdgeeffError, match="not found"):
-        load_calibration(tmp_path / "missing", 64)
+        load_calibration(tmp_path / "missing", Preprocessor(64))

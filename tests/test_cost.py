@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgeeff.arch import expand, phi_spec, preset_spec
-from edgeeff.cost import cost, graph, live_bytes, stage_table
+from edgeeff.core.arch import expand, phi_spec, preset_spec
+from edgeeff.core.cost import cost, graph, live_bytes, stage_table
 
 # trainable parameters of keras.applications.EfficientNetB0..B7 and TF's EfficientNet-Lite0 test
 GOLDEN_PARAMS = {

@@ -94,8 +94,8 @@ def test_demo_without_display_or_edgetpu_says_what_to_do(lite0_export):
 
 
 def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
-    from edgeeff import demo
-    from edgeeff.runtime import Classifier
+    from edgeeff.device import demo
+    from edgeeff.device.runtime import Classifier
 
     class Flaky(demo.Source):
         live, name = True, "camera:fake"
@@ -121,7 +121,8 @@ def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
 
 
 def test_live_capture_drops_stale_frames_instead_of_lagging():
-    from edgeeff import demo
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.device import demo
 
     class Burst(demo.Source):
         live = True
@@ -130,7 +131,7 @@ def test_live_capture_drops_stale_frames_instead_of_lagging():
             for i in range(50):
                 yield np.full((4, 4, 3), i, np.uint8)
 
-    cap = demo._Capture(Burst(), 8)
+    cap = demo._Capture(Burst(), Preprocessor(8))
     cap.start()
     cap.join(timeout=5)
     items = []

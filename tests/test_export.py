@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from edgeeff.arch import phi_spec
+from edgeeff.core.arch import phi_spec
 from tests.conftest import ROOT, needs, run_cli, seed_everything
 
 tf = needs("tensorflow")
 needs("ai_edge_litert")
 
-from edgeeff import tflite_graph  # noqa: E402
+from edgeeff.device import tflite_graph  # noqa: E402
+from edgeeff.device.runtime import Classifier, read_embedded_metadata  # noqa: E402
 from edgeeff.export import ExportRequest, run  # noqa: E402
-from edgeeff.runtime import Classifier, read_embedded_metadata  # noqa: E402
 
 SMALL = phi_spec(-4.0, "lite", 10)  # 128 px, tiny: seconds to convert
 
@@ -82,8 +82,8 @@ def test_edgetpu_report_cuts_graph_at_unsupported_op():
     from edgeeff.export import edgetpu
 
     spec = phi_spec(-6, "efficientnet", 4)  # swish + SE: LOGISTIC, MUL map, so they stay
-    from edgeeff.build import build_model
     from edgeeff.export.tflite import convert_float
+    from edgeeff.model.build import build_model
 
     rep = edgetpu.compatibility(convert_float(build_model(spec, training_dropout=False)))
     assert rep["ops_on_edgetpu"] == 0  # a float model: the very first op is not 8-bit
@@ -127,7 +127,7 @@ def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
 
 
 def test_tflm_rejects_ops_it_lacks():
-    from edgeeff.errors import EdgeeffError
+    from edgeeff.core.errors import EdgeeffError
     from edgeeff.export.tflm import resolver_methods
 
     class G:

@@ -5,8 +5,8 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeeff import targets
-from edgeeff.fit import Budgets, fit
+from edgeeff.core import targets
+from edgeeff.core.fit import Budgets, fit
 from tests.conftest import run_cli
 
 PI4 = targets.load("pi4")
@@ -147,7 +147,7 @@ def test_fit_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
 
 
 def test_fit_table_says_which_candidates_keep_pretrained_weights():
-    from edgeeff.fit import fit as do_fit
+    from edgeeff.core.fit import fit as do_fit
 
     res = do_fit(PI4, Budgets.for_device(PI4, max_mflops=400))
     by_phi = {c.spec.phi: c.weights for c in res.neighbours}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgeeff.arch import preset_spec
+from edgeeff.core.arch import preset_spec
 from tests.conftest import needs
 
 keras = needs("keras")
@@ -11,8 +11,8 @@ needs("h5py")
 
 
 def test_keras_applications_b0_weights_give_identical_outputs(tmp_path):
-    from edgeeff.build import build_model
-    from edgeeff.weights import load_into
+    from edgeeff.model.build import build_model
+    from edgeeff.model.weights import load_into
 
     keras.utils.set_random_seed(0)
     ref = keras.applications.EfficientNetB0(weights=None)
@@ -46,9 +46,9 @@ def test_keras_applications_b0_weights_give_identical_outputs(tmp_path):
 
 
 def test_weights_of_another_spec_are_refused(tmp_path):
-    from edgeeff.build import build_model
-    from edgeeff.errors import EdgeeffError
-    from edgeeff.weights import load_into
+    from edgeeff.core.errors import EdgeeffError
+    from edgeeff.model.build import build_model
+    from edgeeff.model.weights import load_into
 
     small = build_model(preset_spec("lite0", num_classes=10))
     path = tmp_path / "lite0.weights.h5"

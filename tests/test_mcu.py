@@ -2,10 +2,10 @@
 
 import pytest
 
-from edgeeff import targets
-from edgeeff.arch import phi_spec
-from edgeeff.cost import cost
-from edgeeff.fit import Budgets, fit
+from edgeeff.core import targets
+from edgeeff.core.arch import phi_spec
+from edgeeff.core.cost import cost
+from edgeeff.core.fit import Budgets, fit
 from tests.conftest import ROOT, needs, seed_everything
 
 needs("tensorflow")
@@ -47,7 +47,7 @@ def test_fit_choice_really_fits_the_mcu(device, classes, tmp_path):
 
 
 def test_nothing_fits_reports_shortfall_in_kb():
-    from edgeeff.errors import EdgeeffError
+    from edgeeff.core.errors import EdgeeffError
 
     dev = targets.load("nrf52840")
     with pytest.raises(EdgeeffError, match=r"short by \d+ KB.*--num-classes"):

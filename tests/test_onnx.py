@@ -55,15 +55,16 @@ def test_onnx_import_int8_matches_onnxruntime(tmp_path):
     assert card["artifacts"]["tflm"]["min_arena_bytes"] > 0
     assert not list(tmp_path.glob("calibration_image_sample_data*"))  # onnx2tf kept to its folder
 
-    from edgeeff.images import load_preprocessed
-    from edgeeff.runtime import Classifier
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.device.images import load_preprocessed
+    from edgeeff.device.runtime import Classifier
 
     sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
     fq, ff = Classifier(out / "model_int8.tflite"), Classifier(out / "model_float32.tflite")
     agree = 0
     files = sorted((ROOT / "calibration").glob("*.jpg"))[:12]
     for f in files:
-        img = load_preprocessed(f, 32)
+        img = load_preprocessed(f, Preprocessor(32))
         x = ((img.astype(np.float32) - 127) / 128).transpose(2, 0, 1)[None]
         ref = sess.run(None, {"x": x})[0][0]
         np.testing.assert_allclose(ff(img), ref, atol=1e-4)  # float: same function
@@ -86,7 +87,7 @@ def test_onnx_bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("text,ok", [("127", True), ("1,2,3", True), ("1,2", False), ("x", False)])
 def test_norm_parsing(text, ok):
-    from edgeeff.errors import EdgeeffError
+    from edgeeff.core.errors import EdgeeffError
     from edgeeff.export.onnx import _parse_norm
 
     if ok:

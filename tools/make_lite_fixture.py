@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from efficientnet_lite_pytorch import EfficientNet
 
-from edgeeff.images import load_preprocessed
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.images import load_preprocessed
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "calibration" / "chelsea_0.jpg"
@@ -42,7 +43,7 @@ def main() -> None:
         path = getattr(mod, f"EfficientnetLite{k}ModelFile").get_model_file_path()
         model = EfficientNet.from_pretrained(f"efficientnet-lite{k}", weights_path=path)
         model.eval()
-        x = load_preprocessed(IMAGE, size).astype(np.float32)
+        x = load_preprocessed(IMAGE, Preprocessor(size)).astype(np.float32)
         x = (x - 127.0) / 128.0
         with torch.no_grad():
             logits = model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0].numpy()

@@ -1,44 +1,29 @@
 """``edgeeff export``: one function per format, calibration as its own step, metadata everywhere.
 
-FORMATS is the table of what can be produced; :func:`run` builds the model once, calibrates
-once, converts once, then hands the artifacts to each requested format's function. Everything is
+``edgeeff.core.artifacts.FORMATS`` is the table of what can be produced and under which file
+names; :func:`run` builds the model once, calibrates once, converts once, then hands the
+artifacts to each requested format's function (``_FORMAT_FUNCS``). Everything is
 written into a temporary folder that replaces ``--out`` in one rename at the very end.
 """
 
 from __future__ import annotations
 
 import platform
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeeff.errors import EdgeeffError
-
-# format -> (needs int8, what it produces)
-FORMATS = {
-    "tflite": (False, "model_float32.tflite, model_int8.tflite (with --int8), labels.txt"),
-    "edgetpu": (True, "edgetpu_report.txt/json, model_int8_edgetpu.tflite (with edgetpu_compiler)"),
-    "tflm": (True, "tflm/model_data.cc/.h with op resolver and measured arena size"),
-    "saved_model": (False, "saved_model/ (TensorFlow SavedModel of the float model)"),
-}
-
-
-def parse_formats(text: str) -> list[str]:
-    items = [f.strip() for f in text.split(",") if f.strip()]
-    if items == ["all"]:
-        return list(FORMATS)
-    bad = [f for f in items if f not in FORMATS]
-    if bad or not items:
-        raise EdgeeffError(f"unknown format(s) {', '.join(bad) or text!r} "
-                           f"(choose from {', '.join(FORMATS)} or all)")
-    if "tflite" not in items:
-        items.insert(0, "tflite")  # every other format starts from the TFLite models
-    return items
+from edgeeff.core import artifacts as A
+from edgeeff.core.artifacts import FORMATS
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import check_out
+from edgeeff.core.preprocess import Preprocessor
 
 
 @dataclass
 class ExportRequest:
-    spec: object
+    spec: object = None  # ModelSpec, or None with ``onnx``
     weights: str = "none"
     int8: bool = False
     calib: str | None = None
@@ -48,7 +33,59 @@ class ExportRequest:
     force: bool = False
     debug: bool = False
     labels_file: str | None = None
-    frontend: object = None  # a ready Frontend (ONNX import) instead of building ``spec``
+    onnx: str | None = None  # import this ONNX model instead of building ``spec``
+    mean: str | None = None  # ONNX input normalisation, pixel units
+    std: str | None = None
+    frontend: object = None  # a ready Frontend instead of building ``spec``
+
+    def check(self) -> ExportRequest:
+        """Every check that needs no TensorFlow, so bad input fails before it loads."""
+        check_out(self.out, self.force)
+        if self.calib is not None and not Path(self.calib).is_dir():
+            raise EdgeeffError(f"calibration folder not found: {self.calib}")
+        if self.weights not in ("auto", "none", "imagenet") and not Path(self.weights).is_file():
+            raise EdgeeffError(f"weights file not found: {self.weights}")
+        if self.labels_file is not None and not Path(self.labels_file).is_file():
+            raise EdgeeffError(f"labels file not found: {self.labels_file}")
+        if self.onnx is not None and not Path(self.onnx).is_file():
+            raise EdgeeffError(f"ONNX model not found: {self.onnx}")
+        if self.onnx is None and (self.mean is not None or self.std is not None):
+            raise EdgeeffError("--mean/--std describe an ONNX model's input: use them with --from")
+        if self.spec is None and self.onnx is None and self.frontend is None:
+            raise EdgeeffError("nothing to export: give a spec, a preset, --phi or --from")
+        return self
+
+
+def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=None,
+            resolution=None, onnx=None, mean=None, std=None, weights="auto", labels_file=None,
+            int8=False, calib=None, num_calib=None, formats="tflite", out="edgeeff-out",
+            force=False, debug=False) -> ExportRequest:
+    """The export options (as the CLI takes them) -> a checked :class:`ExportRequest`.
+
+    A spec file written by ``edgeeff train`` brings its checkpoint and labels as defaults.
+    """
+    from edgeeff.core import specfile
+
+    try:
+        fmts = A.parse_formats(formats)
+    except ValueError as e:
+        raise EdgeeffError(str(e)) from None
+    req = ExportRequest(weights=weights, int8=int8, calib=calib, num_calib=num_calib,
+                        formats=fmts, out=Path(out), force=force, debug=debug,
+                        labels_file=labels_file, onnx=onnx, mean=mean, std=std)
+    if onnx:
+        if any(v is not None for v in (spec_file, preset, phi, num_classes, resolution)):
+            raise EdgeeffError("--from takes the architecture from the ONNX file: drop "
+                               "--spec/--preset/--phi/--num-classes/--resolution")
+    else:
+        req.spec = specfile.resolve(spec_file, preset, phi, family, num_classes, resolution)
+        trained = (specfile.trained_artifacts(spec_file or A.SPEC_FILE)
+                   if preset is None and phi is None else None)
+        if trained:  # a spec written by 'edgeeff train': its checkpoint and labels by default
+            if weights == "auto":
+                req.weights = trained["weights"]
+            req.labels_file = req.labels_file or trained["labels"]
+    return req.check()
 
 
 def _versions() -> dict:
@@ -76,22 +113,22 @@ class Frontend:
     """What the converters need, whether the model was built from a spec or imported."""
 
     name: str
-    resolution: int
     num_classes: int
     model: object  # Keras model, or a SavedModel folder, converted to both .tflite files
-    input: dict  # how pixels reach ``model`` (tflite.normalization_record)
+    preprocessor: Preprocessor  # how pixels reach ``model``
     weights: str
     spec: object = None  # ModelSpec when built by edgeeff
-    preprocessing: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
+
+    @property
+    def resolution(self) -> int:
+        return self.preprocessor.resolution
 
 
 def frontend_from_spec(spec, weights: str, log=print) -> Frontend:
     """Build ``spec`` once, load its weights, and derive the int8 graph variant."""
-    from edgeeff.build import build_model
-    from edgeeff.export import tflite
-    from edgeeff.specfile import preprocessing
-    from edgeeff.weights import RandomWeightsWarning, load_into
+    from edgeeff.model.build import build_model
+    from edgeeff.model.weights import RandomWeightsWarning, load_into
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
@@ -99,37 +136,46 @@ def frontend_from_spec(spec, weights: str, log=print) -> Frontend:
         desc = load_into(model, spec, weights)
     for w in caught:
         log(f"WARNING: {w.message}")
-    inp = tflite.input_record(spec, False)
-    if tflite.folds_normalization(spec):
+    pp = Preprocessor.for_spec(spec, normalized=False)
+    if Preprocessor.folds_into_input(spec):
         # one affine normalisation: the TFLite models take the normalised image, and the int8
         # one carries it in its uint8 input's quantisation (raw pixels in, no extra ops)
         bare = build_model(spec, include_preprocessing=False, training_dropout=False)
         bare.set_weights(model.get_weights())
-        model, inp = bare, tflite.input_record(spec, True)
-    return Frontend(name=spec.name, resolution=spec.resolution, num_classes=spec.num_classes,
-                    model=model, input=inp, weights=desc, spec=spec,
-                    preprocessing=preprocessing(spec), source={"built_from": "spec"})
+        model, pp = bare, Preprocessor.for_spec(spec, normalized=True)
+    return Frontend(name=spec.name, num_classes=spec.num_classes, model=model, preprocessor=pp,
+                    weights=desc, spec=spec, source={"built_from": "spec"})
 
 
 def run(req: ExportRequest, log=print) -> dict:
     """Produce every requested artifact under ``req.out``; returns the model card."""
-    from edgeeff import calibrate, cost
-    from edgeeff.export import metadata, tflite
-    from edgeeff.fsutil import atomic_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
-    from edgeeff.quiet import captured_output
-    from edgeeff.weights import labels_for
-
-    needs_int8 = any(FORMATS[f][0] for f in req.formats)
-    int8 = req.int8 or needs_int8
+    needs_int8 = [f for f in req.formats if FORMATS[f].needs_int8]
+    int8 = req.int8 or bool(needs_int8)
     if needs_int8 and not req.int8:
-        log(f"note: {', '.join(f for f in req.formats if FORMATS[f][0])} needs int8: "
-            "quantising as if --int8 was given")
+        log(f"note: {', '.join(needs_int8)} needs int8: quantising as if --int8 was given")
+    req.check()
     out = Path(req.out)
-    if out.exists() and not req.force:
-        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    with tempfile.TemporaryDirectory(prefix="edgeeff-onnx2tf-") as work:
+        return _run(req, out, int8, Path(work), log)
+
+
+def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
+    from edgeeff.core import cost
+    from edgeeff.core.fsutil import atomic_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
+    from edgeeff.core.labels import labels_for
+    from edgeeff.export import metadata, tflite
+    from edgeeff.model import calibrate
+    from edgeeff.model.quiet import captured_output
 
     # 1. the model, weights loaded once
-    fe = req.frontend or frontend_from_spec(req.spec, req.weights, log)
+    if req.frontend is not None:
+        fe = req.frontend
+    elif req.onnx is not None:
+        from edgeeff.export import onnx as onnx_import
+
+        fe = onnx_import.load(req.onnx, req.calib, req.mean, req.std, work)
+    else:
+        fe = frontend_from_spec(req.spec, req.weights, log)
     labels = labels_for(fe.num_classes, req.labels_file)
     spec_dict = fe.spec.to_dict() if fe.spec is not None else None
     # 2. calibration, as its own step
@@ -137,7 +183,7 @@ def run(req: ExportRequest, log=print) -> dict:
     if int8:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            calib = calibrate.load_calibration(req.calib, fe.resolution,
+            calib = calibrate.load_calibration(req.calib, fe.preprocessor,
                                                req.num_calib or 100, warn_short=req.num_calib)
         for w in caught:
             log(f"warning: {w.message}")
@@ -149,8 +195,8 @@ def run(req: ExportRequest, log=print) -> dict:
         "spec": spec_dict,
         "source": fe.source,
         "weights": fe.weights,
-        "preprocessing": fe.preprocessing,
-        "labels": "labels.txt",
+        "preprocessing": fe.preprocessor.to_dict(),
+        "labels": A.LABELS,
         "cost_estimate": dict(cost.cost(fe.spec).__dict__) if fe.spec is not None else None,
         "artifacts": {},
         "tools": _versions(),
@@ -160,40 +206,40 @@ def run(req: ExportRequest, log=print) -> dict:
             t = prog.add_task("converting float32", total=1)
             float_bytes = tflite.convert_float(fe.model)
             prog.advance(t)
-            md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels, fe.input)
-            write_bytes_atomic(tmp / "model_float32.tflite", metadata.package(float_bytes, md))
+            md = metadata.model_metadata(fe.name, spec_dict, labels, fe.preprocessor)
+            write_bytes_atomic(tmp / A.FLOAT_MODEL, metadata.package(float_bytes, md))
             if int8:
                 t = prog.add_task("calibrating + int8", total=len(calib.images))
                 int8_bytes = tflite.quantize_float_model(
-                    float_bytes, calib.images, fe.input, on_sample=lambda: prog.advance(t))
+                    float_bytes, calib.images, fe.preprocessor, on_sample=lambda: prog.advance(t))
                 if int8_bytes is None:  # fall back to a full second conversion
                     prog.reset(t)
-                    int8_bytes = tflite.convert_int8(fe.model, calib.images, fe.input,
+                    int8_bytes = tflite.convert_int8(fe.model, calib.images, fe.preprocessor,
                                                      on_sample=lambda: prog.advance(t))
-                md = metadata.model_metadata(fe.name, spec_dict, fe.resolution, labels,
-                                             fe.input, {"calibration": calib.record()})
-                write_bytes_atomic(tmp / "model_int8.tflite", metadata.package(int8_bytes, md))
-        write_text_atomic(tmp / "labels.txt", "\n".join(labels) + "\n")
-        card["artifacts"]["model_float32.tflite"] = _artifact(tmp / "model_float32.tflite")
+                md = metadata.model_metadata(fe.name, spec_dict, labels, fe.preprocessor,
+                                             {"calibration": calib.record()})
+                write_bytes_atomic(tmp / A.INT8_MODEL, metadata.package(int8_bytes, md))
+        write_text_atomic(tmp / A.LABELS, "\n".join(labels) + "\n")
+        card["artifacts"][A.FLOAT_MODEL] = _artifact(tmp / A.FLOAT_MODEL)
         if int8:
             card["calibration"] = calib.record()
-            card["artifacts"]["model_int8.tflite"] = _artifact(tmp / "model_int8.tflite")
+            card["artifacts"][A.INT8_MODEL] = _artifact(tmp / A.INT8_MODEL)
             log("quantization report (float32 vs int8 on held-back images)...")
             with captured_output():
                 card["quantization"] = tflite.quant_report(
-                    tmp / "model_float32.tflite", tmp / "model_int8.tflite", calib.holdout)
+                    tmp / A.FLOAT_MODEL, tmp / A.INT8_MODEL, calib.holdout)
             if req.debug:
                 card["quantization"]["worst_layers"] = tflite.debug_report(
-                    fe.model, calib.images, fe.input)
+                    fe.model, calib.images, fe.preprocessor)
         for fmt in req.formats:
             if fmt != "tflite":
                 card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log))
-        write_json_atomic(tmp / "model_card.json", card)
+        write_json_atomic(tmp / A.MODEL_CARD, card)
     return card
 
 
 def _artifact(path: Path) -> dict:
-    from edgeeff import tflite_graph
+    from edgeeff.device import tflite_graph
 
     data = path.read_bytes()
     g = tflite_graph.read(data)
@@ -210,16 +256,16 @@ def _artifact(path: Path) -> dict:
 
 
 def _export_edgetpu(tmp: Path, fe: Frontend, log) -> dict:
+    from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
     from edgeeff.export import edgetpu
-    from edgeeff.fsutil import write_json_atomic, write_text_atomic
 
-    int8 = (tmp / "model_int8.tflite").read_bytes()
+    int8 = (tmp / A.INT8_MODEL).read_bytes()
     rep = edgetpu.compatibility(int8)
     text = edgetpu.format_report(rep)
-    write_text_atomic(tmp / "edgetpu_report.txt", text)
-    write_json_atomic(tmp / "edgetpu_report.json", rep)
+    write_text_atomic(tmp / A.EDGETPU_REPORT_TXT, text)
+    write_json_atomic(tmp / A.EDGETPU_REPORT_JSON, rep)
     log(text.rstrip())
-    comp = edgetpu.compile_model(tmp / "model_int8.tflite", tmp)
+    comp = edgetpu.compile_model(tmp / A.INT8_MODEL, tmp)
     if not comp["compiled"]:
         log(comp.get("message") or f"edgetpu_compiler failed (see {comp.get('log')})")
     return {"edgetpu": {k: v for k, v in rep.items() if k != "ops"} | {"compiler": comp}}
@@ -228,7 +274,7 @@ def _export_edgetpu(tmp: Path, fe: Frontend, log) -> dict:
 def _export_tflm(tmp: Path, fe: Frontend, log) -> dict:
     from edgeeff.export import tflm
 
-    rec = tflm.export(tmp / "model_int8.tflite", tmp / "tflm", fe.name)
+    rec = tflm.export(tmp / A.INT8_MODEL, tmp / A.TFLM_DIR, fe.name)
     log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B measured, "
         f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")
     return {"tflm": rec}
@@ -237,14 +283,14 @@ def _export_tflm(tmp: Path, fe: Frontend, log) -> dict:
 def _export_saved_model(tmp: Path, fe: Frontend, log) -> dict:
     import shutil
 
-    from edgeeff.quiet import captured_output
+    from edgeeff.model.quiet import captured_output
 
     with captured_output():
         if isinstance(fe.model, str):  # ONNX import: onnx2tf's SavedModel
-            shutil.copytree(fe.model, tmp / "saved_model")
+            shutil.copytree(fe.model, tmp / A.SAVED_MODEL_DIR)
         else:
-            fe.model.export(str(tmp / "saved_model"))
-    return {"saved_model": {"path": "saved_model"}}
+            fe.model.export(str(tmp / A.SAVED_MODEL_DIR))
+    return {"saved_model": {"path": A.SAVED_MODEL_DIR}}
 
 
 _FORMAT_FUNCS = {

@@ -14,8 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgeeff import tflite_graph
-from edgeeff.fsutil import write_text_atomic
+from edgeeff.core.fsutil import write_text_atomic
+from edgeeff.device import tflite_graph
 
 # op -> documented limitation ("" = none)
 SUPPORTED = {

@@ -13,7 +13,8 @@ import json
 
 import numpy as np
 
-from edgeeff.runtime import METADATA_NAME
+from edgeeff.core.artifacts import LABELS, METADATA_NAME
+from edgeeff.core.preprocess import Preprocessor
 
 
 def _fb_utils():
@@ -50,16 +51,17 @@ def _json(meta: dict) -> bytes:
     return json.dumps(meta, separators=(",", ":")).encode("utf-8")
 
 
-def model_metadata(name: str, spec: dict | None, resolution: int, labels: list[str],
-                   input_record: dict, extra: dict | None = None) -> dict:
+def model_metadata(name: str, spec: dict | None, labels: list[str], pp: Preprocessor,
+                   extra: dict | None = None) -> dict:
+    """edgeeff's JSON metadata; ``input`` is the model's :class:`Preprocessor` record, which
+    the runtime reads back with ``Preprocessor.from_dict``."""
     from edgeeff import __version__
 
     return {
         "name": name,
         "producer": f"edgeeff {__version__}",
         "spec": spec,
-        "input": {**input_record, "pixel_range": [0, 255], "color": "RGB",
-                  "resolution": resolution},
+        "input": pp.to_dict(),
         "labels": labels,
         **(extra or {}),
     }
@@ -165,11 +167,11 @@ def _standard_metadata(name: str, description: str, version: str, resolution: in
 def _standard_buffer(meta: dict, labels_file: str) -> bytes:
     from edgeeff import __version__
 
-    inp = meta["input"]
-    mean, std = (inp["mean"], inp["std"]) if inp.get("normalized") else ([0.0], [1.0])
+    pp = Preprocessor.from_dict(meta["input"])
+    mean, std = (list(pp.mean), list(pp.std)) if pp.normalized else ([0.0], [1.0])
     return _standard_metadata(
         meta["name"], f"{meta['name']} image classifier ({len(meta['labels'])} classes), "
-        "by edgeeff", __version__, inp["resolution"], mean, std, labels_file)
+        "by edgeeff", __version__, pp.resolution, mean, std, labels_file)
 
 
 def _append_zip(model: bytes, files: dict[str, str]) -> bytes:
@@ -185,7 +187,7 @@ def _append_zip(model: bytes, files: dict[str, str]) -> bytes:
     return out.getvalue()
 
 
-def package(model: bytes, meta: dict, labels_file: str = "labels.txt") -> bytes:
+def package(model: bytes, meta: dict, labels_file: str = LABELS) -> bytes:
     """Both metadata forms in one rewrite: edgeeff's JSON buffer, and the standard
     TFLITE_METADATA with labels.txt packed into the file (MediaPipe / Task Library)."""
     tagged = _with_buffers(model, {METADATA_NAME: _json(meta),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError
 
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -33,9 +33,10 @@ def _cwd(path: Path):
 
 
 def _sample_batch(calib_dir: str | None) -> np.ndarray:
-    from edgeeff.calibrate import load_calibration
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.model.calibrate import load_calibration
 
-    cs = load_calibration(calib_dir, 128, num=20, holdout=False)
+    cs = load_calibration(calib_dir, Preprocessor(128), num=20, holdout=False)
     x = cs.images.astype(np.float32) / 255.0
     reps = int(np.ceil(20 / len(x)))
     return np.concatenate([x] * reps)[:20]
@@ -60,12 +61,11 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
     """A Frontend for the ONNX model at ``path``; ``mean``/``std`` in 0..255 pixel units."""
     import onnx
 
+    from edgeeff.core.preprocess import Preprocessor
     from edgeeff.export import Frontend
-    from edgeeff.export.tflite import normalization_record
-    from edgeeff.images import preprocessing_record
-    from edgeeff.quiet import captured_output, tail
+    from edgeeff.model.quiet import captured_output, tail
 
-    p = Path(path)
+    p = Path(path).resolve()  # before onnx2tf runs in its own working folder
     if not p.is_file():
         raise EdgeeffError(f"ONNX model not found: {path}")
     try:
@@ -89,11 +89,11 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
         import onnx2tf
 
         with _cwd(work), captured_output(log):
-            onnx2tf.convert(input_onnx_file_path=str(p.resolve()),
+            onnx2tf.convert(input_onnx_file_path=str(p),
                             output_folder_path=str(work / "saved_model"),
                             output_signaturedefs=True, non_verbose=True)
-    except Exception as e:  # noqa: BLE001
-        detail = tail(log[0] if log else "", 2) or str(e).splitlines()[0]
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - onnx2tf calls sys.exit on failure
+        detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [type(e).__name__])[0]
         raise EdgeeffError(f"onnx2tf could not convert {path}: {detail[:300]}") from None
     saved = work / "saved_model"
     if not (saved / "saved_model.pb").is_file():
@@ -102,11 +102,9 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
     num_classes = int(outs[-1]) if outs and outs[-1] > 0 else 0
     if num_classes < 1:
         raise EdgeeffError(f"{path}: the output has no static class dimension ({outs})")
-    rec = normalization_record(m, s, normalized)
     return Frontend(
-        name=p.stem, resolution=int(dims[2]), num_classes=num_classes,
-        model=str(saved), input=rec,
+        name=p.stem, num_classes=num_classes, model=str(saved),
+        preprocessor=Preprocessor(int(dims[2]), m, s, normalized),
         weights=f"from {p.name}", spec=None,
-        preprocessing=preprocessing_record(dims[2], m, s),
         source={"onnx": p.name, "converted_with": "onnx2tf", "layout": "NCHW -> NHWC"},
     )

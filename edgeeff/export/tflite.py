@@ -16,33 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeeff.arch import FAMILIES, ModelSpec
-
-
-def folds_normalization(spec: ModelSpec) -> bool:
-    """True when the family's normalisation is one affine map that a uint8 input can carry."""
-    fam = FAMILIES[spec.family]
-    return len(set(fam.mean)) == 1 and len(set(fam.std)) == 1
-
-
-def input_record(spec: ModelSpec, normalized: bool) -> dict:
-    """How a 0..255 pixel becomes the model's input: (p - mean) / std when ``normalized``."""
-    fam = FAMILIES[spec.family]
-    return normalization_record([m * 255 for m in fam.mean], [s * 255 for s in fam.std],
-                                normalized)
-
-
-def normalization_record(mean, std, normalized: bool = True) -> dict:
-    return {
-        "normalized": normalized,
-        "mean": [round(float(m), 6) for m in mean] if normalized else [0.0] * 3,
-        "std": [round(float(s), 6) for s in std] if normalized else [1.0] * 3,
-    }
+from edgeeff.core.preprocess import Preprocessor
 
 
 def _convert(conv, what: str) -> bytes:
-    from edgeeff.errors import EdgeeffError
-    from edgeeff.quiet import captured_output, tail
+    from edgeeff.core.errors import EdgeeffError
+    from edgeeff.model.quiet import captured_output, tail
 
     log: list[str] = []
     try:
@@ -57,7 +36,7 @@ def _converter(model):
     """A TFLiteConverter for a Keras model, or for a SavedModel folder (ONNX imports)."""
     import tensorflow as tf
 
-    from edgeeff.quiet import captured_output
+    from edgeeff.model.quiet import captured_output
 
     with captured_output():  # Keras 3 prints its SavedModel signature here
         if isinstance(model, str):
@@ -69,23 +48,20 @@ def convert_float(keras_model) -> bytes:
     return _convert(_converter(keras_model), "float32")
 
 
-def representative(images: np.ndarray, inp: dict, on_sample=None, layout: str = "NHWC"):
+def representative(images: np.ndarray, pp: Preprocessor, on_sample=None, layout: str = "NHWC"):
     """Generator factory for the converter: one (1, r, r, 3) float32 sample at a time.
 
-    ``inp`` is the model's input record (see :func:`normalization_record`). The first sample
-    gets one black and one white pixel so that the input range the converter records is exactly
-    0..255 (uint8 input = raw pixels, or their normalised image), whatever the photos contain.
+    ``pp`` says how pixels reach the model (raw, or normalised). The first sample gets one
+    black and one white pixel so that the input range the converter records is exactly 0..255
+    (uint8 input = raw pixels, or their normalised image), whatever the photos contain.
     """
-    mean = np.array(inp["mean"], np.float32)
-    std = np.array(inp["std"], np.float32)
 
     def gen():
         for i, img in enumerate(images):
             x = img.astype(np.float32)[None]
             if i == 0:
                 x[0, 0, 0, :], x[0, 0, 1, :] = 0.0, 255.0
-            if inp["normalized"]:
-                x = (x - mean) / std
+            x = pp.normalize(x)
             if layout == "NCHW":
                 x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             if on_sample:
@@ -95,7 +71,7 @@ def representative(images: np.ndarray, inp: dict, on_sample=None, layout: str = 
     return gen
 
 
-def quantize_float_model(float_model: bytes, images: np.ndarray, inp: dict,
+def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocessor,
                          on_sample=None) -> bytes | None:
     """Calibrate and fully quantise an already converted float32 flatbuffer (uint8 in/out).
 
@@ -107,15 +83,15 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, inp: dict,
         from tensorflow.lite.python.optimize import calibrator
     except ImportError:
         return None
-    from edgeeff.errors import EdgeeffError
-    from edgeeff.quiet import captured_output, tail
+    from edgeeff.core.errors import EdgeeffError
+    from edgeeff.model.quiet import captured_output, tail
 
     log: list[str] = []
     try:
         with captured_output(log):
             model = calibrator.add_intermediate_tensors(float_model)
             calibrated = calibrator.Calibrator(model).calibrate(
-                representative(images, inp, on_sample))
+                representative(images, pp, on_sample))
             return mlir_quantize(calibrated, False, input_data_type=tf.uint8,
                                  output_data_type=tf.uint8)
     except (AttributeError, TypeError):
@@ -125,22 +101,22 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, inp: dict,
         raise EdgeeffError(f"int8 quantization failed: {detail[:300]}") from None
 
 
-def _int8_converter(model, images: np.ndarray, inp: dict, on_sample=None):
+def _int8_converter(model, images: np.ndarray, pp: Preprocessor, on_sample=None):
     """A converter set up for full-integer quantisation (TFLITE_BUILTINS_INT8 only)."""
     import tensorflow as tf
 
     conv = _converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative(images, inp, on_sample)
+    conv.representative_dataset = representative(images, pp, on_sample)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return conv
 
 
-def convert_int8(model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
+def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None) -> bytes:
     """The full converter path: uint8 in, uint8 out (used when the shared path is unavailable)."""
     import tensorflow as tf
 
-    conv = _int8_converter(model, images, inp, on_sample)
+    conv = _int8_converter(model, images, pp, on_sample)
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
     return _convert(conv, "int8")
@@ -148,7 +124,7 @@ def convert_int8(model, images: np.ndarray, inp: dict, on_sample=None) -> bytes:
 
 def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
     """Float vs int8 on held-back images: top-1 agreement and mean |score difference|."""
-    from edgeeff.runtime import Classifier
+    from edgeeff.device.runtime import Classifier
 
     if len(holdout) == 0:
         return {"images": 0, "note": "no held-back images"}
@@ -169,15 +145,15 @@ def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
     }
 
 
-def debug_report(model, images: np.ndarray, inp: dict, worst: int = 5) -> list[dict]:
+def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) -> list[dict]:
     """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
     import tensorflow as tf
 
-    from edgeeff.quiet import captured_output
+    from edgeeff.model.quiet import captured_output
 
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, images, inp),
-        debug_dataset=representative(images[:8], inp))
+        converter=_int8_converter(model, images, pp),
+        debug_dataset=representative(images[:8], pp))
     with captured_output():
         debugger.run()
     rows = []

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgeeff import tflite_graph
-from edgeeff.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.device import tflite_graph
 
 # TFLite builtin -> MicroMutableOpResolver method (tflite-micro's micro_mutable_op_resolver.h)
 RESOLVER = {
@@ -92,7 +92,7 @@ alignas(16) const unsigned char g_model_data[] = {{
 }};
 const unsigned int g_model_data_len = {len(model)};
 """
-    from edgeeff.fsutil import write_text_atomic
+    from edgeeff.core.fsutil import write_text_atomic
 
     h, cc = folder / "model_data.h", folder / "model_data.cc"
     write_text_atomic(h, header)
@@ -102,8 +102,8 @@ const unsigned int g_model_data_len = {len(model)};
 
 def export(model_path: Path, folder: Path, name: str) -> dict:
     """C sources for ``model_path`` (without edgeeff's JSON metadata: flash is scarce)."""
+    from edgeeff.core.fsutil import write_bytes_atomic
     from edgeeff.export.metadata import strip
-    from edgeeff.fsutil import write_bytes_atomic
 
     model = strip(model_path.read_bytes())
     methods = resolver_methods(model)
@@ -121,7 +121,7 @@ def export(model_path: Path, folder: Path, name: str) -> dict:
         "files": ["model.tflite"] + [f.name for f in files],
         "measured_with": "tflite-micro Python interpreter (bisection on arena_size)",
     }
-    from edgeeff.fsutil import write_json_atomic
+    from edgeeff.core.fsutil import write_json_atomic
 
     write_json_atomic(folder / "arena.json", rec)
     return rec

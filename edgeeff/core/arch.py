@@ -11,7 +11,7 @@ import math
 import string
 from dataclasses import asdict, dataclass, field, replace
 
-from edgeeff.scaling import (
+from edgeeff.core.scaling import (
     PRESETS,
     coefficients_for_phi,
     round_filters,

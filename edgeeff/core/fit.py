@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeeff.arch import ModelSpec, phi_spec, preset_spec
-from edgeeff.cost import Cost, cost
-from edgeeff.errors import EdgeeffError
-from edgeeff.targets import Device
-from edgeeff.units import format_size
+from edgeeff.core import specfile
+from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
+from edgeeff.core.cost import Cost, cost
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.targets import Device
+from edgeeff.core.units import format_size
+from edgeeff.core.zoo import AVAILABLE, source_for
 
 PHI_STEP = 0.01
 PHI_MIN = -10.0  # ~56 px input, every stage a single block
@@ -70,8 +72,6 @@ class Candidate:
     @property
     def weights(self) -> str | None:
         """The pretrained backbone this candidate can load, if any."""
-        from edgeeff.pretrained import source_for
-
         return source_for(self.spec)
 
     def row(self) -> dict:
@@ -119,6 +119,38 @@ class FitResult:
     budgets: Budgets
     note: str = ""  # e.g. why another family than the device's preferred one was chosen
 
+    def summary(self) -> dict:
+        """What ``fit --json`` prints and the spec file records about the choice."""
+        ch = self.chosen
+        s = specfile.summary(ch.spec, ch.cost, self.device.key, self.binding)
+        s.update(latency_ms=round(ch.latency_ms, 2), ram_bytes=ch.ram_bytes,
+                 ram_model="tflm_arena" if self.device.kind == "mcu" else "activations",
+                 budgets=self.budgets.to_dict())
+        if self.note:
+            s["note"] = self.note
+        return s
+
+    def write_spec(self, path) -> None:
+        """The spec file ``export`` and ``train`` take, with this choice recorded."""
+        specfile.write(path, self.chosen.spec,
+                       {"fit": {**self.summary(), "device_profile": self.device.to_dict()}})
+
+
+class NothingFits(EdgeeffError):
+    """Even the smallest candidate exceeds a budget. Carries the data, not just the message:
+    ``family``, ``smallest`` (the :class:`Candidate` tried) and ``limits`` (one readable
+    shortfall per violated budget, keyed by budget name)."""
+
+    def __init__(self, device: Device, family: str, smallest: Candidate, limits: dict[str, str],
+                 what: str, hint: str = ""):
+        self.device, self.family, self.smallest, self.limits = device, family, smallest, limits
+        self.shortfall = "; ".join(limits.values())
+        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}")
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        return tuple(self.limits)
+
 
 def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
     c = cand.cost
@@ -135,6 +167,10 @@ def _describe_limit(budget: str, cand: Candidate, budgets: Budgets) -> str:
     return f"latency: needs {cand.latency_ms:.1f} ms > {budgets.max_latency_ms:g} ms"
 
 
+def _limits(cand: Candidate, budgets: Budgets) -> dict[str, str]:
+    return {b: _describe_limit(b, cand, budgets) for b in cand.violations}
+
+
 def fit(device: Device, budgets: Budgets, family: str | None = None,
         num_classes: int = 1000) -> FitResult:
     """The largest phi on the 0.01 grid whose model meets every budget.
@@ -148,13 +184,13 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
         return _fit_family(device, budgets, family, num_classes)
     try:
         return _fit_family(device, budgets, device.family, num_classes)
-    except EdgeeffError as first:
+    except NothingFits as first:
         other = next(f for f in ("lite", "efficientnet") if f != device.family)
         try:
             res = _fit_family(device, budgets, other, num_classes)
-        except EdgeeffError:
+        except NothingFits:
             raise first from None
-        note = (f"no {device.family} model fits ({str(first).split('exceeds ', 1)[-1]}); "
+        note = (f"no {device.family} model fits ({first.shortfall}); "
                 f"chose the {other} family instead")
         return FitResult(res.chosen, res.binding, res.neighbours, device, budgets, note)
 
@@ -172,14 +208,12 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int) ->
     lo, hi = round(PHI_MIN / PHI_STEP), round(PHI_MAX / PHI_STEP)
     if not at(lo).fits:
         smallest = at(lo)
-        why = "; ".join(_describe_limit(b, smallest, budgets) for b in smallest.violations)
         hint = ""
         if "flash" in smallest.violations:
             hint = "; fewer classes (--num-classes) shrink the classifier"
-        raise EdgeeffError(
-            f"nothing fits {device.name}: even the smallest {fam} candidate (phi={PHI_MIN:g}, "
-            f"{smallest.spec.resolution}px, {num_classes} classes) exceeds {why}{hint}"
-        )
+        raise NothingFits(device, fam, smallest, _limits(smallest, budgets),
+                          f"the smallest {fam} candidate (phi={PHI_MIN:g}, "
+                          f"{smallest.spec.resolution}px, {num_classes} classes)", hint)
     if at(hi).fits:
         best, binding = hi, "none"
     else:
@@ -197,7 +231,8 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int) ->
 PRETRAINED_MIN_RESOLUTION = 96
 
 
-def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000) -> FitResult:
+def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
+                   family: str | None = None) -> FitResult:
     """Only architectures with ImageNet weights (lite0/1/2), scaled by resolution alone.
 
     Convolution weights do not depend on the input size, so each pretrained backbone is tried at
@@ -205,8 +240,8 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000) ->
     the one with the most multiply-adds wins (more compute on a pretrained backbone is, to first
     order, more accuracy); its binding budget is the one the next size up violates.
     """
-    from edgeeff.pretrained import AVAILABLE
-
+    if family not in (None, "lite"):
+        raise EdgeeffError("--pretrained weights exist only for the lite family")
     best: Candidate | None = None
     best_next: Candidate | None = None
     rows: list[Candidate] = []
@@ -224,8 +259,7 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000) ->
             best, best_next = cands[i], cands[i + 1] if i + 1 < len(cands) else None
     if best is None:
         smallest = rows[0]
-        why = "; ".join(_describe_limit(b, smallest, budgets) for b in smallest.violations)
-        raise EdgeeffError(f"no pretrained model fits {device.name}: even lite0 at "
-                           f"{PRETRAINED_MIN_RESOLUTION}px exceeds {why}")
+        raise NothingFits(device, "lite", smallest, _limits(smallest, budgets),
+                          f"pretrained lite0 at {PRETRAINED_MIN_RESOLUTION}px")
     binding = "+".join(best_next.violations) if best_next else "none (native resolution)"
     return FitResult(best, binding, rows, device, budgets)

@@ -1,12 +1,14 @@
 """Read a .tflite flatbuffer: operators, tensors, types, quantisation, constant bytes.
 
 Uses the generated flatbuffer schema that ships with the runtime we already depend on
-(ai-edge-litert, else tflite-micro, else TensorFlow), so no TensorFlow is needed here.
+(ai-edge-litert, else tflite-micro), so no TensorFlow is needed here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from edgeeff.core.errors import EdgeeffError
 
 
 def _schema():
@@ -16,7 +18,8 @@ def _schema():
         try:
             from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
         except ImportError:
-            from tensorflow.lite.python import schema_py_generated as s
+            raise EdgeeffError("reading .tflite files needs ai-edge-litert: "
+                               "pip install 'edgeeff[runtime]'") from None
     return s
 
 
@@ -65,6 +68,17 @@ class TFLiteGraph:
 
     def constant_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors if t.is_constant)
+
+
+def metadata_buffer(model: bytes, name: str) -> bytes | None:
+    """The bytes of the metadata buffer called ``name`` (e.g. edgeeff's JSON), if any."""
+    m = _schema().Model.GetRootAs(model, 0)
+    for i in range(m.MetadataLength()):
+        md = m.Metadata(i)
+        if (md.Name() or b"").decode(errors="replace") == name:
+            buf = m.Buffers(md.Buffer())
+            return buf.DataAsNumpy().tobytes() if buf is not None and buf.DataLength() else b""
+    return None
 
 
 def read(model: bytes) -> TFLiteGraph:

@@ -6,10 +6,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeeff._data import data_dir
-from edgeeff.arch import FAMILIES
-from edgeeff.errors import EdgeeffError
-from edgeeff.units import parse_size
+from edgeeff.core.arch import FAMILIES
+from edgeeff.core.artifacts import FORMATS
+from edgeeff.core.data import data_dir
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.units import parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KINDS = ("sbc", "accelerator", "phone", "mcu")
-FORMATS = ("tflite", "edgetpu", "tflm", "saved_model")
+
 REQUIRED = ("name", "kind", "ram", "flash", "int8_macs_per_s", "family", "formats", "sources")
 OPTIONAL = ("max_latency_ms", "max_mflops", "description")
 SOURCE_KEYS = ("ram", "flash", "throughput")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff._data import data_dir
-from edgeeff.errors import EdgeeffError
-from edgeeff.images import list_images, load_rgb, preprocessing_record, resize_crop
+from edgeeff.core.data import data_dir
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.images import list_images, load_rgb, resize_crop
 
 HOLDOUT_EVERY = 5  # every 5th image is held back to compare float and int8 outputs
 
@@ -28,17 +29,17 @@ class CalibrationSet:
     holdout_files: list[str]
     source: str
     sha256: str  # over the raw bytes of every file used, in order
+    preprocessor: Preprocessor | None = None
     skipped: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
-        r = int(self.images.shape[1]) if len(self.images) else None
         return {
             "source": self.source,
             "count": int(len(self.images)),
             "holdout_count": int(len(self.holdout)),
             "sha256": self.sha256,
             "skipped_unreadable": len(self.skipped),
-            "preprocessing": preprocessing_record(r) if r else None,
+            "preprocessing": self.preprocessor.to_dict() if self.preprocessor else None,
         }
 
 
@@ -46,9 +47,10 @@ def default_dir() -> Path:
     return data_dir("calibration")
 
 
-def load_calibration(folder: str | Path | None, resolution: int, num: int = 100,
+def load_calibration(folder: str | Path | None, pp: Preprocessor, num: int = 100,
                      holdout: bool = True, warn_short: int | None = None) -> CalibrationSet:
-    """Up to ``num`` calibration images (plus held-back ones) from ``folder``.
+    """Up to ``num`` calibration images (plus held-back ones) from ``folder``, as ``pp`` crops
+    them (RGB uint8; the converter applies the model's normalisation).
 
     Unreadable files are skipped and counted; fewer usable images than ``warn_short`` (the
     count a user asked for) warns; none at all is an error.
@@ -73,7 +75,7 @@ def load_calibration(folder: str | Path | None, resolution: int, num: int = 100,
             continue
         digest.update(p.read_bytes())
         usable += 1
-        x = resize_crop(img, resolution)
+        x = resize_crop(img, pp)
         if holdout and usable % HOLDOUT_EVERY == 0:
             held.append(x)
             held_files.append(str(p))
@@ -89,10 +91,10 @@ def load_calibration(folder: str | Path | None, resolution: int, num: int = 100,
     if warn_short and len(calib) < warn_short:
         warnings.warn(f"only {len(calib)} usable calibration images under {folder} "
                       f"(--num-calib {warn_short})", stacklevel=2)
-    r = resolution
+    r = pp.resolution
     return CalibrationSet(
         images=np.stack(calib),
         holdout=np.stack(held) if held else np.zeros((0, r, r, 3), np.uint8),
         files=calib_files, holdout_files=held_files, source=str(folder),
-        sha256=digest.hexdigest(), skipped=skipped,
+        sha256=digest.hexdigest(), preprocessor=pp, skipped=skipped,
     )

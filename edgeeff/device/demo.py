@@ -19,11 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.errors import EdgeeffError
-from edgeeff.images import IMAGE_SUFFIXES, frame_into, list_images, load_bgr
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.images import IMAGE_SUFFIXES, frame_into, list_images, load_bgr
 
 QUEUE_SIZE = 2
 CAMERA_TIMEOUT_S = 5.0
+
+
+def need_cv2() -> None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise EdgeeffError("the demo needs OpenCV: pip install 'edgeeff[runtime]'") from None
 
 
 def default_threads() -> int:
@@ -135,8 +143,7 @@ def sample_clip() -> Path:
     """A short clip made from the bundled photos (cached), for trying the demo anywhere."""
     import cv2
 
-    from edgeeff.calibrate import default_dir
-    from edgeeff.pretrained import cache_dir
+    from edgeeff.core.data import cache_dir, data_dir
 
     path = cache_dir() / "sample" / "edgeeff-sample.avi"
     if path.is_file():
@@ -147,7 +154,7 @@ def sample_clip() -> Path:
     tmp = path.with_suffix(f".{os.getpid()}.tmp.avi")
     w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
     for n in names:
-        img = cv2.imread(str(default_dir() / n), cv2.IMREAD_COLOR)
+        img = cv2.imread(str(data_dir("calibration") / n), cv2.IMREAD_COLOR)
         for k in range(8):  # a slow zoom, 8 frames per photo
             h, wd = img.shape[:2]
             m = 1.0 - 0.02 * k
@@ -190,9 +197,10 @@ class _Capture(threading.Thread):
     file or folder waits (every frame is classified).
     """
 
-    def __init__(self, src: Source, resolution: int):
+    def __init__(self, src: Source, pp: Preprocessor):
         super().__init__(daemon=True, name="edgeeff-capture")
-        self.src = src
+        self.src, self.pp = src, pp
+        resolution = pp.resolution
         self.bufs = np.empty((QUEUE_SIZE + 2, resolution, resolution, 3), np.uint8)
         self._scratch = np.empty((resolution, resolution, 3), np.uint8)
         self.free: queue.Queue = queue.Queue()
@@ -230,7 +238,7 @@ class _Capture(threading.Thread):
                 slot = None if self.stop_event.is_set() else self._slot()
                 if slot is None:
                     break
-                frame_into(frame, self.bufs[slot], self._scratch)
+                frame_into(frame, self.pp, self.bufs[slot], self._scratch)
                 self.q.put((frame, slot))
         except Exception as e:  # noqa: BLE001 - reported by the consumer
             self.error = e
@@ -266,7 +274,7 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
           f"{' + ' + clf.delegate if clf.delegate else ''}, input {clf.resolution}px "
           f"{np.dtype(clf.input_dtype).name}{' (raw pixels)' if clf.raw_pixel_input else ''}, "
           f"source {src.name}", file=err)
-    cap = _Capture(src, clf.resolution)
+    cap = _Capture(src, clf.preprocessor)
     cap.start()
     times: deque = deque(maxlen=30)
     n, lat_sum, t_prev = 0, 0.0, time.perf_counter()

@@ -1,7 +1,7 @@
 """Run exported .tflite models with whatever TFLite runtime is installed — no TensorFlow needed.
 
 Runtimes are tried in this order: ``ai_edge_litert`` (LiteRT, the successor of tflite-runtime),
-``tflite_runtime``, ``tensorflow.lite``. :class:`Classifier` turns RGB uint8 crops into class
+then ``tflite_runtime``; TensorFlow is never imported here. :class:`Classifier` turns RGB uint8 crops into class
 scores using the preprocessing recorded in the model itself (edgeeff metadata) or in the
 ``model_card.json`` next to it.
 """
@@ -9,14 +9,14 @@ scores using the preprocessing recorded in the model itself (edgeeff metadata) o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgeeff.errors import EdgeeffError
+from edgeeff.core import artifacts
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.preprocess import Preprocessor
 
-METADATA_NAME = "edgeeff"  # name of the JSON metadata buffer edgeeff embeds in every .tflite
 EDGETPU_LIB = "libedgetpu.so.1"
 
 
@@ -29,11 +29,6 @@ def _interpreter_class():
     try:
         from tflite_runtime.interpreter import Interpreter, load_delegate
         return Interpreter, load_delegate, "tflite_runtime"
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf
-        return tf.lite.Interpreter, tf.lite.experimental.load_delegate, "tensorflow.lite"
     except ImportError:
         raise EdgeeffError(
             "no TFLite runtime found: pip install 'edgeeff[runtime]' (ai-edge-litert)"
@@ -70,41 +65,36 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
 
 def read_embedded_metadata(model_bytes: bytes) -> dict | None:
     """The JSON edgeeff writes into the model's metadata, if any."""
-    from edgeeff import tflite_graph
+    from edgeeff.device import tflite_graph
 
-    s = tflite_graph._schema()
-    m = s.Model.GetRootAs(model_bytes, 0)
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        if (md.Name() or b"").decode() == METADATA_NAME:
-            buf = m.Buffers(md.Buffer())
-            data = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
-            try:
-                return json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                return None
-    return None
+    data = tflite_graph.metadata_buffer(model_bytes, artifacts.METADATA_NAME)
+    if not data:
+        return None
+    try:
+        md = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return md if isinstance(md, dict) else None
 
 
-@dataclass
-class InputSpec:
-    """How a pixel p (0..255) reaches the model: ``(p - mean) / std`` if ``normalized``."""
-
-    normalized: bool
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-
-def resolve_model_path(model: str | Path, prefer: str = "int8") -> Path:
-    """A .tflite file, or the preferred model inside an export folder."""
+def resolve_model_path(model: str | Path, prefer: str = "int8", delegate: str | None = None
+                       ) -> Path:
+    """A .tflite file, or the preferred model inside an export folder (the compiled
+    ``*_edgetpu.tflite`` for ``delegate="edgetpu"``)."""
     p = Path(model)
+    if delegate == "edgetpu":
+        path = p / artifacts.EDGETPU_MODEL if p.is_dir() else p
+        if not path.is_file() or not path.name.endswith("_edgetpu.tflite"):
+            raise EdgeeffError(f"--delegate edgetpu needs a compiled *_edgetpu.tflite model "
+                               f"({path} not found): run 'edgeeff export --format edgetpu' where "
+                               "edgetpu_compiler is installed")
+        return path
     if p.is_dir():
-        order = ("model_int8.tflite", "model_float32.tflite") if prefer == "int8" else (
-            "model_float32.tflite", "model_int8.tflite")
+        order = artifacts.MODEL_PREFERENCE[prefer]
         for name in order:
             if (p / name).is_file():
                 return p / name
-        raise EdgeeffError(f"no model_int8.tflite or model_float32.tflite in {p}")
+        raise EdgeeffError(f"no {' or '.join(order)} in {p}")
     if not p.is_file():
         raise EdgeeffError(f"model not found: {p}")
     if p.suffix != ".tflite":
@@ -131,44 +121,30 @@ class Classifier:
         self.out_scale, self.out_zp = out["quantization"]
         self.num_classes = int(out["shape"][-1])
         self.labels = self._labels()
-        spec = self._input_spec()
-        self._lut = None
-        self._float_map = None
-        if self.input_dtype in (np.uint8, np.int8):
-            # any pixel -> quantised-input mapping is a 256-entry table per channel
-            p = np.arange(256, dtype=np.float64)[:, None].repeat(3, 1)
-            if spec is None:  # no metadata: the usual convention, uint8 input = raw pixels
-                q = p if self.input_dtype == np.uint8 else p - 128
-            else:
-                real = (p - np.array(spec.mean)) / np.array(spec.std) if spec.normalized else p
-                q = np.round(real / self.in_scale + self.in_zp)
-            info = np.iinfo(self.input_dtype)
-            lut = np.clip(q, info.min, info.max).astype(self.input_dtype)  # (256, 3)
-            ident = np.arange(256)[:, None].repeat(3, 1)
-            if self.input_dtype == np.uint8 and np.array_equal(lut.astype(np.int64), ident):
-                self._lut = None  # raw pixels are the input: zero-cost preprocessing
-            else:
-                self._lut = lut
-        elif spec is not None and spec.normalized:
-            self._float_map = (np.array(spec.mean, np.float32), np.array(spec.std, np.float32))
+        if self.metadata.get("input"):
+            self.preprocessor = self._preprocessor().bind(self.input_dtype, self.in_scale,
+                                                          self.in_zp)
+        else:  # no edgeeff metadata: the usual convention, a uint8 input takes raw pixels
+            self.preprocessor = Preprocessor(self.resolution).bind(self.input_dtype)
+        self._lut = self.preprocessor.lut()
         self._buf = np.zeros((1, self.resolution, self.resolution, 3), self.input_dtype)
 
     @property
     def raw_pixel_input(self) -> bool:
         return self.input_dtype == np.uint8 and self._lut is None
 
-    def _input_spec(self) -> InputSpec | None:
-        """The pixel mapping recorded in the model; None when it carries no edgeeff metadata."""
+    def _preprocessor(self) -> Preprocessor:
+        """The preprocessing recorded in the model's edgeeff metadata."""
         md = self.metadata.get("input") or {}
-        if md:
-            return InputSpec(bool(md.get("normalized")), tuple(md.get("mean", (0, 0, 0))),
-                             tuple(md.get("std", (1, 1, 1))))
-        return None
+        try:
+            return Preprocessor.from_dict(md, self.resolution).with_resolution(self.resolution)
+        except (ValueError, TypeError):
+            return Preprocessor(self.resolution)
 
     def _labels(self) -> list[str]:
         labels = self.metadata.get("labels")
         if not labels:
-            f = self.path.parent / "labels.txt"
+            f = self.path.parent / artifacts.LABELS
             if f.is_file():
                 labels = f.read_text(encoding="utf-8").splitlines()
         if not labels or len(labels) != self.num_classes:
@@ -176,15 +152,7 @@ class Classifier:
         return labels
 
     def set_input(self, rgb: np.ndarray) -> None:
-        if self._lut is not None:
-            self._buf[0] = np.take_along_axis(self._lut, rgb.reshape(-1, 3).astype(np.intp),
-                                              0).reshape(rgb.shape)
-        elif self._float_map is not None:
-            mean, std = self._float_map
-            np.subtract(rgb, mean, out=self._buf[0])
-            self._buf[0] /= std
-        else:
-            self._buf[0] = rgb
+        self.preprocessor.to_input(rgb, self._buf[0], self._lut)
 
     def invoke(self) -> np.ndarray:
         self.interpreter.set_tensor(self._in_index, self._buf)

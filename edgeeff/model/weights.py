@@ -5,18 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from edgeeff.arch import ModelSpec
-from edgeeff.errors import EdgeeffError
-
-_DATA = Path(__file__).resolve().parent / "data"
-
-
-def imagenet_labels() -> list[str]:
-    return (_DATA / "imagenet_labels.txt").read_text(encoding="utf-8").splitlines()
-
-
-def imagenet_wnids() -> list[str]:
-    return (_DATA / "imagenet_wnids.txt").read_text(encoding="utf-8").splitlines()
+from edgeeff.core.arch import ModelSpec
+from edgeeff.core.errors import EdgeeffError
 
 
 class RandomWeightsWarning(UserWarning):
@@ -30,7 +20,7 @@ def load_into(model, spec: ModelSpec, weights: str) -> str:
     ``edgeeff[pretrained]`` extra is installed), random initialisation otherwise.
     """
     if weights == "auto":
-        from edgeeff import pretrained
+        from edgeeff.model import pretrained
 
         weights = "imagenet" if pretrained.available_for(spec) else "none"
     if weights in (None, "", "none"):
@@ -39,7 +29,7 @@ def load_into(model, spec: ModelSpec, weights: str) -> str:
                       RandomWeightsWarning, stacklevel=2)
         return "none (random initialisation)"
     if weights == "imagenet":
-        from edgeeff import pretrained
+        from edgeeff.model import pretrained
 
         return pretrained.load_imagenet(model, spec)
     p = Path(weights)
@@ -113,19 +103,3 @@ def load_keras_weights(model, path: Path) -> int:
             norm.scale = (1.0 / (255.0 * std)).astype("float32").tolist()
             norm.offset = (-mean / std).astype("float32").tolist()
     return loaded
-
-
-def labels_for(num_classes: int, labels_file: str | None = None) -> list[str]:
-    """labels.txt lines: a user's file, ImageNet's names for 1000 classes, else class_N."""
-    if labels_file:
-        try:
-            lines = [x.strip() for x in Path(labels_file).read_text().splitlines() if x.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise EdgeeffError(f"cannot read labels file {labels_file}: {e}") from None
-        if len(lines) != num_classes:
-            raise EdgeeffError(f"{labels_file} has {len(lines)} labels, the model has "
-                               f"{num_classes} classes")
-        return lines
-    if num_classes == 1000:
-        return imagenet_labels()
-    return [f"class_{i}" for i in range(num_classes)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgeeff.arch import Architecture, ModelSpec, expand, feature_size
+from edgeeff.core.arch import Architecture, ModelSpec, expand, feature_size
 
 # Flatbuffer bookkeeping, calibrated on models written by TFLiteConverter (tests keep these honest).
 FLASH_PER_TENSOR = 180  # tensor table entry, name string, buffer entry

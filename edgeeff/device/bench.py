@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.errors import EdgeeffError
-from edgeeff.runtime import Classifier
+from edgeeff.core import artifacts
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.device.runtime import Classifier
 
 
 def _peak_rss_bytes() -> int:
@@ -55,7 +56,7 @@ def bench(model: str | Path, threads: int | None = 2, runs: int = 50, warmup: in
           delegate: str | None = None) -> dict:
     p = Path(model)
     if p.is_dir():
-        found = [p / n for n in ("model_float32.tflite", "model_int8.tflite") if (p / n).is_file()]
+        found = [p / n for n in (artifacts.FLOAT_MODEL, artifacts.INT8_MODEL) if (p / n).is_file()]
         if not found:
             raise EdgeeffError(f"no .tflite models in {p}")
         rows = [bench_model(f, threads, runs, warmup, delegate) for f in found]
@@ -63,6 +64,6 @@ def bench(model: str | Path, threads: int | None = 2, runs: int = 50, warmup: in
         if len(rows) == 2:
             res["int8_speedup_p50"] = round(rows[0]["p50_ms"] / rows[1]["p50_ms"], 2)
         return res
-    from edgeeff.runtime import resolve_model_path
+    from edgeeff.device.runtime import resolve_model_path
 
     return {"models": [bench_model(resolve_model_path(p), threads, runs, warmup, delegate)]}

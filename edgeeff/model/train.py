@@ -7,9 +7,10 @@ Two phases, as Keras' own fine-tuning guide recommends:
    BatchNormalization layer kept in inference mode (frozen statistics), so small batches do
    not destroy the pretrained statistics.
 
-Images are decoded and resized once with the same OpenCV preprocessing as evaluation (shorter
-side to ``resolution / 0.875``), cached as uint8, then a tf.data pipeline random-crops and flips
-them for training (centre crops for validation) with prefetching. The output folder holds
+Images are decoded and resized once with the model's :class:`Preprocessor` (shorter side to
+``resolution / crop_fraction``, the whole centre square kept), cached as uint8, then a tf.data
+pipeline random-crops and flips them for training, and centre-crops them for validation
+(exactly the crop evaluation, calibration and the demo use), with prefetching. The output folder holds
 ``model.keras``, ``model.weights.h5`` (best validation accuracy), ``labels.txt``,
 ``history.json`` and ``edgeeff.json``, a spec file that ``export`` takes directly.
 """
@@ -23,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.arch import ModelSpec
-from edgeeff.errors import EdgeeffError
-from edgeeff.images import CROP_FRACTION, list_images, load_rgb, resize_crop
+from edgeeff.core import artifacts as A
+from edgeeff.core.arch import ModelSpec, expand
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import check_out
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.images import list_images, load_rgb, resize_crop
 
 FINE_TUNE_FROM_STAGE = 6  # stages 6-7, top_conv and the head are fine-tuned
 
@@ -59,15 +63,16 @@ def split(labels: list[int], val_fraction: float, seed: int = 0) -> tuple[np.nda
     return np.array(sorted(train)), np.array(sorted(val))
 
 
-def load_pixels(files: list[Path], resolution: int) -> tuple[np.ndarray, list[int]]:
-    """uint8 images with the shorter side at resolution/0.875, centre-cropped square."""
-    side = int(round(resolution / CROP_FRACTION))
+def load_pixels(files: list[Path], pp: Preprocessor) -> tuple[np.ndarray, list[int]]:
+    """uint8 RGB images resized as ``pp`` does, keeping the whole ``pp.shorter_side`` centre
+    square (random training crops come from it; its centre ``pp.resolution`` crop is the
+    evaluation crop)."""
     out, ok = [], []
     for i, p in enumerate(files):
         img = load_rgb(p)
         if img is None:
             continue
-        out.append(resize_crop(img, side))
+        out.append(resize_crop(img, pp, crop=pp.shorter_side))
         ok.append(i)
     if not out:
         raise EdgeeffError("no readable training images")
@@ -109,9 +114,15 @@ def _strategy(distribute: bool):
     return tf.distribute.MirroredStrategy()
 
 
-def _freeze(model, fine_tune: bool) -> None:
+def _stage_of_layers(spec: ModelSpec) -> dict[str, int]:
+    """Block-name prefix (``block6a_``) -> its stage, from the block table."""
+    return {b.name + "_": b.stage for b in expand(spec).blocks}
+
+
+def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
     from keras import layers
 
+    stages = _stage_of_layers(spec)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False  # inference mode: frozen statistics in both phases
@@ -122,7 +133,7 @@ def _freeze(model, fine_tune: bool) -> None:
             layer.trainable = False
         else:
             name = layer.name
-            stage = int(name[5]) if name.startswith("block") and name[5].isdigit() else 0
+            stage = next((st for pre, st in stages.items() if name.startswith(pre)), 0)
             layer.trainable = stage >= FINE_TUNE_FROM_STAGE or name.startswith("top_")
 
 
@@ -131,22 +142,20 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
           distribute: bool = False, force: bool = False, log=print) -> dict:
     import keras
 
-    from edgeeff import specfile
-    from edgeeff.build import build_model
-    from edgeeff.fsutil import atomic_dir, write_json_atomic, write_text_atomic
-    from edgeeff.weights import load_into
+    from edgeeff.core import specfile
+    from edgeeff.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+    from edgeeff.model.build import build_model
+    from edgeeff.model.weights import load_into
 
     if epochs < 1:
         raise EdgeeffError("--epochs must be >= 1")
-    out = Path(out)
-    if out.exists() and not force:
-        raise EdgeeffError(f"{out} exists; pass --force to replace it")
+    out = check_out(out, force)
     files, labels, classes = folder_dataset(data)
     spec = replace(spec, num_classes=len(classes))
     tr, va = split(labels, val_fraction)
     if len(va) == 0:
         raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
-    pixels, ok = load_pixels(files, spec.resolution)
+    pixels, ok = load_pixels(files, Preprocessor.for_spec(spec))
     y = np.array(labels)[ok]
     keep = {j: i for i, j in enumerate(ok)}
     tr = np.array([keep[i] for i in tr if i in keep])
@@ -164,7 +173,7 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     head_epochs = max(1, epochs // 2)
     history: dict[str, list] = {}
     with atomic_dir(out, force=force) as tmp:
-        ckpt = tmp / "model.weights.h5"
+        ckpt = tmp / A.TRAINED_WEIGHTS
         cbs = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
                                              restore_best_weights=True),
                keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_accuracy",
@@ -174,7 +183,7 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
             if n <= 0:
                 continue
             with strategy.scope():
-                _freeze(model, fine)
+                _freeze(model, spec, fine)
                 model.compile(optimizer=keras.optimizers.Adam(lr),
                               loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
                               metrics=["accuracy"])
@@ -189,15 +198,15 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
         for layer in model.layers:
             layer.trainable = True
         val_acc = float(model.evaluate(val_ds, verbose=0)[1])
-        model.save(str(tmp / "model.keras"))
+        model.save(str(tmp / A.TRAINED_KERAS))
         model.save_weights(str(ckpt))
-        write_text_atomic(tmp / "labels.txt", "\n".join(classes) + "\n")
-        write_json_atomic(tmp / "history.json", history)
+        write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
+        write_json_atomic(tmp / A.TRAIN_HISTORY, history)
         result = {"classes": classes, "train_images": int(len(tr)), "val_images": int(len(va)),
                   "val_accuracy": round(val_acc, 4), "weights_from": desc,
                   "epochs_run": len(history.get("loss", []))}
-        specfile.write(tmp / "edgeeff.json", spec, {
-            "trained": {**result, "weights": "model.weights.h5", "labels": "labels.txt",
+        specfile.write(tmp / A.SPEC_FILE, spec, {
+            "trained": {**result, "weights": A.TRAINED_WEIGHTS, "labels": A.LABELS,
                         "data": str(data)}})
     log(json.dumps({k: v for k, v in result.items() if k != "classes"}))
     return result

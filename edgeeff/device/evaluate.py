@@ -2,7 +2,8 @@
 
 Labels come from sub-folder names (``DIR/<class>/img.jpg``, matched to the model's labels) or,
 for flat ImageNet-style folders, from ``<wnid>_...`` file names. Works on .tflite files (float
-or int8, any TFLite runtime: no TensorFlow needed) and on Keras ``.keras`` models.
+or int8, any TFLite runtime: no TensorFlow needed); ``edgeeff.model.keras_eval`` supplies the
+runner for Keras ``.keras`` models.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.errors import EdgeeffError
-from edgeeff.images import list_images, load_preprocessed
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.device.images import list_images, load_preprocessed
 
 
 @dataclass
@@ -51,7 +52,7 @@ def labelled_samples(folder: str | Path, labels: list[str]) -> list[Sample]:
                 raise EdgeeffError(f"folder '{p.parent.name}' matches no label of the model")
         return samples
     if len(labels) == 1000:
-        from edgeeff.weights import imagenet_wnids
+        from edgeeff.core.labels import imagenet_wnids
 
         wnid = {w: i for i, w in enumerate(imagenet_wnids())}
         for p in files:
@@ -63,48 +64,29 @@ def labelled_samples(folder: str | Path, labels: list[str]) -> list[Sample]:
     raise EdgeeffError(f"cannot tell the labels of {folder}: use one sub-folder per class")
 
 
-class _KerasRunner:
-    def __init__(self, path: Path):
-        import keras
+class TFLiteRunner:
+    """A .tflite model (float or int8) with the preprocessing recorded in it."""
 
-        self.model = keras.models.load_model(path, compile=False)
-        self.resolution = int(self.model.input_shape[1])
-        n = int(self.model.output_shape[-1])
-        lab = path.parent / "labels.txt"
-        self.labels = (lab.read_text().splitlines() if lab.is_file() else
-                       [f"class_{i}" for i in range(n)])
-        if len(self.labels) != n:
-            self.labels = [f"class_{i}" for i in range(n)]
-        self.name, self.runtime = path.name, f"keras {keras.__version__}"
-
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        return self.model.predict(batch.astype(np.float32), verbose=0)
-
-
-class _TFLiteRunner:
     def __init__(self, path: Path, threads: int | None):
-        from edgeeff.runtime import Classifier
+        from edgeeff.device.runtime import Classifier
 
         self.clf = Classifier(path, num_threads=threads)
-        self.resolution, self.labels = self.clf.resolution, self.clf.labels
+        self.preprocessor, self.labels = self.clf.preprocessor, self.clf.labels
         self.name, self.runtime = path.name, self.clf.runtime
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return np.stack([self.clf(img) for img in batch])
 
 
-def runner_for(model: str | Path, threads: int | None = None):
-    from edgeeff.runtime import resolve_model_path
+def runner_for(model: str | Path, threads: int | None = None) -> TFLiteRunner:
+    from edgeeff.device.runtime import resolve_model_path
 
-    p = Path(model)
-    if p.suffix == ".keras" and p.is_file():
-        return _KerasRunner(p)
-    return _TFLiteRunner(resolve_model_path(p), threads)
+    return TFLiteRunner(resolve_model_path(model), threads)
 
 
-def evaluate(model: str | Path, data: str | Path, threads: int | None = None,
-             batch: int = 32, progress=None) -> dict:
-    run = runner_for(model, threads)
+def evaluate(run, data: str | Path, batch: int = 32, progress=None) -> dict:
+    """Top-1/top-5 of ``run`` (a :class:`TFLiteRunner` or edgeeff.model's Keras runner: any
+    object with ``preprocessor``, ``labels``, ``name``, ``runtime`` and ``scores(batch)``)."""
     samples = labelled_samples(data, run.labels)
     top1 = top5 = 0
     errors: Counter = Counter()
@@ -115,7 +97,7 @@ def evaluate(model: str | Path, data: str | Path, threads: int | None = None,
         chunk = samples[i:i + batch]
         imgs, labels = [], []
         for s in chunk:
-            x = load_preprocessed(s.path, run.resolution)
+            x = load_preprocessed(s.path, run.preprocessor)
             if x is None:
                 unreadable += 1
                 continue
@@ -138,7 +120,7 @@ def evaluate(model: str | Path, data: str | Path, threads: int | None = None,
         raise EdgeeffError(f"no readable images under {data}")
     wall = time.perf_counter() - t0
     return {
-        "model": str(model), "runtime": run.runtime, "images": n, "unreadable": unreadable,
+        "model": run.name, "runtime": run.runtime, "images": n, "unreadable": unreadable,
         "top1": round(top1 / n, 4), "top5": round(top5 / n, 4),
         "images_per_s": round(n / wall, 2), "inference_images_per_s": round(n / infer_s, 2),
         "most_confused": [{"true": a, "predicted": b, "count": c}

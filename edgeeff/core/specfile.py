@@ -6,21 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from edgeeff.arch import FAMILIES, ModelSpec, phi_spec, preset_spec
-from edgeeff.cost import Cost, cost
-from edgeeff.errors import EdgeeffError
-from edgeeff.fsutil import write_json_atomic
-from edgeeff.images import preprocessing_record
+from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
+from edgeeff.core.artifacts import SPEC_FILE
+from edgeeff.core.cost import Cost, cost
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import write_json_atomic
+from edgeeff.core.preprocess import Preprocessor
 
 FORMAT = "edgeeff-spec"
 VERSION = 1
-
-
-def preprocessing(spec: ModelSpec) -> dict:
-    """How pixels reach the model; recorded in spec files and model cards, used by every loader."""
-    fam = FAMILIES[spec.family]  # in-model normalisation: (pixel - mean) / std
-    return preprocessing_record(spec.resolution, [m * 255 for m in fam.mean],
-                                [s * 255 for s in fam.std])
 
 
 def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
@@ -50,7 +44,7 @@ def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
 
 def write(path: str | Path, spec: ModelSpec, extra: dict | None = None) -> None:
     doc = {"format": FORMAT, "version": VERSION, "spec": spec.to_dict(),
-           "preprocessing": preprocessing(spec), **(extra or {})}
+           "preprocessing": Preprocessor.for_spec(spec).to_dict(), **(extra or {})}
     write_json_atomic(path, doc)
 
 
@@ -89,19 +83,22 @@ def trained_artifacts(path: str | Path) -> dict | None:
 
 def resolve(spec_file: str | None = None, preset: str | None = None, phi: float | None = None,
             family: str | None = None, num_classes: int | None = None,
-            resolution: int | None = None) -> ModelSpec:
-    """One spec from exactly one of --spec / --preset / --phi (with overrides)."""
+            resolution: int | None = None, default: str | None = SPEC_FILE) -> ModelSpec:
+    """One spec from exactly one of --spec / --preset / --phi (with overrides); without any,
+    the spec file ``default`` (``edgeeff.json``, written by ``fit``), or an error when None."""
     chosen = [n for n, v in (("--spec", spec_file), ("--preset", preset), ("--phi", phi))
               if v is not None]
     if len(chosen) > 1:
         raise EdgeeffError(f"give only one of {', '.join(chosen)}")
+    if not chosen and default is None:
+        raise EdgeeffError("give one of --preset, --phi or --spec")
     try:
         if preset is not None:
             spec = preset_spec(preset, resolution=resolution)
         elif phi is not None:
             spec = phi_spec(phi, family or "efficientnet")
         else:
-            spec, _ = read(spec_file or "edgeeff.json")
+            spec, _ = read(spec_file or default)
         if family is not None and family != spec.family:
             raise EdgeeffError(f"--family {family} conflicts with the spec's {spec.family}")
         if num_classes is not None:
@@ -111,3 +108,15 @@ def resolve(spec_file: str | None = None, preset: str | None = None, phi: float 
     except ValueError as e:
         raise EdgeeffError(str(e)) from None
     return spec
+
+
+def info(spec_file: str | None = None, preset: str | None = None, phi: float | None = None,
+         family: str | None = None, num_classes: int | None = None,
+         resolution: int | None = None) -> tuple[ModelSpec, dict]:
+    """(spec, summary) for ``edgeeff info``; a fitted spec file adds its device and binding."""
+    spec = resolve(spec_file, preset, phi, family, num_classes, resolution, default=None)
+    device = binding = None
+    if spec_file:
+        fitted = read(spec_file)[1].get("fit") or {}
+        device, binding = fitted.get("device"), fitted.get("binding")
+    return spec, summary(spec, device=device, binding=binding)

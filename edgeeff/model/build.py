@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from edgeeff.arch import Architecture, Block, ModelSpec, expand
+from edgeeff.core.arch import Architecture, Block, ModelSpec, expand
 
 # keras.applications' initialisers: variance scaling for convolutions, uniform for the classifier.
 CONV_INIT = {"class_name": "VarianceScaling",

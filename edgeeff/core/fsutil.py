@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgeeff.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError
 
 
 def _umask() -> int:
@@ -40,17 +40,31 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+class OutputExists(EdgeeffError):
+    """An output folder is already there and ``--force`` was not given."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} exists; pass --force to replace it")
+        self.path = path
+
+
+def check_out(out: str | os.PathLike, force: bool = False) -> Path:
+    """The one check before writing an output folder (run it before any slow work)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExists(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeeffError(f"{out} exists and is not a folder")
+    return out
+
+
 @contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False):
     """Yield a temporary sibling folder; on success it replaces ``out`` in one rename.
 
     On any exception the temporary folder is removed and ``out`` is left as it was.
     """
-    out = Path(out)
-    if out.exists() and not force:
-        raise EdgeeffError(f"{out} exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise EdgeeffError(f"{out} exists and is not a folder")
+    out = check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_umask())

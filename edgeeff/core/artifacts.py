@@ -1,0 +1,71 @@
+"""Every file edgeeff writes or reads by name, and the export formats: one table.
+
+In the spirit of Ultralytics' ``export_formats()``: the exporter, the runtime, ``bench``,
+``bundle``, ``eval``, ``train``, the CLI and the device profiles' ``formats`` key all read
+these names from here, so an artifact is renamed in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# file names inside an export folder
+FLOAT_MODEL = "model_float32.tflite"
+INT8_MODEL = "model_int8.tflite"
+EDGETPU_MODEL = "model_int8_edgetpu.tflite"
+LABELS = "labels.txt"
+MODEL_CARD = "model_card.json"
+EDGETPU_REPORT_TXT = "edgetpu_report.txt"
+EDGETPU_REPORT_JSON = "edgetpu_report.json"
+EDGETPU_LOG = "edgetpu_compiler.log"
+TFLM_DIR = "tflm"
+SAVED_MODEL_DIR = "saved_model"
+# a spec file (written by fit and train) and a training folder's contents
+SPEC_FILE = "edgeeff.json"
+TRAINED_WEIGHTS = "model.weights.h5"
+TRAINED_KERAS = "model.keras"
+TRAIN_HISTORY = "history.json"
+# name of the JSON metadata buffer edgeeff embeds in every .tflite it writes
+METADATA_NAME = "edgeeff"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    files: tuple[str, ...]
+    needs_int8: bool
+    description: str
+
+
+# format      files                                          int8   what it is
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("tflite", (FLOAT_MODEL, INT8_MODEL, LABELS, MODEL_CARD), False,
+           "float32 and (with --int8) full-integer TFLite models with metadata"),
+    Format("edgetpu", (EDGETPU_REPORT_TXT, EDGETPU_REPORT_JSON, EDGETPU_MODEL, EDGETPU_LOG), True,
+           "Edge TPU compatibility report; compiled model where edgetpu_compiler is installed"),
+    Format("tflm", (TFLM_DIR + "/model_data.cc", TFLM_DIR + "/model_data.h",
+                    TFLM_DIR + "/model.tflite", TFLM_DIR + "/arena.json"), True,
+           "TFLite Micro C sources with the op resolver and a measured arena size"),
+    Format("saved_model", (SAVED_MODEL_DIR + "/",), False,
+           "TensorFlow SavedModel of the float model"),
+)}
+
+# the models a device runs, in order of preference
+MODEL_PREFERENCE = {"int8": (INT8_MODEL, FLOAT_MODEL), "float32": (FLOAT_MODEL, INT8_MODEL)}
+
+
+def parse_formats(text: str) -> list[str]:
+    """``--format`` text -> format names, ``tflite`` first (every format starts from it).
+
+    ValueError naming the unknown ones.
+    """
+    items = [f.strip() for f in text.split(",") if f.strip()]
+    if items == ["all"]:
+        return list(FORMATS)
+    bad = [f for f in items if f not in FORMATS]
+    if bad or not items:
+        raise ValueError(f"unknown format(s) {', '.join(bad) or repr(text)} "
+                         f"(choose from {', '.join(FORMATS)} or all)")
+    if "tflite" not in items:
+        items.insert(0, "tflite")
+    return items

@@ -1,0 +1,1 @@
+"""The TensorFlow side: the Keras builder, weights, calibration and training."""

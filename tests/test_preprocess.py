@@ -1,0 +1,100 @@
+"""One Preprocessor, every path: the same photo gives the same input tensor through
+calibration, training/validation, evaluation, the demo's frame path and the runtime, and the
+preprocessing written into a model's metadata reads back equal."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeeff.core.arch import phi_spec, preset_spec
+from edgeeff.core.preprocess import Preprocessor
+from tests.conftest import ROOT, needs
+
+needs("cv2")
+
+PHOTO = ROOT / "calibration" / "grace_hopper_0.jpg"  # not square: exercises the crop offsets
+
+
+@pytest.mark.parametrize("resolution", [224, 260, 96])
+def test_every_pixel_path_gives_the_same_crop(resolution, tmp_path):
+    from edgeeff.device.images import frame_into, load_bgr, load_preprocessed, resize_crop
+    from edgeeff.model.calibrate import load_calibration
+    from edgeeff.model.train import load_pixels
+
+    pp = Preprocessor.for_spec(preset_spec("lite0", resolution=resolution))
+    ref = load_preprocessed(PHOTO, pp)
+    assert ref.shape == (resolution, resolution, 3) and ref.dtype == np.uint8
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / PHOTO.name).write_bytes(PHOTO.read_bytes())
+    calib = load_calibration(tmp_path / "c", pp, num=1, holdout=False).images[0]
+
+    frame = np.empty_like(ref)
+    frame_into(load_bgr(PHOTO), pp, frame)
+
+    # training keeps the whole shorter-side square; its centre crop is the validation image
+    square = load_pixels([PHOTO], pp)[0][0]
+    assert square.shape[0] == pp.shorter_side  # no second crop (the old 0.875 * 0.875 bug)
+    off = (pp.shorter_side - resolution) // 2
+    val = square[off:off + resolution, off:off + resolution]
+
+    for name, x in (("calibration", calib), ("demo frame", frame), ("validation", val)):
+        diff = np.abs(x.astype(int) - ref.astype(int)).max()
+        assert diff <= 1, f"{name} differs from eval by {diff} LSB"
+    # and the crop really is the centre 87.5 %: a wider crop would not match
+    wide = resize_crop(load_bgr(PHOTO)[..., ::-1], Preprocessor(resolution, crop_fraction=0.76))
+    assert np.abs(wide.astype(int) - ref.astype(int)).max() > 1
+
+
+def test_training_validation_pipeline_matches_eval_crop():
+    needs("tensorflow")
+    from edgeeff.device.images import load_preprocessed
+    from edgeeff.model.train import _datasets, load_pixels
+
+    pp = Preprocessor(224)
+    x, _ = load_pixels([PHOTO], pp)
+    _, val = _datasets(x, np.array([0]), x, np.array([0]), 224, 1, 2)
+    img = next(iter(val))[0].numpy()[0]
+    ref = load_preprocessed(PHOTO, pp)
+    assert np.abs(img - ref.astype(np.float32)).max() <= 1.0
+
+
+def test_record_round_trip_and_old_metadata():
+    pp = Preprocessor.for_spec(phi_spec(-1.5, "lite"), normalized=True)
+    back = Preprocessor.from_dict(json.loads(json.dumps(pp.to_dict())))
+    assert back == pp
+    old = {"normalized": True, "mean": [127.0] * 3, "std": [128.0] * 3, "pixel_range": [0, 255],
+           "color": "RGB", "resolution": 224}  # what models exported before this record had
+    assert Preprocessor.from_dict(old) == Preprocessor(224, (127,) * 3, (128,) * 3, True)
+
+
+def test_quantised_input_lut():
+    pp = Preprocessor(8, (127,) * 3, (128,) * 3, normalized=True)
+    assert pp.bind(np.uint8, 1 / 128, 127).lut() is None  # folded: raw pixels, zero cost
+    lut = pp.bind(np.int8, 1 / 128, -1).lut()
+    assert lut.dtype == np.int8 and lut[0, 0] == -128 and lut[255, 0] == 127
+    out = np.empty((8, 8, 3), np.float32)
+    pp.to_input(np.full((8, 8, 3), 255, np.uint8), out)
+    assert np.allclose(out, 1.0)
+
+
+def test_exported_models_carry_the_export_preprocessor(lite0_export):
+    from edgeeff.device.images import load_preprocessed
+    from edgeeff.device.runtime import Classifier, read_embedded_metadata
+
+    spec = preset_spec("lite0")
+    expected = Preprocessor.for_spec(spec, normalized=True)  # lite: the graph takes (p-127)/128
+    card = json.loads((lite0_export / "model_card.json").read_text())
+    assert Preprocessor.from_dict(card["preprocessing"]) == expected
+    crop = load_preprocessed(PHOTO, expected)
+    for name in ("model_int8.tflite", "model_float32.tflite"):
+        md = read_embedded_metadata((lite0_export / name).read_bytes())
+        assert Preprocessor.from_dict(md["input"]) == expected, name
+        clf = Classifier(lite0_export / name, num_threads=1)
+        clf.set_input(crop)
+        buf = clf._buf[0]
+        if name == "model_int8.tflite":  # uint8 input = the raw crop, exactly
+            assert clf.raw_pixel_input and np.array_equal(buf, crop)
+        else:
+            assert np.allclose(buf, (crop.astype(np.float32) - 127) / 128, atol=1e-6)
