@@ -7,11 +7,14 @@ commands that need them, so ``fit``, ``info`` and ``devices`` start in a fractio
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
 from edgeeff.core import artifacts as A
+from edgeeff.core import fsutil
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.units import parse_size
 
@@ -34,10 +37,46 @@ class _Size(click.ParamType):
 SIZE = _Size()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and context manager cleans up
+    (temporary folders, the demo's capture thread) before the process exits with 143."""
+
+
+def _on_sigterm(signum, frame):
+    fsutil.note_interrupt(signum)
+    raise _Terminated()
+
+
+def _on_sigint(signum, frame):
+    fsutil.note_interrupt(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted(e: BaseException | None) -> None:
+    click.echo("edgeeff: interrupted", err=True)
+    term = isinstance(e, _Terminated) or fsutil.interrupted() == signal.SIGTERM
+    sys.exit(143 if term else 130)
+
+
 class _Group(click.Group):
-    """Every user error ends as one line on stderr and exit code 2 — never a traceback."""
+    """Every user error ends as one line on stderr and exit code 2 — never a traceback.
+
+    Ctrl-C and SIGTERM end as "edgeeff: interrupted" and exit code 130 / 143, after the
+    commands' cleanup has run (nothing half-written is left behind).
+    """
 
     def main(self, args=None, prog_name=None, **kw):
+        prev = {}
+        if threading.current_thread() is threading.main_thread():
+            prev = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
+                    signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
+        try:
+            self._main(args, prog_name, **kw)
+        finally:
+            for sig, handler in prev.items():
+                signal.signal(sig, handler)
+
+    def _main(self, args=None, prog_name=None, **kw):
         try:
             rv = super().main(args=args, prog_name=prog_name or "edgeeff",
                               standalone_mode=False, **kw)
@@ -54,12 +93,15 @@ class _Group(click.Group):
         except EdgeeffError as e:
             click.echo(f"edgeeff: error: {e}", err=True)
             sys.exit(2)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
+                _interrupted(e.__cause__)
             click.echo("edgeeff: aborted", err=True)
             sys.exit(130)
-        except KeyboardInterrupt:
-            click.echo("edgeeff: interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            _interrupted(e)
+        if fsutil.interrupted() is not None:  # a signal whose exception native code swallowed
+            _interrupted(None)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -85,7 +127,8 @@ def devices(as_json: bool) -> None:
 
     devs = targets.load_all()
     if as_json:
-        _emit_json([d.to_dict() for d in devs])
+        _emit_json([{**d.to_dict(), "latency_basis": d.latency_basis,
+                     "latency_estimate": d.latency_model is None} for d in devs])
     else:
         report.devices_table(devs)
 
@@ -104,26 +147,52 @@ def devices(as_json: bool) -> None:
               help="Only architectures with ImageNet weights (lite0/1/2), scaled by resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--out", default=A.SPEC_FILE, show_default=True, help="Spec file to write.")
+@click.option("--measure", is_flag=True,
+              help="Hardware in the loop: time every candidate the search considers on this "
+                   "machine (synthesized int8 graph, local TFLite runtime) and budget the "
+                   "measured latency; needs only edgeeff[runtime].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Interpreter threads for --measure (default: the profile's, else 2).")
+@click.option("--trained", "trained", multiple=True, metavar="SPEC",
+              help="A spec file written by 'edgeeff train' (repeatable): rank it by its "
+                   "measured validation top-1, with the pretrained models if --pretrained.")
+@click.option("--plot", "plot_file", help="Also draw the candidates (predicted top-1 against "
+              "latency or MACs, budget lines, pick, runner-up) to a .png or .svg file.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
-        pretrained, as_json, out) -> None:
+        pretrained, as_json, out, measure, threads, trained, plot_file) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
     from edgeeff import report
     from edgeeff.core import fit as fitmod
     from edgeeff.core import targets
 
+    if plot_file:
+        from edgeeff.plot import check_path
+
+        check_path(plot_file)
     device = targets.load(device_name)
     budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
-    if pretrained:
-        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes, family=family)
+    timer = None
+    if measure:
+        from edgeeff.device.profile import time_spec
+
+        n = threads or (device.latency_model.threads if device.latency_model else 2)
+        timer = lambda spec: time_spec(spec, threads=n)  # noqa: E731
+    if pretrained or trained:
+        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
+                                    trained=trained, pretrained=pretrained, measure=timer)
     else:
-        res = fitmod.fit(device, budgets, family=family, num_classes=num_classes)
+        res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer)
     res.write_spec(out)
+    if plot_file:
+        from edgeeff.plot import plot_fit
+
+        plot_fit(res, plot_file)
     if as_json:
-        _emit_json({**res.summary(), "spec_file": out,
+        _emit_json({**res.summary(out), "spec_file": out,
                     "candidates": [c.row() for c in res.neighbours]})
     else:
-        report.fit_table(res)
-        click.echo(f"wrote {out}")
+        report.fit_table(res, out)
+        click.echo(f"wrote {out}" + (f" and {plot_file}" if plot_file else ""))
 
 
 @main.command()
@@ -133,13 +202,21 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
 @click.option("--spec", "spec_file", help="A spec file written by 'edgeeff fit'.")
 @click.option("--num-classes", type=click.IntRange(min=1))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
+@click.option("--device", "device_name", help="A device profile (name or .toml path): adds "
+              "its predicted int8 latency.")
 @click.option("--json", "as_json", is_flag=True)
-def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> None:
+def info(preset, phi, family, spec_file, num_classes, resolution, device_name, as_json) -> None:
     """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
     from edgeeff import report
     from edgeeff.core import specfile
 
     spec, s = specfile.info(spec_file, preset, phi, family, num_classes, resolution)
+    if device_name:
+        from edgeeff.core import targets
+
+        dev = targets.load(device_name)
+        s.update(device=dev.key, latency_ms=round(dev.latency_ms(spec), 2),
+                 latency_source="model", latency_basis=dev.latency_basis)
     if as_json:
         _emit_json(s)
     else:
@@ -162,7 +239,8 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 @click.option("--std", help="ONNX input normalisation std, pixel units (e.g. 128).")
 @click.option("--weights", default="auto", show_default=True,
               help="auto (imagenet where the architecture has weights, else none), imagenet, "
-                   "none (random init) or a .weights.h5 path.")
+                   "inherit (sliced from the nearest pretrained Lite0/1/2: a starting point, "
+                   "not a trained model), none (random init) or a .weights.h5 path.")
 @click.option("--labels", "labels_file", help="labels.txt for a custom number of classes.")
 @click.option("--int8", is_flag=True, help="Full-integer post-training quantization.")
 @click.option("--calib", help="Folder of calibration images (default: bundled calibration/).")
@@ -172,8 +250,16 @@ def info(preset, phi, family, spec_file, num_classes, resolution, as_json) -> No
 @click.option("--out", default="edgeeff-out", show_default=True, help="Output folder.")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--debug", is_flag=True, help="Per-layer quantization error (QuantizationDebugger).")
+@click.option("--max-int8-drop", type=click.FloatRange(min=0), metavar="PTS",
+              help="Fail (nothing written) when int8 loses more than PTS top-1 points against "
+                   "float32 on the held-back calibration images (top-1 disagreement when "
+                   "they carry no labels).")
+@click.option("--edgetpu-runtime", type=int, metavar="N",
+              help="Oldest Edge TPU runtime the compiled model must load on (edgetpu_compiler "
+                   "-m N, 10-14; default 14, libedgetpu 16.0). 13 = libedgetpu 15.0.")
 def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, mean, std, weights,
-           labels_file, int8, calib, num_calib, formats, out, force, debug) -> None:
+           labels_file, int8, calib, num_calib, formats, out, force, debug, max_int8_drop,
+           edgetpu_runtime) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
     from edgeeff import report
     from edgeeff.export import request, run
@@ -181,7 +267,8 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
     req = request(spec_file=spec_file, preset=preset, phi=phi, family=family,
                   num_classes=num_classes, resolution=resolution, onnx=onnx_path, mean=mean,
                   std=std, weights=weights, labels_file=labels_file, int8=int8, calib=calib,
-                  num_calib=num_calib, formats=formats, out=out, force=force, debug=debug)
+                  num_calib=num_calib, formats=formats, out=out, force=force, debug=debug,
+                  max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime)
     _quiet_tensorflow()
     card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)
@@ -195,7 +282,8 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
 @click.option("--weights", default="auto", show_default=True,
-              help="auto, imagenet, none or a .weights.h5 path for the backbone.")
+              help="auto (imagenet where the architecture has weights, else inherit for the "
+                   "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
@@ -221,8 +309,10 @@ def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs,
     res = train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
                 patience=patience, distribute=distribute, force=force,
                 log=lambda m: click.echo(m, err=True))
+    wrote = (f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)"
+             if res["chief"] else "non-chief worker: the chief writes the outputs")
     click.echo(f"validation accuracy {res['val_accuracy']:.1%} on {res['val_images']} images; "
-               f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)")
+               + wrote)
 
 
 @main.command("eval")
@@ -268,7 +358,11 @@ def eval_cmd(model, data, threads, as_json) -> None:
               "(default: all cores but one, kept for capture; at most 4).")
 @click.option("--delegate", type=click.Choice(["edgetpu"]), help="Hardware delegate.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
-def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames) -> int:
+@click.option("--reconnect", is_flag=True, help="Reopen a camera that disconnects, with "
+              "backoff (reported as {\"event\": \"reconnect\", ...} JSON lines), instead of "
+              "exiting 1.")
+def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
+         reconnect) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
     from edgeeff.device import demo as demomod
     from edgeeff.device.runtime import Classifier, resolve_model_path
@@ -277,7 +371,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames)
     demomod.need_cv2()
     clf = Classifier(path, num_threads=threads or demomod.default_threads(), delegate=delegate)
     try:
-        demomod.run_demo(clf, source, headless, as_json, top_k, max_frames)
+        demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
+                         reconnect=reconnect)
     except demomod.DemoError as e:
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1
@@ -303,17 +398,69 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
         report.bench_table(res)
 
 
+@main.command("profile")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Interpreter threads to measure with (use what the device will run).")
+@click.option("--out", default="edgeeff-device.toml", show_default=True,
+              help="Device profile to write (then: edgeeff fit --device FILE).")
+@click.option("--name", help="Device name in the profile (default: the board or host name).")
+@click.option("--quick", is_flag=True, help="A small design (about 20 s): a rougher model.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def profile_cmd(threads, out, name, quick, force, as_json) -> None:
+    """Time synthetic int8 EfficientNets on this device; write a per-op latency profile."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from edgeeff.device import profile as prof
+
+    if Path(out).exists() and not force:
+        raise EdgeeffError(f"{out} exists: pass --force to replace it")
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("timing synthetic graphs", total=None)
+
+        def log(k, n, probe, ms):
+            bar.update(task, completed=k, total=n)
+
+        res = prof.profile(threads=threads, quick=quick, log=log)
+    prof.write_profile(out, res, name)
+    v = res.model.validation
+    summary = {"profile": out, "threads": threads, "graphs_timed": len(res.measurements),
+               "wall_s": round(res.wall_s, 1), "int8_macs_per_s": res.int8_macs_per_s,
+               "cv_within_10pct": v.get("within_10pct"),
+               "cv_median_abs_error": v.get("median_abs_error"),
+               "runtime": f"{res.model.runtime} {res.model.runtime_version}",
+               "cpu": res.model.cpu}
+    if as_json:
+        _emit_json(summary)
+    else:
+        click.echo(f"timed {summary['graphs_timed']} synthetic int8 graphs in "
+                   f"{summary['wall_s']} s ({threads} thread{'s' if threads > 1 else ''}, "
+                   f"{summary['runtime']}); "
+                   f"{res.int8_macs_per_s / 1e9:.1f} G int8 MACs/s; per-op model "
+                   f"cross-validated {v.get('within_10pct', 0):.0%} within +-10 % "
+                   f"(median error {v.get('median_abs_error', 0):.1%})")
+        click.echo(f"wrote {out} (use: edgeeff fit --device {out})")
+    warning = prof.noise_warning(res)
+    if warning:
+        click.echo(f"edgeeff: warning: {warning}", err=True)
+
+
 @main.command("bundle")
 @click.argument("export_dir")
 @click.option("--target", required=True, help="Device profile, e.g. pi4 or coral-usb.")
-@click.option("--out", help="Bundle folder (default: EXPORT_DIR-TARGET-bundle).")
+@click.option("--out", help="Bundle folder (default: EXPORT_DIR-TARGET-bundle); the archive "
+              "is the same name + .tar.gz.")
 @click.option("--force", is_flag=True)
-def bundle_cmd(export_dir, target, out, force) -> None:
-    """Gather model, labels, model card, run script and a systemd unit for the device."""
+@click.option("--wheel", help="Put this edgeeff-*.whl in the bundle (default: build one from "
+              "edgeeff's source, or repack the installed edgeeff).")
+def bundle_cmd(export_dir, target, out, force, wheel) -> None:
+    """Gather model, labels, model card, edgeeff's wheel, run script and a systemd unit."""
     from edgeeff.device.bundle import bundle
 
-    path = bundle(export_dir, target, out, force)
-    click.echo(f"wrote {path}/ and {path}.tar.gz")
+    b = bundle(export_dir, target, out, force, wheel=wheel)
+    click.echo(f"wrote {b.folder}/ and {b.archive} ({b.model}; {b.wheel}, {b.wheel_source})")
 
 
 def _quiet_tensorflow() -> None:

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from edgeeff.core.cost import stage_table
 from edgeeff.core.units import format_size
+from edgeeff.core.zoo import AVAILABLE
 
 console = Console(highlight=False, soft_wrap=False, width=160)
 
@@ -14,21 +15,29 @@ LEVERS = {
     "mflops": "lower phi shrinks depth, width and resolution together",
     "ram": "resolution drives activation RAM; lite family and negative phi shrink it",
     "flash": "width drives weights; --num-classes and the efficientnet family's scaled head help",
-    "latency": "follows MACs through the device's int8 throughput estimate",
+    "latency": "follows the device profile's latency model (per-op, or MACs over throughput)",
 }
 
 
 def devices_table(devs) -> None:
     t = Table(title="Device profiles")
-    for col in ("device", "name", "kind", "RAM", "flash", "int8 MAC/s", "family", "formats"):
+    for col in ("device", "name", "kind", "RAM", "flash", "int8 MAC/s", "latency model",
+                "budget", "family", "formats"):
         t.add_column(col)
     for d in devs:
+        model = ("[yellow]estimate[/] (MACs / throughput)" if d.latency_model is None
+                 else f"measured per-op ({d.latency_model.threads} threads)")
         t.add_row(d.key, d.name, d.kind, format_size(d.ram_bytes), format_size(d.flash_bytes),
-                  f"{d.int8_macs_per_s:.2g}", d.family, ", ".join(d.formats))
+                  f"{d.int8_macs_per_s:.2g}", model,
+                  f"{d.max_latency_ms:g} ms" if d.max_latency_ms else "-", d.family,
+                  ", ".join(d.formats))
     console.print(t)
+    console.print("latency estimates stay estimates until the real board is profiled: "
+                  "'edgeeff profile --out board.toml' on the device, then 'fit --device "
+                  "./board.toml'")
 
 
-def fit_table(res) -> None:
+def fit_table(res, spec_file: str = "edgeeff.json") -> None:
     b = res.budgets
     limits = []
     if b.max_macs is not None:
@@ -39,31 +48,62 @@ def fit_table(res) -> None:
         limits.append(f"latency {b.max_latency_ms:g} ms")
     ram_note = " (RAM = TFLite Micro arena)" if res.device.kind == "mcu" else ""
     t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits) + ram_note)
-    for col in ("model", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
-                "est. ms", "weights", "verdict"):
+    measured = any(c.latency_source == "measured" for c in res.neighbours)
+    cols = ["model", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",
+            "pred. ms"] + (["measured ms"] if measured else []) + ["weights", "top-1 pred.",
+                                                                    "verdict"]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("model", "verdict", "weights") else "right")
     for c in res.neighbours:
         s = c.spec
         if c is res.chosen:
             verdict = "[bold green]chosen[/]"
+        elif c is res.runner_up:
+            verdict = "runner-up"
         elif c.fits:
             verdict = "fits"
         else:
             verdict = "[red]over " + ", ".join(c.violations) + "[/]"
-        label = f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
-        t.add_row(label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
+        lat = [f"{c.latency_predicted_ms:.1f}"]
+        if measured:
+            lat.append(f"{c.latency_ms:.1f}")
+        w = ("-" if not c.weights else c.weights if c.weights.startswith("trained")
+             else f"imagenet ({c.weights})")
+        t.add_row(c.label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
                   f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
-                  format_size(c.cost.flash_bytes), format_size(c.ram_bytes),
-                  f"{c.latency_ms:.1f}", f"imagenet ({c.weights})" if c.weights else "-", verdict,
+                  format_size(c.cost.flash_bytes), format_size(c.ram_bytes), *lat, w,
+                  f"{c.top1:.1f} %" if c.top1 is not None else "-", verdict,
                   style="bold" if c is res.chosen else None)
     console.print(t)
     ch = res.chosen
     if res.note:
         console.print(f"note: {res.note}")
+    lever = ""
+    if ch.spec.phi is None:
+        lever = " — ranked by top-1 (predicted int8 ImageNet for pretrained models)"
+    elif res.binding in LEVERS:
+        lever = f" — {LEVERS[res.binding.split('+')[0]]}"
     console.print(f"chosen: {ch.spec.name} ({ch.spec.family}, {ch.spec.num_classes} classes), "
-                  f"binding budget: {res.binding}"
-                  + (" — pretrained backbones scale by resolution only" if ch.spec.phi is None
-                     else f" — {LEVERS[res.binding.split('+')[0]]}" if res.binding in LEVERS else ""))
+                  f"binding budget: {res.binding}{lever}")
+    if ch.top1 is not None:
+        what = ("predicted top-1: {:.1f} % int8 on ImageNet" if ch.weights in AVAILABLE
+                else "top-1: {:.1f} %")
+        console.print(what.format(ch.top1) + f" (basis: {ch.accuracy.basis})")
+    console.print(f"latency: {ch.latency_ms:.1f} ms "
+                  + ("measured here (" + f"predicted {ch.latency_predicted_ms:.1f} ms)"
+                     if ch.latency_source == "measured" else f"predicted ({res.device.latency_basis})"))
+    left = {k: v for k, v in res.unused().items() if v is not None}
+    if left:
+        console.print("unused budget: " + ", ".join(
+            f"{v:g} MFLOPs" if k == "mflops" else f"{v:g} ms" for k, v in left.items()))
+    if res.runner_up is not None:
+        r = res.runner_up
+        console.print(f"runner-up: {r.label}, predicted top-1 {r.top1:.1f} %, "
+                      f"{r.cost.mflops:.1f} MFLOPs, {r.latency_ms:.1f} ms")
+    if res.weightless:
+        from edgeeff.core.fit import weightless_hint
+
+        console.print(f"[yellow]weights:[/] {weightless_hint(res, spec_file)}")
 
 
 def info_table(spec, s: dict) -> None:
@@ -96,10 +136,18 @@ def export_summary(card: dict, out) -> None:
     q = card.get("quantization")
     if q and q.get("images"):
         qt = Table(title="Quantization report (float32 vs int8, held-back images)")
-        for col in ("images", "top-1 agreement", "mean |score diff|", "max |score diff|"):
+        cols = ["images", "top-1 agreement", "mean |score diff|", "max |score diff|"]
+        row = [str(q["images"]), f"{q['top1_agreement']:.1%}",
+               f"{q['mean_abs_score_error']:.5f}", f"{q['max_abs_score_error']:.4f}"]
+        if "float_top1" in q:
+            cols += ["float32 top-1", "int8 top-1"]
+            row += [f"{q['float_top1']:.1%}", f"{q['int8_top1']:.1%}"]
+        if "top1_drop_points" in q:
+            cols.append("drop (points)")
+            row.append(f"{q['top1_drop_points']:.1f}")
+        for col in cols:
             qt.add_column(col, justify="right")
-        qt.add_row(str(q["images"]), f"{q['top1_agreement']:.1%}",
-                   f"{q['mean_abs_score_error']:.5f}", f"{q['max_abs_score_error']:.4f}")
+        qt.add_row(*row)
         console.print(qt)
         for row in q.get("worst_layers", []):
             console.print(f"  worst layer {row['tensor']}: rmse/scale {row['rmse_over_scale']}")

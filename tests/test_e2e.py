@@ -15,7 +15,7 @@ def test_lite0_int8_accuracy_on_imagenet_dev(lite0_export, imagenet_dev):
     f, q = res["model_float32.tflite"]["top1"], res["model_int8.tflite"]["top1"]
     assert f >= 0.89  # faithful port: reference 89.5-90.0 %
     assert q >= 0.885  # int8 bar
-    assert abs(f - q) <= 0.01  # within 1.0 point of float
+    assert round(abs(f - q), 4) <= 0.01  # within 1.0 point of float (2 of 200 images)
     card = json.loads((lite0_export / "model_card.json").read_text())
     assert card["weights"].startswith("imagenet") and card["quantization"]["top1_agreement"] >= 0.9
 

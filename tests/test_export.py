@@ -65,7 +65,7 @@ def test_metadata_labels_and_model_card(small_export):
     assert disk["spec"]["phi"] == -4.0 and disk["cost_estimate"]["macs"] > 0
     assert disk["calibration"]["sha256"] and disk["calibration"]["count"] == 8
     assert disk["quantization"]["images"] >= 1 and "top1_agreement" in disk["quantization"]
-    assert disk["tools"]["tensorflow"] and disk["weights"].startswith("none")
+    assert disk["tools"]["tensorflow"] and disk["weights"] == "none"
     assert disk["artifacts"]["model_int8.tflite"]["bytes"] == (out / "model_int8.tflite").stat().st_size
 
 
@@ -79,14 +79,41 @@ def test_edgetpu_report_maps_every_op(small_export):
 
 
 def test_edgetpu_report_cuts_graph_at_unsupported_op():
+    """A full-int8 graph with one op the Edge TPU lacks in its middle: the ops before it map,
+    it and every later op run on the CPU, as the compiler cuts graphs."""
+    import keras
+
+    from edgeeff.core.preprocess import Preprocessor
     from edgeeff.export import edgetpu
+    from edgeeff.export.tflite import convert_float, convert_int8
 
-    spec = phi_spec(-6, "efficientnet", 4)  # swish + SE: LOGISTIC, MUL map, so they stay
-    from edgeeff.export.tflite import convert_float
-    from edgeeff.model.build import build_model
+    seed_everything(3)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same")(x)
+    x = keras.layers.LeakyReLU(negative_slope=0.2)(x)  # LEAKY_RELU: not on Coral's op list
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
+    images = np.random.default_rng(3).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    int8 = convert_int8(model, images, Preprocessor(32))
+    g = tflite_graph.read(int8)
+    assert tflite_graph.non_integer_ops(g) == []  # every tensor 8-bit: only the op is at fault
+    names = [op.name for op in g.ops]
+    cut = names.index("LEAKY_RELU")
+    assert 0 < cut < len(names) - 1 and names[:cut].count("CONV_2D") == 2
 
-    rep = edgetpu.compatibility(convert_float(build_model(spec, training_dropout=False)))
-    assert rep["ops_on_edgetpu"] == 0  # a float model: the very first op is not 8-bit
+    rep = edgetpu.compatibility(int8)
+    assert rep["ops_total"] == len(names) and rep["ops_on_edgetpu"] == cut
+    assert rep["first_cpu_op"]["index"] == cut and rep["first_cpu_op"]["op"] == "LEAKY_RELU"
+    assert rep["first_cpu_op"]["reason"] == "operation not supported by the Edge TPU"
+    assert [r["runs_on"] for r in rep["ops"]] == ["edgetpu"] * cut + ["cpu"] * (len(names) - cut)
+    assert {r["reason"] for r in rep["ops"][cut + 1:]} == {"after the first unmapped op"}
+    assert f"graph is cut at op #{cut} LEAKY_RELU" in edgetpu.format_report(rep)
+
+    # a float model is cut at its very first op, which is not 8-bit
+    rep = edgetpu.compatibility(convert_float(model))
+    assert rep["ops_on_edgetpu"] == 0 and rep["first_cpu_op"]["index"] == 0
     assert "not 8-bit quantised" in rep["first_cpu_op"]["reason"]
 
 
@@ -198,7 +225,7 @@ def test_debug_reports_worst_layers(tmp_path):
 
 
 def _standard_metadata(model: bytes) -> bytes:
-    s = tflite_graph._schema()
+    s = tflite_graph.schema()
     m = s.Model.GetRootAs(model, 0)
     for i in range(m.MetadataLength()):
         if m.Metadata(i).Name() == b"TFLITE_METADATA":

@@ -19,7 +19,8 @@ def test_pi4_400_mflops_picks_b0_sized_model():
     s, c = res.chosen.spec, res.chosen.cost
     assert abs(s.phi) < 0.01 and s.resolution == 224
     assert c.mflops <= 400 and c.mflops > 350
-    assert res.binding == "mflops"
+    assert "mflops" in res.binding.split("+")  # the next step (Lite1's architecture) also
+    # exceeds the Pi 4's 33 ms real-time default
     # the next grid step up is over budget: phi really is the largest
     assert any(not n.fits and n.spec.phi > s.phi for n in res.neighbours)
 

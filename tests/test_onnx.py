@@ -41,13 +41,19 @@ def tiny_classifier(path, size=32, classes=4):
 
 
 def test_onnx_import_int8_matches_onnxruntime(tmp_path):
-    src = tiny_classifier(tmp_path / "tiny.onnx")
+    (tmp_path / "models").mkdir()
+    src = tiny_classifier(tmp_path / "models" / "tiny.onnx")
     out = tmp_path / "out"
-    r = run_cli("export", "--from", str(src), "--int8", "--mean", "127", "--std", "128",
-                "--num-calib", "12", "--format", "tflite,tflm,edgetpu", "--out", str(out),
+    # relative paths, resolved against the caller's folder (onnx2tf runs in its own folder and
+    # calls sys.exit on failure: this once exited 1 silently)
+    r = run_cli("export", "--from", "models/tiny.onnx", "--int8", "--mean", "127", "--std",
+                "128", "--num-calib", "12", "--format", "tflite,tflm,edgetpu", "--out", "out",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((out / "model_card.json").read_text())
+    from edgeeff.core.preprocess import Preprocessor
+
+    assert Preprocessor.from_dict(card["preprocessing"]) == Preprocessor(32, 127, 128, True)
     assert card["source"]["onnx"] == "tiny.onnx" and card["calibration"]["count"] == 12
     a = card["artifacts"]["model_int8.tflite"]
     assert a["float_ops"] == [] and a["input"]["dtype"] == "uint8"

@@ -27,7 +27,7 @@ def test_all_bundled_profiles_load_with_sources():
     assert REQUIRED_DEVICES <= set(devs)
     for d in devs.values():
         assert d.ram_bytes > 0 and d.flash_bytes > 0 and d.int8_macs_per_s > 0
-        assert set(d.sources) == {"ram", "flash", "throughput"}
+        assert set(d.sources) == {"ram", "flash", "throughput", "latency_budget"}
     for mcu in ("esp32-s3", "stm32h743", "nrf52840", "rp2040", "stm32f746"):
         assert devs[mcu].family == "lite" and "tflm" in devs[mcu].formats
     assert "edgetpu" in devs["coral-usb"].formats
@@ -76,3 +76,82 @@ def test_parse_size(text, expected):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+LATENCY = """
+[latency]
+form = "per-op-linear"
+version = 1
+threads = 2
+runtime = "ai_edge_litert"
+runtime_version = "2.3.0"
+cpu = "Cortex-A72, 4 cores, aarch64"
+us_per_graph = 30.0
+[latency.validation]
+within_10pct = 0.95
+[latency.ops.CONV_2D_1x1]
+ns_per_mac = 0.1
+us_per_op = 5.0
+[latency.ops.DEPTHWISE_CONV_2D_3x3]
+ns_per_act_byte = 0.5
+"""
+
+
+def test_profile_with_a_latency_table(tmp_path):
+    from edgeeff.core.arch import preset_spec
+    from edgeeff.core.cost import graph
+
+    p = tmp_path / "measured.toml"
+    p.write_text(GOOD.replace('throughput = "measured"',
+                              'throughput = "measured"\nlatency = "edgeeff profile"') + LATENCY)
+    d = targets.load(str(p))
+    m = d.latency_model
+    assert m.threads == 2 and m.graph_s == pytest.approx(30e-6)
+    assert m.coefficients["CONV_2D_1x1"] == {"macs": pytest.approx(1e-10),
+                                             "fixed": pytest.approx(5e-6)}
+    spec = preset_spec("lite0")
+    g = graph(spec)
+    macs = sum(op.macs for op in g.ops if op.kind == "CONV_2D" and op.weights // (
+        g.shape(op.inputs[0])[2] * g.shape(op.output)[2]) == 1)
+    n = sum(1 for i in range(len(g.ops)) if latency_type(g, i) == "CONV_2D_1x1")
+    act = sum(g.tensors[op.inputs[0]].nbytes + g.tensors[op.output].nbytes
+              for op in g.ops if op.kind == "DEPTHWISE_CONV_2D" and op.weights == 9 * g.shape(
+                  op.inputs[0])[2])
+    expect = 1000 * (30e-6 + 1e-10 * macs + 5e-6 * n + 0.5e-9 * act)
+    assert d.latency_ms(spec) == pytest.approx(expect)
+    assert d.latency_ms(g.ops[0].macs) == 1000 * g.ops[0].macs / d.int8_macs_per_s  # MACs: flat
+    assert d.to_dict()["latency"]["threads"] == 2
+
+
+def latency_type(g, i):
+    from edgeeff.core.latency import op_type
+
+    return op_type(g, i)
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda s: s.replace('form = "per-op-linear"', 'form = "forest"'), "latency.form"),
+    (lambda s: s.replace("version = 1", "version = 9"), "latency.version"),
+    (lambda s: s.replace("threads = 2", "threads = 0"), "latency.threads"),
+    (lambda s: s.replace("us_per_graph = 30.0", "us_per_graph = -1"), "latency.us_per_graph"),
+    (lambda s: s.replace("[latency.ops.CONV_2D_1x1]", "[latency.ops.CONV_3D]"),
+     "latency.ops.CONV_3D"),
+    (lambda s: s.replace("ns_per_mac = 0.1", "ns_per_flop = 0.1"),
+     "latency.ops.CONV_2D_1x1.ns_per_flop"),
+    (lambda s: s.replace("ns_per_mac = 0.1", "ns_per_mac = -0.1"),
+     "latency.ops.CONV_2D_1x1.ns_per_mac"),
+    (lambda s: s.replace('cpu = "Cortex', 'colour = "red"\ncpu = "Cortex'), "latency.colour"),
+])
+def test_bad_latency_table_names_file_and_key(tmp_path, edit, key):
+    p = tmp_path / "bad.toml"
+    p.write_text(GOOD + edit(LATENCY))
+    with pytest.raises(EdgeeffError) as e:
+        targets.load(str(p))
+    assert str(p) in str(e.value) and f"'{key}'" in str(e.value)
+
+
+def test_dumps_writes_toml_that_parses_back():
+    tomllib = targets.tomllib
+    data = {"name": 'a "quoted"\nname', "n": 3, "x": 1e-05, "y": 2.0, "flag": True,
+            "list": ["tflite", "tflm"], "t": {"a": 1, "deep": {"b": "c"}}}
+    assert tomllib.loads(targets.dumps(data)) == data

@@ -79,3 +79,47 @@ def test_distribute_single_host_and_bad_data(trained, tmp_path):
     r = run_cli("train", "--data", str(tmp_path / "one"), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "two class sub-folders" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_together_on_localhost(tmp_path, imagenet_dev):
+    """MultiWorkerMirroredStrategy with two real worker processes (CPU, TF_CONFIG), the same
+    command and --out on both, as on two hosts: both finish, only the chief writes."""
+    import os
+    import subprocess
+    import sys
+
+    data = crops_dataset(imagenet_dev, tmp_path / "data", per_class=6, seed=3)
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    out = tmp_path / "model"
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}),
+            CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "edgeeff.cli", "train", "--data", str(data), "--phi", "-6",
+             "--family", "lite", "--resolution", "64", "--weights", "none", "--epochs", "2",
+             "--batch-size", "8", "--distribute", "--out", str(out)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, se) in zip(procs, results):
+        assert p.returncode == 0, se[-3000:]
+    assert "wrote" in results[0][0] and "non-chief worker" in results[1][0]
+    assert (out / "model.weights.h5").is_file() and (out / "model.keras").is_file()
+    doc = json.loads((out / "edgeeff.json").read_text())
+    assert doc["trained"]["val_images"] >= 4 and 0 <= doc["trained"]["top1"] <= 100
+    assert doc["trained"]["top1_basis"].startswith("measured by edgeeff train")
+    for _, se in results:  # they really trained as one cluster of two replicas
+        assert "MultiWorkerMirroredStrategy, 2 replicas in sync" in se

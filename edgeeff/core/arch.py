@@ -8,7 +8,6 @@ the Keras builder walk, so the analytic figures and the built model cannot drift
 from __future__ import annotations
 
 import math
-import string
 from dataclasses import asdict, dataclass, field, replace
 
 from edgeeff.core.scaling import (
@@ -97,6 +96,19 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# The compound-scaling coefficients edgeeff accepts anywhere (--phi of info/export/train; fit's
+# search lies inside). At 12 a model has ~0.4 G parameters (1.7 GB as float32, near the
+# flatbuffer's 2 GB limit) and a 1200 px input; at -12 every stage is a single block and the
+# input is 40 px, so going lower only shrinks what is already degenerate.
+PHI_LIMITS = (-12.0, 12.0)
+# Multipliers a spec file may carry (phi = 12 has width 3.1, depth 8.9, 1200 px: these leave room
+# for hand-made specs without letting a typo ask for a model no machine can hold)
+MAX_WIDTH = 8.0
+MAX_DEPTH = 16.0
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 1_000_000
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build (and cost) one network."""
@@ -113,12 +125,17 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r} (choose {', '.join(FAMILIES)})")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.resolution < 32:
-            raise ValueError(f"resolution must be >= 32, got {self.resolution}")
-        if self.width <= 0 or self.depth <= 0:
-            raise ValueError("width and depth multipliers must be positive")
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be 1..{MAX_CLASSES:,}, got {self.num_classes}")
+        if not 32 <= self.resolution <= MAX_RESOLUTION:
+            raise ValueError(f"resolution must be 32..{MAX_RESOLUTION}, got {self.resolution}")
+        for what, v, top in (("width", self.width, MAX_WIDTH), ("depth", self.depth, MAX_DEPTH)):
+            if not (math.isfinite(v) and 0 < v <= top):
+                raise ValueError(f"{what} multiplier must be positive and at most {top:g}, got {v}")
+        if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.phi is not None and not math.isfinite(self.phi):
+            raise ValueError(f"phi must be a finite number, got {self.phi}")
 
     @property
     def name(self) -> str:
@@ -154,7 +171,7 @@ class ModelSpec:
             kw["dropout"] = float(kw.get("dropout", 0.2))
             if kw.get("phi") is not None:
                 kw["phi"] = float(kw["phi"])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"bad value in spec: {e}") from None
         if kw.get("preset") is not None and kw["preset"] not in PRESETS:
             raise ValueError(f"unknown preset {kw['preset']!r}")
@@ -181,8 +198,36 @@ def preset_spec(name: str, num_classes: int = 1000, resolution: int | None = Non
     )
 
 
+def check_phi(phi: float) -> None:
+    """ValueError unless ``phi`` lies in :data:`PHI_LIMITS`."""
+    lo, hi = PHI_LIMITS
+    try:
+        phi = float(phi)
+    except (TypeError, ValueError):
+        raise ValueError(f"phi must be a number, got {phi!r}") from None
+    if not math.isfinite(phi):
+        raise ValueError(f"phi must be a finite number, got {phi}")
+    if not lo <= phi <= hi:
+        raise ValueError(f"phi {phi:g} is outside the supported range {lo:g}..{hi:g}")
+
+
+def block_suffix(j: int) -> str:
+    """The letters of a stage's ``j``-th block (0-based): a..z, then aa, ab, ... (bijective base
+    26). Keras applications writes ``chr(97 + j)``, which agrees up to z (its largest model, B7,
+    has 13 blocks in a stage) and then runs into punctuation."""
+    if j < 0:
+        raise ValueError(f"block index must be >= 0, got {j}")
+    letters = ""
+    j += 1
+    while j:
+        j, r = divmod(j - 1, 26)
+        letters = chr(97 + r) + letters
+    return letters
+
+
 def phi_spec(phi: float, family: str = "efficientnet", num_classes: int = 1000) -> ModelSpec:
     """The spec of the continuous compound-scaling member ``phi`` of ``family``."""
+    check_phi(phi)
     c = coefficients_for_phi(phi)
     return ModelSpec(
         family=family,
@@ -261,7 +306,7 @@ def expand(spec: ModelSpec) -> Architecture:
             se = max(1, int(fi * st.se_ratio)) if fam.use_se and st.se_ratio > 0 else 0
             blocks.append(
                 Block(
-                    name=f"block{i + 1}{string.ascii_lowercase[j]}",
+                    name=f"block{i + 1}{block_suffix(j)}",
                     stage=i + 1,
                     kernel=st.kernel,
                     stride=st.stride if j == 0 else 1,

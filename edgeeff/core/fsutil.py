@@ -1,15 +1,40 @@
-"""Atomic writes: an artifact is either complete or absent, never half-written."""
+"""Atomic writes: an artifact is either complete or absent, never half-written.
+
+A write that fails (a full disk, a read-only file system) becomes one :class:`WriteFailed`
+error naming the path and the reason; the temporary file or folder is removed and whatever was
+at the destination before is left as it was. The final renames of :func:`atomic_dir` run with
+SIGINT and SIGTERM held back, so an interrupt cannot fall between "old output moved away" and
+"new output in place".
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgeeff.core.errors import EdgeeffError
+
+# errors that mean "the destination cannot take this write", not a bug elsewhere
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+class WriteFailed(EdgeeffError):
+    """Writing ``path`` failed with ``errno`` (``strerror``); ``kept`` is True when a previous
+    version of ``path`` is still there, untouched."""
+
+    def __init__(self, path: str | os.PathLike, err: OSError, kept: bool = False):
+        self.path, self.errno = Path(path), err.errno
+        self.strerror = err.strerror or str(err)
+        self.kept = kept
+        tail = f"; the previous {self.path} is left as it was" if kept else "; nothing written"
+        super().__init__(f"cannot write {self.path}: {self.strerror}{tail}")
 
 
 def _umask() -> int:
@@ -20,16 +45,28 @@ def _umask() -> int:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteFailed(path, e, kept=path.exists()) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write(f, data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteFailed(path, e, kept=path.exists()) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write(f, data: bytes) -> None:
+    """Write and flush (a full disk shows up here, not later in close)."""
+    f.write(data)
+    f.flush()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -58,25 +95,85 @@ def check_out(out: str | os.PathLike, force: bool = False) -> Path:
     return out
 
 
+_interrupt: list[int] = []  # signals the CLI has seen (see note_interrupt)
+
+
+def note_interrupt(signum: int) -> None:
+    """Record SIGINT/SIGTERM. The exception a signal raises can be swallowed when it fires
+    inside Python code that native code called (TensorFlow's calibrator runs the
+    representative-data generator that way), so outputs also check this latch before they
+    are published."""
+    _interrupt.append(signum)
+
+
+def interrupted() -> int | None:
+    """The first signal recorded by :func:`note_interrupt`, if any."""
+    return _interrupt[0] if _interrupt else None
+
+
 @contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False):
     """Yield a temporary sibling folder; on success it replaces ``out`` in one rename.
 
-    On any exception the temporary folder is removed and ``out`` is left as it was.
+    On any exception (KeyboardInterrupt included) the temporary folder is removed and ``out``
+    is left as it was; a full disk or read-only file system becomes :class:`WriteFailed`
+    naming ``out``.
     """
     out = check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        raise WriteFailed(out, e, kept=out.exists()) from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
+    except WriteFailed as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteFailed(out, OSError(e.errno, e.strerror), kept=out.exists()) from None
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in DISK_ERRNOS:
+            raise WriteFailed(out, e, kept=out.exists()) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if interrupted() is not None:  # an interrupt whose exception was swallowed: publish nothing
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KeyboardInterrupt
+    with _signals_held():
+        old = None
+        try:
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+            os.replace(tmp, out)
+        except OSError as e:
+            if old is not None and not out.exists():
+                os.replace(old, out)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise WriteFailed(out, e, kept=out.exists()) from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is done, then take effect (main thread only:
+    elsewhere Python delivers no signals anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    prev = {s: signal.getsignal(s) for s in sigs}
+    try:
+        for s in sigs:
+            signal.signal(s, lambda signum, frame: got.append(signum))
+        yield
+    finally:
+        for s, h in prev.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for s in got[:1]:
+            signal.raise_signal(s)  # now: the handler the caller had (KeyboardInterrupt...)

@@ -1,4 +1,23 @@
-"""Device profiles: ``targets/*.toml`` shipped with edgeeff, or a user's own file by path."""
+"""Device profiles: ``targets/*.toml`` shipped with edgeeff, or a user's own file by path.
+
+A profile may carry a ``[latency]`` table (written by ``edgeeff profile`` on the device): a
+per-op latency model (:mod:`edgeeff.core.latency`) that :meth:`Device.latency_ms` uses for a
+spec or graph instead of the flat ``int8_macs_per_s`` estimate. Its schema::
+
+    [latency]
+    form = "per-op-linear"          # the model form; version = 1
+    version = 1
+    threads = 2                     # interpreter threads it was measured with
+    runtime = "ai_edge_litert"      # and runtime_version = "2.3.0"
+    runtime_version = "2.3.0"
+    cpu = "Cortex-A72, 4 cores, aarch64"
+    us_per_graph = 35.0             # per-invoke constant
+    [latency.validation]            # free-form record: numbers and strings
+    within_10pct = 0.95             # cross-validated share of graphs predicted within +-10 %
+    median_abs_error = 0.03
+    [latency.ops.CONV_2D_1x1]       # one table per op type (latency.OP_TYPES)
+    ns_per_mac = 0.08               # and/or ns_per_act_byte, ns_per_weight_byte, us_per_op
+"""
 
 from __future__ import annotations
 
@@ -6,10 +25,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeeff.core.arch import FAMILIES
+from edgeeff.core.arch import FAMILIES, ModelSpec
 from edgeeff.core.artifacts import FORMATS
 from edgeeff.core.data import data_dir
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.latency import LatencyModel
 from edgeeff.core.units import parse_size
 
 if sys.version_info >= (3, 11):
@@ -20,8 +40,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 KINDS = ("sbc", "accelerator", "phone", "mcu")
 
 REQUIRED = ("name", "kind", "ram", "flash", "int8_macs_per_s", "family", "formats", "sources")
-OPTIONAL = ("max_latency_ms", "max_mflops", "description")
+OPTIONAL = ("max_latency_ms", "max_mflops", "description", "latency")
 SOURCE_KEYS = ("ram", "flash", "throughput")
+OPTIONAL_SOURCE_KEYS = ("latency", "latency_budget")
 
 
 @dataclass(frozen=True)
@@ -38,17 +59,40 @@ class Device:
     max_latency_ms: float | None = None
     max_mflops: float | None = None
     path: str = ""
+    latency_model: LatencyModel | None = None  # the profile's [latency] table, if any
+    description: str | None = None
 
-    def latency_ms(self, macs: int) -> float:
-        return 1000.0 * macs / self.int8_macs_per_s
+    def latency_ms(self, x) -> float:
+        """Estimated int8 latency, ms, of a :class:`ModelSpec` or cost ``Graph`` (the per-op
+        model where the profile has one, else MACs over ``int8_macs_per_s``), or of a plain
+        number of MACs (always the flat estimate)."""
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            return 1000.0 * x / self.int8_macs_per_s
+        if self.latency_model is not None:
+            return self.latency_model.predict_ms(x)
+        from edgeeff.core.cost import graph
+
+        g = graph(x) if isinstance(x, ModelSpec) else x
+        return 1000.0 * sum(op.macs for op in g.ops) / self.int8_macs_per_s
+
+    @property
+    def latency_basis(self) -> str:
+        """How :meth:`latency_ms` estimates a spec's latency."""
+        if self.latency_model is None:
+            return "MACs / int8_macs_per_s"
+        m = self.latency_model
+        return f"per-op model measured with {m.runtime} {m.runtime_version}, {m.threads} threads"
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "key": self.key, "name": self.name, "kind": self.kind, "ram_bytes": self.ram_bytes,
             "flash_bytes": self.flash_bytes, "int8_macs_per_s": self.int8_macs_per_s,
             "family": self.family, "formats": list(self.formats), "sources": dict(self.sources),
             "max_latency_ms": self.max_latency_ms, "max_mflops": self.max_mflops,
         }
+        if self.latency_model is not None:
+            d["latency"] = self.latency_model.to_toml_dict()
+        return d
 
 
 def _bundled_dir() -> Path:
@@ -96,8 +140,9 @@ def parse_profile(text: str, key: str, where: str) -> Device:
     if not isinstance(src, dict):
         raise bad("sources", "must be a table")
     for k in src:
-        if k not in SOURCE_KEYS:
-            raise bad(f"sources.{k}", f"unknown key (allowed: {', '.join(SOURCE_KEYS)})")
+        if k not in SOURCE_KEYS + OPTIONAL_SOURCE_KEYS:
+            raise bad(f"sources.{k}", "unknown key (allowed: "
+                                      f"{', '.join(SOURCE_KEYS + OPTIONAL_SOURCE_KEYS)})")
     for k in SOURCE_KEYS:
         if not isinstance(src.get(k), str) or not src[k].strip():
             raise bad(f"sources.{k}", "missing: say where this number comes from")
@@ -110,11 +155,77 @@ def parse_profile(text: str, key: str, where: str) -> Device:
             opt[k] = float(v)
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise bad("name", "must be a non-empty string")
+    if "description" in data and not isinstance(data["description"], str):
+        raise bad("description", "must be a string")
+    model = None
+    if "latency" in data:
+        if not isinstance(data["latency"], dict):
+            raise bad("latency", "must be a table")
+        try:
+            model = LatencyModel.from_toml_dict(data["latency"])
+        except ValueError as e:
+            k, _, why = str(e).partition(": ")
+            raise bad(k, why) from None
+        if "latency" in src and (not isinstance(src["latency"], str) or not src["latency"]):
+            raise bad("sources.latency", "must say where the latency model comes from")
     return Device(
         key=key, name=data["name"], kind=data["kind"], ram_bytes=sizes["ram"],
         flash_bytes=sizes["flash"], int8_macs_per_s=float(rate), family=data["family"],
-        formats=tuple(fmts), sources=dict(src), path=where, **opt,
+        formats=tuple(fmts), sources=dict(src), path=where, latency_model=model,
+        description=data.get("description"), **opt,
     )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"cannot write {v} to TOML")
+        r = repr(v)
+        return r if any(c in r for c in ".en") else r + ".0"
+    if isinstance(v, str):
+        out = v.replace("\\", "\\\\").replace('"', '\\"')
+        out = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                      for c in out)
+        return f'"{out}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ValueError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    ok = k and all(c.isalnum() or c in "-_" for c in k)
+    return k if ok else _toml_value(k)
+
+
+def dumps(data: dict, comments: dict[str, str] | None = None) -> str:
+    """A profile (nested dicts of str/int/float/bool/list) as TOML; ``comments`` maps top-level
+    keys to a trailing comment. Tables follow the plain keys, nested ones as dotted headers."""
+    comments = comments or {}
+    lines: list[str] = []
+
+    def emit(d: dict, prefix: str) -> None:
+        plain = [(k, v) for k, v in d.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in d.items() if isinstance(v, dict)]
+        if prefix and (plain or not tables):
+            lines.append("")
+            lines.append(f"[{prefix}]")
+        for k, v in plain:
+            if v is None:
+                continue
+            c = comments.get(k) if not prefix else None
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}" + (f"  # {c}" if c else ""))
+        for k, v in tables:
+            emit(v, f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k))
+
+    emit(data, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def load(name_or_path: str) -> Device:

@@ -6,6 +6,7 @@ compared with; KiB/MiB/GiB are accepted as synonyms.
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -32,6 +33,8 @@ def parse_size(text: str | int | float) -> int:
         raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, KB, MB or GB)")
     if value < 0:
         raise ValueError(f"size must not be negative: {text!r}")
+    if not math.isfinite(value * _UNITS[unit]):
+        raise ValueError(f"size too large: {text!r}")
     return int(round(value * _UNITS[unit]))
 
 

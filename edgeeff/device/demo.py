@@ -4,6 +4,12 @@ Needs only a TFLite runtime and OpenCV (``pip install 'edgeeff[runtime]'``), nev
 Capture runs in its own thread and hands frames over a bounded queue; a live camera drops the
 stale frame instead of lagging, a file or folder is processed frame by frame. Each frame is
 cropped, resized and colour-converted straight into the interpreter's input buffer.
+
+Damaged input does not end the run: a video frame that fails to decode, an unreadable image
+in a folder, is skipped and counted (``skipped_frames`` in the summary). A camera that stops
+delivering ends the run with exit code 1 after a clean shutdown, or, with ``reconnect=True``
+(``--reconnect``), is closed and reopened with backoff, each attempt reported as an event
+(``{"event": "reconnect", "attempt": n, ...}``, a JSON line in headless/JSON mode).
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ from edgeeff.device.images import IMAGE_SUFFIXES, frame_into, list_images, load_
 
 QUEUE_SIZE = 2
 CAMERA_TIMEOUT_S = 5.0
+# a video file: this many undecodable frames in a row past the container's frame count is
+# the end of the file (before it, a failed read is a damaged frame, skipped)
+MAX_BAD_RUN = 30
+# --reconnect: wait this long before each reopening attempt (the last one repeats)
+RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def need_cv2() -> None:
@@ -50,6 +61,7 @@ class DemoError(EdgeeffError):
 class Source:
     live = False
     name = "source"
+    skipped = 0  # frames or files that could not be decoded, skipped
 
     def frames(self):  # yields BGR uint8 frames
         raise NotImplementedError
@@ -68,8 +80,10 @@ class ImageFolderSource(Source):
     def frames(self):
         for p in self.files:
             img = load_bgr(p)
-            if img is not None:
-                yield img
+            if img is None:
+                self.skipped += 1
+                continue
+            yield img
 
 
 class VideoSource(Source):
@@ -93,14 +107,23 @@ class VideoSource(Source):
             raise EdgeeffError(f"cannot decode video {target} (is it a video file?)")
 
     def frames(self):
-        failures = 0
+        import cv2
+
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not self.is_camera else 0
+        failures = reads = bad_run = 0
         while True:
             ok, frame = self.cap.read()
+            reads += 1
             if ok and frame is not None:
                 failures = 0
+                self.skipped += bad_run  # damaged frames with a good one after them
+                bad_run = 0
                 yield frame
                 continue
             if not self.is_camera:
+                bad_run += 1
+                if reads < count or bad_run <= MAX_BAD_RUN:
+                    continue  # a damaged frame: go on to the next one
                 return  # end of file
             failures += 1
             if failures > 10:
@@ -136,7 +159,85 @@ class PiCameraSource(Source):
             yield self.cam.capture_array()
 
     def close(self) -> None:
-        self.cam.stop()
+        try:
+            self.cam.stop()
+        finally:  # stop() keeps the camera acquired: a new Picamera2() (reconnect) would fail
+            self.cam.close()
+
+
+class ReconnectingSource(Source):
+    """A live source that is reopened (``opener()``) with backoff when it fails or ends.
+
+    Runs in the capture thread; every attempt is handed to ``emit`` as an event dict, and
+    ``reconnecting`` is set while no frames can come (the consumer does not time out then).
+    Any source with ``frames()`` and ``close()`` can be wrapped (a camera, the Pi camera).
+    """
+
+    live = True
+
+    def __init__(self, opener, first: Source):
+        self.opener, self.src, self.name = opener, first, first.name
+        self.stop_event = threading.Event()
+        self.reconnecting = threading.Event()
+        self.emit = lambda event: None
+        self.reconnects = 0
+        self._skipped_before = 0
+
+    @property
+    def skipped(self) -> int:
+        return self._skipped_before + (self.src.skipped if self.src is not None else 0)
+
+    def frames(self):
+        while not self.stop_event.is_set():
+            try:
+                yield from self.src.frames()
+                reason = f"{self.name} ended"
+            except Exception as e:  # noqa: BLE001 - whatever the camera raised
+                reason = str(e) or type(e).__name__
+            if self.stop_event.is_set():
+                return
+            self._close_current()
+            self.src = self._reopen(reason)
+            if self.src is None:
+                return
+
+    def _close_current(self) -> None:
+        src, self.src = self.src, None
+        if src is not None:
+            self._skipped_before += src.skipped
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001,S110 - a vanished device may fail to close
+                pass
+
+    def _reopen(self, reason: str) -> Source | None:
+        self.reconnecting.set()
+        try:
+            attempt = 0
+            while True:
+                delay = RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)]
+                attempt += 1
+                if self.stop_event.wait(delay):
+                    return None
+                event = {"event": "reconnect", "attempt": attempt, "source": self.name,
+                         "delay_s": delay, "reason": reason}
+                try:
+                    src = self.opener()
+                except Exception as e:  # noqa: BLE001 - EdgeeffError, or the driver's own
+                    self.emit({**event, "ok": False, "error": str(e) or type(e).__name__})
+                    continue
+                if self.stop_event.is_set():
+                    src.close()
+                    return None
+                self.reconnects += 1
+                self.emit({**event, "ok": True, "error": None})
+                return src
+        finally:
+            self.reconnecting.clear()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self._close_current()
 
 
 def sample_clip() -> Path:
@@ -200,6 +301,8 @@ class _Capture(threading.Thread):
     def __init__(self, src: Source, pp: Preprocessor):
         super().__init__(daemon=True, name="edgeeff-capture")
         self.src, self.pp = src, pp
+        if isinstance(src, ReconnectingSource):  # events travel in order with the frames
+            src.emit = lambda event: self.q.put(event)
         resolution = pp.resolution
         self.bufs = np.empty((QUEUE_SIZE + 2, resolution, resolution, 3), np.uint8)
         self._scratch = np.empty((resolution, resolution, 3), np.uint8)
@@ -207,8 +310,10 @@ class _Capture(threading.Thread):
         for i in range(len(self.bufs)):
             self.free.put(i)
         self.q: queue.Queue = queue.Queue()
-        self.stop_event, self.error = threading.Event(), None
-        self.dropped = 0
+        # a reconnecting source sleeps on this same event, so stopping wakes it at once
+        self.stop_event = getattr(src, "stop_event", None) or threading.Event()
+        self.error = None
+        self.dropped = self.skipped = 0
 
     def release(self, slot: int) -> None:
         self.free.put(slot)
@@ -220,25 +325,39 @@ class _Capture(threading.Thread):
             except queue.Empty:
                 pass
             if self.src.live:
-                try:
-                    _, slot = self.q.get_nowait()  # the stalest frame makes room
-                    self.dropped += 1
+                slot = self._drop_stalest()
+                if slot is not None:
                     return slot
-                except queue.Empty:
-                    pass
             try:
                 return self.free.get(timeout=0.1)
             except queue.Empty:
                 continue
         return None
 
+    def _drop_stalest(self) -> int | None:
+        """Take the oldest queued frame out (its buffer makes room); events stay queued."""
+        with self.q.mutex:
+            for i, item in enumerate(self.q.queue):
+                if isinstance(item, tuple):
+                    del self.q.queue[i]
+                    self.dropped += 1
+                    return item[1]
+        return None
+
     def run(self) -> None:
+        import cv2
+
         try:
             for frame in self.src.frames():
                 slot = None if self.stop_event.is_set() else self._slot()
                 if slot is None:
                     break
-                frame_into(frame, self.pp, self.bufs[slot], self._scratch)
+                try:
+                    frame_into(frame, self.pp, self.bufs[slot], self._scratch)
+                except (ValueError, cv2.error):  # a damaged frame (empty, odd shape)
+                    self.skipped += 1
+                    self.release(slot)
+                    continue
                 self.q.put((frame, slot))
         except Exception as e:  # noqa: BLE001 - reported by the consumer
             self.error = e
@@ -259,9 +378,48 @@ def _overlay(frame, top, latency_ms, fps):
     return frame
 
 
+def _report_event(ev: dict, as_lines: bool, out, err) -> None:
+    if as_lines:
+        out.write(json.dumps(ev) + "\n")
+        out.flush()
+    else:
+        res = "reconnected" if ev["ok"] else f"failed ({ev['error']})"
+        print(f"edgeeff demo: {ev['source']} lost ({ev['reason']}); reconnect attempt "
+              f"{ev['attempt']} after {ev['delay_s']:g} s: {res}", file=err)
+
+
+def _next_item(cap: _Capture, src: Source, on_event):
+    """The next queued frame (or _END); events queued before it are reported first. No frame
+    for CAMERA_TIMEOUT_S is an error, except while a reconnecting source is reopening."""
+    deadline = time.monotonic() + CAMERA_TIMEOUT_S
+    while True:
+        try:
+            item = cap.q.get(timeout=0.1)
+        except queue.Empty:
+            reconnecting = getattr(src, "reconnecting", None)
+            if reconnecting is not None and reconnecting.is_set():
+                deadline = time.monotonic() + CAMERA_TIMEOUT_S
+            elif time.monotonic() > deadline:
+                raise DemoError(f"{src.name} delivered no frame for {CAMERA_TIMEOUT_S:.0f}s"
+                                ) from None
+            continue
+        if isinstance(item, dict):
+            on_event(item)
+            deadline = time.monotonic() + CAMERA_TIMEOUT_S
+            continue
+        return item
+
+
 def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
-             max_frames: int | None, out=sys.stdout, err=sys.stderr) -> dict:
+             max_frames: int | None, out=None, err=None, reconnect: bool = False) -> dict:
+    out, err = out or sys.stdout, err or sys.stderr  # the streams of the moment, not of import
     src = open_source(source)
+    if reconnect:
+        if src.live:
+            src = ReconnectingSource(lambda: open_source(source), src)
+        else:
+            print(f"edgeeff demo: --reconnect applies to cameras; {src.name} is read once",
+                  file=err)
     show = not headless
     if show:
         import cv2
@@ -281,11 +439,8 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     t_start = t_prev
     try:
         while max_frames is None or n < max_frames:
-            try:
-                item = cap.q.get(timeout=CAMERA_TIMEOUT_S)
-            except queue.Empty:
-                raise DemoError(f"{src.name} delivered no frame for {CAMERA_TIMEOUT_S:.0f}s"
-                                ) from None
+            item = _next_item(cap, src, lambda ev: _report_event(ev, headless or as_json,
+                                                                 out, err))
             if item is _END:
                 if cap.error is not None:
                     raise cap.error if isinstance(cap.error, EdgeeffError) else DemoError(
@@ -325,9 +480,14 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
 
             cv2.destroyAllWindows()
     wall = time.perf_counter() - t_start
+    skipped = src.skipped + cap.skipped
     summary = {"frames": n, "fps": round(n / wall, 2) if wall > 0 else 0.0,
                "mean_latency_ms": round(lat_sum / n, 3) if n else None,
-               "dropped_frames": cap.dropped, "runtime": clf.runtime}
+               "dropped_frames": cap.dropped, "skipped_frames": skipped,
+               "reconnects": getattr(src, "reconnects", 0), "runtime": clf.runtime}
     print(f"edgeeff demo: {n} frames, {summary['fps']} FPS end to end, mean inference "
-          f"{summary['mean_latency_ms']} ms, {cap.dropped} stale frames dropped", file=err)
+          f"{summary['mean_latency_ms']} ms, {cap.dropped} stale frames dropped, "
+          f"{skipped} undecodable skipped"
+          + (f", {summary['reconnects']} reconnects" if reconnect and src.live else ""),
+          file=err)
     return summary

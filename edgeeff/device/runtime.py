@@ -38,14 +38,24 @@ def _interpreter_class():
 def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
                      delegate: str | None = None):
     """(interpreter, runtime name, delegate name or None), tensors allocated."""
+    from edgeeff.device import tflite_graph
+
+    if isinstance(model, (bytes, bytearray)):  # verified before any interpreter sees it
+        tflite_graph.verify(bytes(model))
+    else:
+        tflite_graph.read_model_file(model)
     Interpreter, load_delegate, name = _interpreter_class()
     delegates = []
     if delegate == "edgetpu":
+        from edgeeff.device import delegate_probe
+
+        lib = delegate_probe.edgetpu_lib()
+        delegate_probe.probe(name, lib)  # in a child first: a mismatched libedgetpu segfaults
         try:
-            delegates.append(load_delegate(EDGETPU_LIB))
+            delegates.append(load_delegate(lib))
         except (ValueError, OSError):
             raise EdgeeffError(
-                f"EdgeTPU runtime {EDGETPU_LIB} not found: install it with "
+                f"EdgeTPU runtime {lib} not found: install it with "
                 "'sudo apt-get install libedgetpu1-std' from Coral's apt repository "
                 "(https://coral.ai/docs/accelerator/get-started/)") from None
     elif delegate not in (None, "", "none"):
@@ -102,18 +112,40 @@ def resolve_model_path(model: str | Path, prefer: str = "int8", delegate: str | 
     return p
 
 
+def _classifier_io(path: Path, interpreter) -> tuple[dict, dict]:
+    """(input, output) details of an image classifier: [1, R, R, 3] in, [1, N] out."""
+    from edgeeff.device.tflite_graph import NotAClassifierError
+
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise NotAClassifierError(path, f"{len(ins)} inputs and {len(outs)} outputs, expected 1 and 1")
+    inp, out = ins[0], outs[0]
+    shape, oshape = [int(d) for d in inp["shape"]], [int(d) for d in out["shape"]]
+    if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[1] < 1 or shape[3] != 3:
+        raise NotAClassifierError(path, f"input shape {shape}, expected [1, R, R, 3]")
+    if len(oshape) != 2 or oshape[0] != 1 or oshape[1] < 1:
+        raise NotAClassifierError(path, f"output shape {oshape}, expected [1, classes]")
+    kinds = (np.uint8, np.int8, np.float16, np.float32)
+    if inp["dtype"] not in kinds or out["dtype"] not in kinds:
+        raise NotAClassifierError(path, f"{np.dtype(inp['dtype']).name} input and "
+                                        f"{np.dtype(out['dtype']).name} output, expected "
+                                        "uint8, int8 or float")
+    return inp, out
+
+
 class Classifier:
     """Preprocessed RGB crop in, float scores out; reuses its buffers for every frame."""
 
     def __init__(self, model: str | Path, num_threads: int | None = None,
                  delegate: str | None = None):
+        from edgeeff.device import tflite_graph
+
         self.path = Path(model)
-        data = self.path.read_bytes()
+        data = tflite_graph.read_model_file(self.path)  # ModelFileError if damaged
         self.metadata = read_embedded_metadata(data) or {}
         self.interpreter, self.runtime, self.delegate = load_interpreter(
             self.path, num_threads, delegate)
-        inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
+        inp, out = _classifier_io(self.path, self.interpreter)
         self._in_index, self._out_index = inp["index"], out["index"]
         self.input_dtype = inp["dtype"]
         self.resolution = int(inp["shape"][1])

@@ -21,6 +21,20 @@ from edgeeff.core.fsutil import check_out
 from edgeeff.core.preprocess import Preprocessor
 
 
+class Int8DropTooLarge(EdgeeffError):
+    """The measured float32 -> int8 top-1 drop on the held-back images exceeds
+    ``--max-int8-drop``: ``drop`` and ``limit`` in percentage points, ``basis`` says whether
+    it is top-1 accuracy (labelled images) or top-1 agreement (no labels)."""
+
+    def __init__(self, drop: float, limit: float, basis: str, images: int):
+        labelled = basis.startswith("top-1 accuracy")
+        what = ("top-1 accuracy drop float32 -> int8" if labelled else
+                "top-1 disagreement float32 vs int8 (no labels for the held-back images)")
+        super().__init__(f"{what} is {drop:g} points on {images} held-back images, more than "
+                         f"--max-int8-drop {limit:g}; nothing written")
+        self.drop, self.limit, self.basis, self.images = drop, limit, basis, images
+
+
 @dataclass
 class ExportRequest:
     spec: object = None  # ModelSpec, or None with ``onnx``
@@ -37,13 +51,16 @@ class ExportRequest:
     mean: str | None = None  # ONNX input normalisation, pixel units
     std: str | None = None
     frontend: object = None  # a ready Frontend instead of building ``spec``
+    max_int8_drop: float | None = None  # fail when int8 loses more top-1 points than this
+    calib_note: str | None = None  # where the default calibration folder came from
+    edgetpu_runtime: int | None = None  # edgetpu_compiler -m: oldest Edge TPU runtime to support
 
     def check(self) -> ExportRequest:
         """Every check that needs no TensorFlow, so bad input fails before it loads."""
         check_out(self.out, self.force)
         if self.calib is not None and not Path(self.calib).is_dir():
             raise EdgeeffError(f"calibration folder not found: {self.calib}")
-        if self.weights not in ("auto", "none", "imagenet") and not Path(self.weights).is_file():
+        if self.weights not in ("auto", "none", "imagenet", "inherit") and not Path(self.weights).is_file():
             raise EdgeeffError(f"weights file not found: {self.weights}")
         if self.labels_file is not None and not Path(self.labels_file).is_file():
             raise EdgeeffError(f"labels file not found: {self.labels_file}")
@@ -53,16 +70,29 @@ class ExportRequest:
             raise EdgeeffError("--mean/--std describe an ONNX model's input: use them with --from")
         if self.spec is None and self.onnx is None and self.frontend is None:
             raise EdgeeffError("nothing to export: give a spec, a preset, --phi or --from")
+        if self.max_int8_drop is not None:
+            if self.max_int8_drop < 0:
+                raise EdgeeffError(f"--max-int8-drop must be >= 0, got {self.max_int8_drop:g}")
+            if not (self.int8 or any(FORMATS[f].needs_int8 for f in self.formats)):
+                raise EdgeeffError("--max-int8-drop checks the int8 model: add --int8")
+        if self.edgetpu_runtime is not None:
+            from edgeeff.export.edgetpu import check_runtime
+
+            check_runtime(self.edgetpu_runtime)
+            if "edgetpu" not in self.formats:
+                raise EdgeeffError("--edgetpu-runtime is for the EdgeTPU compiler: add "
+                                   "--format edgetpu")
         return self
 
 
 def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=None,
             resolution=None, onnx=None, mean=None, std=None, weights="auto", labels_file=None,
             int8=False, calib=None, num_calib=None, formats="tflite", out="edgeeff-out",
-            force=False, debug=False) -> ExportRequest:
+            force=False, debug=False, max_int8_drop=None, edgetpu_runtime=None) -> ExportRequest:
     """The export options (as the CLI takes them) -> a checked :class:`ExportRequest`.
 
-    A spec file written by ``edgeeff train`` brings its checkpoint and labels as defaults.
+    A spec file written by ``edgeeff train`` brings its checkpoint, labels and (for
+    calibration, unless ``calib`` is given) its training data folder as defaults.
     """
     from edgeeff.core import specfile
 
@@ -72,7 +102,8 @@ def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=N
         raise EdgeeffError(str(e)) from None
     req = ExportRequest(weights=weights, int8=int8, calib=calib, num_calib=num_calib,
                         formats=fmts, out=Path(out), force=force, debug=debug,
-                        labels_file=labels_file, onnx=onnx, mean=mean, std=std)
+                        labels_file=labels_file, onnx=onnx, mean=mean, std=std,
+                        max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime)
     if onnx:
         if any(v is not None for v in (spec_file, preset, phi, num_classes, resolution)):
             raise EdgeeffError("--from takes the architecture from the ONNX file: drop "
@@ -85,7 +116,33 @@ def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=N
             if weights == "auto":
                 req.weights = trained["weights"]
             req.labels_file = req.labels_file or trained["labels"]
+            if calib is None:
+                req.calib, req.calib_note = _trained_data(spec_file or A.SPEC_FILE)
     return req.check()
+
+
+def _trained_data(spec_path) -> tuple[str | None, str | None]:
+    """The training data folder 'edgeeff train' recorded in its spec file, as a calibration
+    default: (folder, note), or (None, note) when it is not there any more.
+
+    Recorded relative to the spec file's folder (so a project moved or cloned as a whole
+    keeps working from any working directory) or absolute; spec files from before that
+    recorded the path as typed, relative to the working directory of 'edgeeff train', which
+    is tried last.
+    """
+    from edgeeff.core import specfile
+
+    spec_path = Path(spec_path)
+    rec = (specfile.read(spec_path)[1].get("trained") or {}).get("data")
+    if not isinstance(rec, str) or not rec:
+        return None, None
+    p = Path(rec)
+    tries = [p] if p.is_absolute() else [spec_path.parent / p, p]
+    for t in tries:
+        if t.is_dir():
+            return str(t), f"calibrating on the training data recorded in {spec_path.name} ({t.name}/)"
+    return None, (f"the training data folder recorded in {spec_path.name} ({rec}) is not "
+                  "there: calibrating on the bundled calibration/ photos (pass --calib)")
 
 
 def _versions() -> dict:
@@ -153,6 +210,8 @@ def run(req: ExportRequest, log=print) -> dict:
     int8 = req.int8 or bool(needs_int8)
     if needs_int8 and not req.int8:
         log(f"note: {', '.join(needs_int8)} needs int8: quantising as if --int8 was given")
+    if int8 and req.calib_note:
+        log(f"note: {req.calib_note}")
     req.check()
     out = Path(req.out)
     with tempfile.TemporaryDirectory(prefix="edgeeff-onnx2tf-") as work:
@@ -188,7 +247,7 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
         for w in caught:
             log(f"warning: {w.message}")
         log(f"calibration: {len(calib.images)} images from {calib.source} "
-            f"(+{len(calib.holdout)} held back for the report)")
+            f"({calib.classes} class folder(s); +{len(calib.holdout)} held back for the report)")
 
     card = {
         "name": fe.name,
@@ -210,14 +269,19 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
             write_bytes_atomic(tmp / A.FLOAT_MODEL, metadata.package(float_bytes, md))
             if int8:
                 t = prog.add_task("calibrating + int8", total=len(calib.images))
-                int8_bytes = tflite.quantize_float_model(
-                    float_bytes, calib.images, fe.preprocessor, on_sample=lambda: prog.advance(t))
-                if int8_bytes is None:  # fall back to a full second conversion
-                    prog.reset(t)
+                why = tflite.shared_quantizer_unavailable()
+                if why is None:  # the float flatbuffer above is the quantizer's input
+                    quantizer = tflite.QUANTIZER
+                    int8_bytes = tflite.quantize_float_model(
+                        float_bytes, calib.images, fe.preprocessor,
+                        on_sample=lambda: prog.advance(t))
+                else:  # this TensorFlow lacks those internals: a full second conversion
+                    quantizer = f"TFLiteConverter (fallback: {why})"
+                    log(f"note: int8 through a second full TFLiteConverter run: {why}")
                     int8_bytes = tflite.convert_int8(fe.model, calib.images, fe.preprocessor,
                                                      on_sample=lambda: prog.advance(t))
                 md = metadata.model_metadata(fe.name, spec_dict, labels, fe.preprocessor,
-                                             {"calibration": calib.record()})
+                                             {"calibration": calib.record(files=False)})
                 write_bytes_atomic(tmp / A.INT8_MODEL, metadata.package(int8_bytes, md))
         write_text_atomic(tmp / A.LABELS, "\n".join(labels) + "\n")
         card["artifacts"][A.FLOAT_MODEL] = _artifact(tmp / A.FLOAT_MODEL)
@@ -225,24 +289,47 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
             card["calibration"] = calib.record()
             card["artifacts"][A.INT8_MODEL] = _artifact(tmp / A.INT8_MODEL)
             log("quantization report (float32 vs int8 on held-back images)...")
+            truth, note = calib.holdout_labels(labels)
             with captured_output():
                 card["quantization"] = tflite.quant_report(
-                    tmp / A.FLOAT_MODEL, tmp / A.INT8_MODEL, calib.holdout)
+                    tmp / A.FLOAT_MODEL, tmp / A.INT8_MODEL, calib.holdout, truth, note)
+            card["quantization"]["quantizer"] = quantizer
+            _check_int8_drop(card["quantization"], req.max_int8_drop, log)
             if req.debug:
                 card["quantization"]["worst_layers"] = tflite.debug_report(
                     fe.model, calib.images, fe.preprocessor)
         for fmt in req.formats:
             if fmt != "tflite":
-                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log))
+                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log, req))
         write_json_atomic(tmp / A.MODEL_CARD, card)
     return card
+
+
+def _check_int8_drop(rep: dict, limit: float | None, log) -> None:
+    """--max-int8-drop: raise :class:`Int8DropTooLarge` (inside the temporary folder, so
+    nothing reaches --out) when the measured drop is larger than ``limit`` points."""
+    if "top1_drop_points" in rep:
+        basis = rep["drop_basis"]
+        head = "int8 top-1 drop" if basis.startswith("top-1 accuracy") else \
+            "int8 top-1 disagreement with float32 (no labels)"
+        acc = (f" (float32 {rep['float_top1']:.1%}, int8 {rep['int8_top1']:.1%})"
+               if "float_top1" in rep else "")
+        log(f"{head}: {rep['top1_drop_points']:g} points on {rep['images']} held-back "
+            f"images{acc}")
+    if limit is None:
+        return
+    if "top1_drop_points" not in rep:
+        raise EdgeeffError("--max-int8-drop: no held-back images to measure the drop on "
+                           "(use more calibration images)")
+    if rep["top1_drop_points"] > limit:
+        raise Int8DropTooLarge(rep["top1_drop_points"], limit, rep["drop_basis"], rep["images"])
 
 
 def _artifact(path: Path) -> dict:
     from edgeeff.device import tflite_graph
 
-    data = path.read_bytes()
-    g = tflite_graph.read(data)
+    data = tflite_graph.read_model_file(path)  # verified: ModelFileError if damaged
+    g = tflite_graph.read(data, path)
     inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     return {
         "bytes": len(data),
@@ -255,32 +342,24 @@ def _artifact(path: Path) -> dict:
     }
 
 
-def _export_edgetpu(tmp: Path, fe: Frontend, log) -> dict:
-    from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
+def _export_edgetpu(tmp: Path, fe: Frontend, log, req=None) -> dict:
     from edgeeff.export import edgetpu
 
-    int8 = (tmp / A.INT8_MODEL).read_bytes()
-    rep = edgetpu.compatibility(int8)
-    text = edgetpu.format_report(rep)
-    write_text_atomic(tmp / A.EDGETPU_REPORT_TXT, text)
-    write_json_atomic(tmp / A.EDGETPU_REPORT_JSON, rep)
-    log(text.rstrip())
-    comp = edgetpu.compile_model(tmp / A.INT8_MODEL, tmp)
-    if not comp["compiled"]:
-        log(comp.get("message") or f"edgetpu_compiler failed (see {comp.get('log')})")
-    return {"edgetpu": {k: v for k, v in rep.items() if k != "ops"} | {"compiler": comp}}
+    runtime = req.edgetpu_runtime if req is not None else None
+    return {"edgetpu": edgetpu.export(tmp, A.INT8_MODEL, runtime, log)}
 
 
-def _export_tflm(tmp: Path, fe: Frontend, log) -> dict:
+def _export_tflm(tmp: Path, fe: Frontend, log, req=None) -> dict:
     from edgeeff.export import tflm
 
-    rec = tflm.export(tmp / A.INT8_MODEL, tmp / A.TFLM_DIR, fe.name)
-    log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B measured, "
+    rec = tflm.export(tmp / A.INT8_MODEL, tmp / A.TFLM_DIR, fe.name, spec=fe.spec, log=log)
+    how = "measured" if rec["measured_with"] == tflm.MEASURED_WITH else "estimated"
+    log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B {how}, "
         f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")
     return {"tflm": rec}
 
 
-def _export_saved_model(tmp: Path, fe: Frontend, log) -> dict:
+def _export_saved_model(tmp: Path, fe: Frontend, log, req=None) -> dict:
     import shutil
 
     from edgeeff.model.quiet import captured_output

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from edgeeff.core.artifacts import LABELS, METADATA_NAME
 from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device import tflite_graph
 
 
 def _fb_utils():
@@ -36,14 +35,7 @@ def _with_buffers(model: bytes, named: dict[str, bytes]) -> bytes:
         return m.name.decode() if isinstance(m.name, bytes) else m.name
 
     obj.metadata = [m for m in (obj.metadata or []) if name_of(m) not in named]
-    for name, data in named.items():
-        buf = s.BufferT()
-        buf.data = np.frombuffer(data, np.uint8)
-        obj.buffers.append(buf)
-        md = s.MetadataT()
-        md.name = name
-        md.buffer = len(obj.buffers) - 1
-        obj.metadata.append(md)
+    tflite_graph.append_metadata(obj, named)
     return bytes(fu.convert_object_to_bytearray(obj))
 
 

@@ -8,19 +8,30 @@ Lite models do); for the efficientnet family the per-channel normalisation stays
 
 The converter is run once: the float32 flatbuffer is the model_float32.tflite artifact *and* the
 input of post-training quantisation (calibration, then TFLite's MLIR quantizer), which is what
-TFLiteConverter does internally after its own float conversion. Should those internals move in a
-future TensorFlow, the full converter path is used instead.
+TFLiteConverter does internally after its own float conversion. Those internals are checked up
+front (:func:`shared_quantizer_unavailable`); should they move in a future TensorFlow, the
+exporter says so and runs the full converter instead, and the model card records which
+quantizer made the model.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 
 
+class QuantizationFailed(EdgeeffError):
+    """Post-training quantization raised: ``error_type`` (the exception's class name) and
+    ``detail`` (the converter's last log lines, or the exception's first line)."""
+
+    def __init__(self, error_type: str, detail: str):
+        super().__init__(f"int8 quantization failed ({error_type}): {detail}")
+        self.error_type, self.detail = error_type, detail
+
+
 def _convert(conv, what: str) -> bytes:
-    from edgeeff.core.errors import EdgeeffError
     from edgeeff.model.quiet import captured_output, tail
 
     log: list[str] = []
@@ -71,21 +82,58 @@ def representative(images: np.ndarray, pp: Preprocessor, on_sample=None, layout:
     return gen
 
 
+QUANTIZER = "calibrator+mlir_quantize"
+
+
+def _shared_quantizer():
+    """(calibrator module, mlir_quantize, None), or (None, None, reason) when this TensorFlow
+    lacks the internals :func:`quantize_float_model` uses, checked up front by name and
+    signature (never by catching errors while quantising)."""
+    import inspect
+
+    try:
+        from tensorflow.lite.python import convert
+        from tensorflow.lite.python.optimize import calibrator
+    except ImportError as e:
+        return None, None, f"tensorflow.lite.python internals not importable ({e})"
+    fn = getattr(convert, "mlir_quantize", None)
+    if fn is None:
+        return None, None, "tensorflow.lite.python.convert.mlir_quantize is missing"
+    for name in ("add_intermediate_tensors", "Calibrator"):
+        if not hasattr(calibrator, name):
+            return None, None, f"tensorflow.lite.python.optimize.calibrator.{name} is missing"
+    if not callable(getattr(calibrator.Calibrator, "calibrate", None)):
+        return None, None, "Calibrator.calibrate is missing"
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return None, None, "mlir_quantize has no inspectable signature"
+    missing = [k for k in ("input_data_type", "output_data_type") if k not in params]
+    if missing or len(params) < 2:
+        return None, None, f"mlir_quantize takes no {', '.join(missing) or 'model argument'}"
+    return calibrator, fn, None
+
+
+def shared_quantizer_unavailable() -> str | None:
+    """Why the shared float->int8 path cannot be used with this TensorFlow (None: it can)."""
+    return _shared_quantizer()[2]
+
+
 def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocessor,
-                         on_sample=None) -> bytes | None:
+                         on_sample=None) -> bytes:
     """Calibrate and fully quantise an already converted float32 flatbuffer (uint8 in/out).
 
-    None when this TensorFlow lacks the calibrator/quantizer entry points used here.
+    Check :func:`shared_quantizer_unavailable` first (the exporter falls back to
+    :func:`convert_int8`, and says so, when it is not None). Any failure while quantising,
+    TypeErrors included, is an :class:`EdgeeffError`: it never silently triggers the fallback.
     """
-    try:
-        import tensorflow as tf
-        from tensorflow.lite.python.convert import mlir_quantize
-        from tensorflow.lite.python.optimize import calibrator
-    except ImportError:
-        return None
-    from edgeeff.core.errors import EdgeeffError
+    import tensorflow as tf
+
     from edgeeff.model.quiet import captured_output, tail
 
+    calibrator, mlir_quantize, why = _shared_quantizer()
+    if why is not None:
+        raise QuantizationFailed("unavailable", why)
     log: list[str] = []
     try:
         with captured_output(log):
@@ -94,11 +142,9 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocesso
                 representative(images, pp, on_sample))
             return mlir_quantize(calibrated, False, input_data_type=tf.uint8,
                                  output_data_type=tf.uint8)
-    except (AttributeError, TypeError):
-        return None  # internals changed: the caller falls back to the full converter
-    except Exception as e:  # noqa: BLE001
-        detail = tail(log[0] if log else "", 2) or str(e).splitlines()[0]
-        raise EdgeeffError(f"int8 quantization failed: {detail[:300]}") from None
+    except Exception as e:  # noqa: BLE001 - the quantizer raises many types
+        detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [""])[0]
+        raise QuantizationFailed(type(e).__name__, detail[:300]) from None
 
 
 def _int8_converter(model, images: np.ndarray, pp: Preprocessor, on_sample=None):
@@ -122,27 +168,49 @@ def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None) ->
     return _convert(conv, "int8")
 
 
-def quant_report(float_path, int8_path, holdout: np.ndarray) -> dict:
-    """Float vs int8 on held-back images: top-1 agreement and mean |score difference|."""
+def quant_report(float_path, int8_path, holdout: np.ndarray,
+                 labels: list[int] | None = None, labels_note: str | None = None) -> dict:
+    """Float vs int8 on held-back images: top-1 agreement, mean |score difference| and, with
+    ``labels`` (the true class of every held-back image), float and int8 top-1 accuracy.
+
+    ``top1_drop_points`` is the float -> int8 top-1 accuracy drop in percentage points, or,
+    without labels, the share of images where int8's top-1 differs from float's
+    (``100 - agreement %``); ``drop_basis`` says which.
+    """
     from edgeeff.device.runtime import Classifier
 
     if len(holdout) == 0:
         return {"images": 0, "note": "no held-back images"}
     f, q = Classifier(float_path, num_threads=2), Classifier(int8_path, num_threads=2)
-    agree, err, maxerr = 0, [], 0.0
-    for img in holdout:
+    agree, err, maxerr, f_hits, q_hits = 0, [], 0.0, 0, 0
+    for i, img in enumerate(holdout):
         a, b = f(img), q(img)
-        agree += int(np.argmax(a) == np.argmax(b))
+        fa, qa = int(np.argmax(a)), int(np.argmax(b))
+        agree += int(fa == qa)
+        if labels is not None:
+            f_hits += int(fa == labels[i])
+            q_hits += int(qa == labels[i])
         d = np.abs(a - b)
         err.append(float(d.mean()))
         maxerr = max(maxerr, float(d.max()))
-    return {
-        "images": int(len(holdout)),
-        "top1_agreement": round(agree / len(holdout), 4),
+    n = len(holdout)
+    rep = {
+        "images": int(n),
+        "top1_agreement": round(agree / n, 4),
         "mean_abs_score_error": round(float(np.mean(err)), 6),
         "max_abs_score_error": round(maxerr, 6),
         "scores": "softmax probabilities",
     }
+    if labels is not None:
+        rep["float_top1"] = round(f_hits / n, 4)
+        rep["int8_top1"] = round(q_hits / n, 4)
+        rep["top1_drop_points"] = round(100.0 * (f_hits - q_hits) / n, 2)
+        rep["drop_basis"] = f"top-1 accuracy, labels {labels_note or 'given'}"
+    else:
+        rep["top1_drop_points"] = round(100.0 * (n - agree) / n, 2)
+        rep["drop_basis"] = ("top-1 agreement float vs int8 (100 - agreement %): no labels"
+                             + (f" ({labels_note})" if labels_note else ""))
+    return rep
 
 
 def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) -> list[dict]:

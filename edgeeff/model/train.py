@@ -104,6 +104,22 @@ def _datasets(x_train, y_train, x_val, y_val, resolution: int, batch: int, num_c
     return train, val
 
 
+def is_chief() -> bool:
+    """Under MultiWorkerMirroredStrategy (TF_CONFIG set), only the chief keeps the outputs:
+    the "chief" task if the cluster has one, else worker 0."""
+    cfg = os.environ.get("TF_CONFIG")
+    if not cfg:
+        return True
+    try:
+        doc = json.loads(cfg)
+        task, cluster = doc.get("task") or {}, doc.get("cluster") or {}
+    except (json.JSONDecodeError, AttributeError):
+        raise EdgeeffError("TF_CONFIG is not valid JSON") from None
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") in (None, "worker") and int(task.get("index", 0)) == 0
+
+
 def _strategy(distribute: bool):
     import tensorflow as tf
 
@@ -117,6 +133,70 @@ def _strategy(distribute: bool):
 def _stage_of_layers(spec: ModelSpec) -> dict[str, int]:
     """Block-name prefix (``block6a_``) -> its stage, from the block table."""
     return {b.name + "_": b.stage for b in expand(spec).blocks}
+
+
+def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs: int, lr: float,
+                      patience: int, ckpt: Path, log) -> dict[str, list]:
+    """A plain tf.distribute training loop for MultiWorkerMirroredStrategy.
+
+    Keras 3's ``Model.fit`` cannot run under MultiWorkerMirroredStrategy (it fails converting
+    PerReplica values: keras-team/keras#20585, tensorflow/tensorflow#72388); this loop does
+    what ``fit`` does here with the same model, loss and optimizer: Adam, label-smoothed
+    cross-entropy averaged over the global batch, validation accuracy each epoch, early
+    stopping and the best weights restored and checkpointed.
+    """
+    import keras
+    import tensorflow as tf
+
+    with strategy.scope():
+        opt = keras.optimizers.Adam(lr)
+        loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=0.1, reduction="none")
+    dist_train = strategy.experimental_distribute_dataset(train_ds)
+    dist_val = strategy.experimental_distribute_dataset(val_ds)
+
+    @tf.function
+    def train_step(x, y):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.nn.compute_average_loss(loss_fn(y, model(x, training=True)))
+            grads = tape.gradient(loss, model.trainable_weights)
+            opt.apply(grads, model.trainable_weights)
+            return loss
+
+        return strategy.reduce("SUM", strategy.run(step, args=(x, y)), axis=None)
+
+    @tf.function
+    def val_step(x, y):
+        def step(x, y):
+            p = model(x, training=False)
+            hit = tf.cast(tf.equal(tf.argmax(p, -1), tf.argmax(y, -1)), tf.float32)
+            return tf.reduce_sum(hit), tf.cast(tf.shape(hit)[0], tf.float32)
+
+        hits, n = strategy.run(step, args=(x, y))
+        return strategy.reduce("SUM", hits, axis=None), strategy.reduce("SUM", n, axis=None)
+
+    history: dict[str, list] = {"loss": [], "val_accuracy": []}
+    best, best_weights, waited = -1.0, None, 0
+    for epoch in range(epochs):
+        losses = [float(train_step(x, y)) for x, y in dist_train]
+        hits = total = 0.0
+        for x, y in dist_val:
+            h, n = val_step(x, y)
+            hits, total = hits + float(h), total + float(n)
+        acc = hits / max(total, 1.0)
+        history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        history["val_accuracy"].append(acc)
+        log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, val_accuracy {acc:.4f}")
+        if acc > best:
+            best, best_weights, waited = acc, model.get_weights(), 0
+            model.save_weights(str(ckpt))
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
 
 
 def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
@@ -150,6 +230,12 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     if epochs < 1:
         raise EdgeeffError("--epochs must be >= 1")
     out = check_out(out, force)
+    # the strategy first: MultiWorkerMirroredStrategy must configure collective ops before
+    # TensorFlow runs anything (the datasets below would initialise its context)
+    strategy = _strategy(distribute)
+    multi_worker = distribute and bool(os.environ.get("TF_CONFIG"))
+    name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
+    log(f"strategy: {name}, {strategy.num_replicas_in_sync} replicas in sync")
     files, labels, classes = folder_dataset(data)
     spec = replace(spec, num_classes=len(classes))
     tr, va = split(labels, val_fraction)
@@ -163,15 +249,19 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     log(f"train: {len(tr)} images, validation: {len(va)} images, {len(classes)} classes")
     train_ds, val_ds = _datasets(pixels[tr], y[tr], pixels[va], y[va], spec.resolution, batch,
                                  len(classes))
-    strategy = _strategy(distribute)
     with strategy.scope():
         model = build_model(spec)
-        desc = load_into(model, spec, weights)
+        desc = load_into(model, spec, weights, auto_inherit=True)
         head = model.get_layer("predictions")
         # a new head starts at zero: uniform class scores instead of huge random logits
         head.set_weights([np.zeros_like(w) for w in head.get_weights()])
     head_epochs = max(1, epochs // 2)
     history: dict[str, list] = {}
+    chief = not distribute or is_chief()
+    if not chief:  # every worker saves (collective ops), but only the chief's files are kept
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="edgeeff-worker-")) / "out"
     with atomic_dir(out, force=force) as tmp:
         ckpt = tmp / A.TRAINED_WEIGHTS
         cbs = [keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
@@ -182,31 +272,46 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
                                                (True, 1e-4, epochs - head_epochs))):
             if n <= 0:
                 continue
-            with strategy.scope():
-                _freeze(model, spec, fine)
-                model.compile(optimizer=keras.optimizers.Adam(lr),
-                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
-                              metrics=["accuracy"])
             log(f"phase {phase + 1}: {'fine-tuning the top blocks' if fine else 'new head'}, "
                 f"lr {lr:g}, {n} epoch(s)")
-            h = model.fit(train_ds, validation_data=val_ds, epochs=n, callbacks=cbs, verbose=2,
-                          shuffle=False)  # tf.data already shuffles
-            for k, v in h.history.items():
+            with strategy.scope():
+                _freeze(model, spec, fine)
+            if multi_worker:
+                h = _fit_multi_worker(model, strategy, train_ds, val_ds, n, lr, patience, ckpt,
+                                      log)
+            else:
+                with strategy.scope():
+                    model.compile(optimizer=keras.optimizers.Adam(lr),
+                                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                                  metrics=["accuracy"])
+                h = model.fit(train_ds, validation_data=val_ds, epochs=n, callbacks=cbs,
+                              verbose=2, shuffle=False).history  # tf.data already shuffles
+            for k, v in h.items():
                 history.setdefault(k, []).extend(float(x) for x in v)
         if ckpt.is_file():
             model.load_weights(str(ckpt))
         for layer in model.layers:
             layer.trainable = True
-        val_acc = float(model.evaluate(val_ds, verbose=0)[1])
+        val_acc = (history["val_accuracy"][int(np.argmax(history["val_accuracy"]))]
+                   if multi_worker else float(model.evaluate(val_ds, verbose=0)[1]))
         model.save(str(tmp / A.TRAINED_KERAS))
         model.save_weights(str(ckpt))
         write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
         write_json_atomic(tmp / A.TRAIN_HISTORY, history)
         result = {"classes": classes, "train_images": int(len(tr)), "val_images": int(len(va)),
                   "val_accuracy": round(val_acc, 4), "weights_from": desc,
+                  "top1": round(100 * val_acc, 2),
+                  "top1_basis": f"measured by edgeeff train on {len(va)} validation images",
                   "epochs_run": len(history.get("loss", []))}
         specfile.write(tmp / A.SPEC_FILE, spec, {
             "trained": {**result, "weights": A.TRAINED_WEIGHTS, "labels": A.LABELS,
-                        "data": str(data)}})
+                        # relative to this spec file: resolves from any working directory
+                        "data": os.path.relpath(Path(data).resolve(), Path(out).resolve())}})
+    if not chief:
+        import shutil
+
+        shutil.rmtree(out.parent, ignore_errors=True)
+        log("non-chief worker: done; the chief writes the outputs")
+    result["chief"] = chief
     log(json.dumps({k: v for k, v in result.items() if k != "classes"}))
     return result

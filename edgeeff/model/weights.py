@@ -13,21 +13,29 @@ class RandomWeightsWarning(UserWarning):
     pass
 
 
-def load_into(model, spec: ModelSpec, weights: str) -> str:
+def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) -> str:
     """Fill ``model``'s weights; returns a short description for the model card.
 
     ``auto`` means ImageNet weights where the architecture has them (and the
-    ``edgeeff[pretrained]`` extra is installed), random initialisation otherwise.
+    ``edgeeff[pretrained]`` extra is installed), else random initialisation; with
+    ``auto_inherit`` (what ``train`` asks for: a starting point for fine-tuning), weights
+    inherited from the nearest pretrained Lite0/1/2 (``inherit``,
+    :mod:`edgeeff.model.inherit`) for the lite family before falling back to random.
     """
     if weights == "auto":
-        from edgeeff.model import pretrained
+        from edgeeff.model import inherit, pretrained
 
-        weights = "imagenet" if pretrained.available_for(spec) else "none"
+        weights = ("imagenet" if pretrained.available_for(spec)
+                   else "inherit" if auto_inherit and inherit.can_inherit(spec) else "none")
+    if weights == "inherit":
+        from edgeeff.model import inherit
+
+        return inherit.inherit_into(model, spec)
     if weights in (None, "", "none"):
         warnings.warn("--weights none: random initialisation, predictions are MEANINGLESS "
                       "(use --weights imagenet or a trained checkpoint for a real model)",
                       RandomWeightsWarning, stacklevel=2)
-        return "none (random initialisation)"
+        return "none"
     if weights == "imagenet":
         from edgeeff.model import pretrained
 

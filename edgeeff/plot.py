@@ -1,0 +1,86 @@
+"""``fit --plot``: the decision as a picture (matplotlib, from the ``[plot]`` extra).
+
+Every pretrained candidate (lite0/1/2 at each resolution) on predicted top-1 against latency
+(or MACs where no latency budget is set), the budget line, the pick and the runner-up; for a
+pick without weights, its position on the cost axis as a dashed line.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fit import FitResult, pretrained_candidates
+from edgeeff.core.fsutil import write_bytes_atomic
+
+FORMATS = {".png": "png", ".svg": "svg"}
+COLORS = {"lite0": "#1f77b4", "lite1": "#2ca02c", "lite2": "#d62728"}
+
+
+def check_path(path: str | Path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise EdgeeffError(f"--plot {path}: use a .png or .svg file name")
+    return fmt
+
+
+def plot_fit(res: FitResult, path: str | Path) -> Path:
+    fmt = check_path(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+    b = res.budgets
+    by_latency = b.max_latency_ms is not None or b.max_macs is None
+
+    def x(c) -> float:
+        return c.latency_ms if by_latency else c.cost.macs / 1e6
+
+    cands = list(res.candidates) or pretrained_candidates(res.device, b, res.chosen.spec.num_classes)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for name, color in COLORS.items():
+        own = sorted((c for c in cands if c.spec.preset == name), key=x)
+        if not own:
+            continue
+        ax.plot([x(c) for c in own], [c.top1 for c in own], "-", color=color, alpha=0.35, lw=1)
+        fits = [c for c in own if c.fits]
+        over = [c for c in own if not c.fits]
+        ax.scatter([x(c) for c in fits], [c.top1 for c in fits], color=color, s=22,
+                   label=f"{name} (fits)")
+        ax.scatter([x(c) for c in over], [c.top1 for c in over], facecolors="none",
+                   edgecolors=color, s=22, label=f"{name} (over budget)")
+    limit = b.max_latency_ms if by_latency else (None if b.max_macs is None else b.max_macs / 1e6)
+    if limit is not None:
+        ax.axvline(limit, color="black", ls=":", lw=1.2,
+                   label=f"budget {limit:g} {'ms' if by_latency else 'MFLOPs'}")
+    ch = res.chosen
+    if ch.top1 is not None:
+        ax.scatter([x(ch)], [ch.top1], marker="*", s=260, color="gold", edgecolors="black",
+                   zorder=5, label=f"pick: {ch.label} ({ch.top1:.1f} %)")
+    else:
+        ax.axvline(x(ch), color="purple", ls="--", lw=1.2,
+                   label=f"pick: {ch.label} (no ImageNet weights)")
+        if res.alternative is not None:
+            a = res.alternative
+            ax.scatter([x(a)], [a.top1], marker="*", s=200, color="violet", edgecolors="black",
+                       zorder=5, label=f"best pretrained: {a.label} ({a.top1:.1f} %)")
+    if res.runner_up is not None:
+        r = res.runner_up
+        ax.scatter([x(r)], [r.top1], marker="D", s=70, color="silver", edgecolors="black",
+                   zorder=4, label=f"runner-up: {r.label} ({r.top1:.1f} %)")
+    ax.set_xlabel(f"{'latency, ms (' + res.device.key + ')' if by_latency else 'MFLOPs (MACs)'}")
+    ax.set_ylabel("predicted ImageNet top-1, int8 (%)")
+    ax.set_title(f"edgeeff fit: {res.device.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    plt.close(fig)
+    out = Path(path)
+    write_bytes_atomic(out, buf.getvalue())
+    return out

@@ -1,0 +1,148 @@
+"""``edgeeff profile`` and the per-op latency model: the profile it writes is a device profile
+``fit`` accepts, the model predicts the graphs it was fitted on, the TOML round-trips, and the
+command runs with only the runtime tier (TensorFlow, Keras and ONNX blocked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeeff.core import latency, targets
+from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
+from edgeeff.core.cost import graph
+from tests.test_layers import BLOCKER
+
+BLOCKED = "tensorflow,keras,tf_keras,onnx,onnx2tf,onnxruntime,cv2"
+
+
+@pytest.fixture(scope="module")
+def quick_profile(tmp_path_factory):
+    """``edgeeff profile --quick`` run once, as a user would, with TensorFlow & co. blocked."""
+    pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert ([runtime])")
+    d = tmp_path_factory.mktemp("profile")
+    out = d / "my-device.toml"
+    r = subprocess.run([sys.executable, "-c", BLOCKER, BLOCKED, "profile", "--quick",
+                        "--threads", "1", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=180, cwd=d)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, json.loads(r.stdout)
+
+
+def test_quick_profile_writes_a_profile_fit_accepts(quick_profile, tmp_path):
+    path, summary = quick_profile
+    assert summary["wall_s"] < 30 and summary["graphs_timed"] >= 40
+    dev = targets.load(str(path))
+    assert dev.latency_model is not None and dev.latency_model.threads == 1
+    assert dev.int8_macs_per_s > 0 and "edgeeff profile" in dev.sources["throughput"]
+    assert "edgeeff profile" in dev.sources["latency"]
+    r = subprocess.run([sys.executable, "-c", BLOCKER, BLOCKED + ",ai_edge_litert", "fit",
+                        "--device", str(path), "--max-mflops", "400", "--json",
+                        "--out", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    res = json.loads(r.stdout)
+    assert res["device"] == "my-device" and res["latency_ms"] > 0
+
+
+def test_profile_model_predicts_its_own_training_graphs(quick_profile):
+    from edgeeff.device import profile, synth
+
+    dev = targets.load(str(quick_profile[0]))
+    probes = [p for p in profile.design(quick=True) if p.n_ops is None][:4]
+    for p in probes:
+        measured = profile.time_model(synth.build(p.spec, metadata=False), threads=1, runs=9)
+        predicted = dev.latency_ms(p.spec)
+        assert 0.6 < predicted / measured < 1.6, (p.label, measured, predicted)
+
+
+def test_profile_command_refuses_to_overwrite(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "dev.toml"
+    out.write_text("x")
+    r = run_cli("profile", "--quick", "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and out.read_text() == "x"
+
+
+# --------------------------------------------------------------------------- pure: no runtime
+
+
+def _fitted_model(seed: int = 0):
+    """A model fitted to latencies made by known coefficients (no runtime needed)."""
+    from edgeeff.device.profile import design_specs
+
+    specs = design_specs(40)
+    cols = latency.columns()
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.2, 1.0, len(cols)) * (rng.random(len(cols)) < 0.7)
+    rows = np.array([latency.row(s) for s in specs])
+    ms = rows @ truth
+    return specs, ms, latency.from_solution(latency.solve(rows, ms, ridge=0.0), threads=2,
+                                            runtime="ai_edge_litert", runtime_version="2.3.0",
+                                            cpu="test CPU")
+
+
+def test_nnls_matches_a_projected_gradient_solution():
+    rng = np.random.default_rng(1)
+    A = rng.random((60, 12))
+    b = rng.normal(size=60) + 1.0
+    x = latency.nnls(A, b)
+    assert (x >= 0).all()
+    y = np.zeros(12)
+    step = 1.0 / np.linalg.norm(A, 2) ** 2
+    for _ in range(50000):
+        y = np.maximum(0.0, y - step * (A.T @ (A @ y - b)))
+    assert np.linalg.norm(A @ x - b) <= np.linalg.norm(A @ y - b) + 1e-6
+
+
+def test_fit_recovers_exact_latencies():
+    specs, ms, model = _fitted_model()
+    err = latency.errors(model, specs, ms)
+    assert np.abs(err).max() < 1e-3
+
+
+def test_op_types_cover_both_families():
+    lite = [latency.op_type(graph(preset_spec("lite0")), i)
+            for i in range(len(graph(preset_spec("lite0")).ops))]
+    g = graph(preset_spec("b0"))
+    eff = [latency.op_type(g, i) for i in range(len(g.ops))]
+    assert lite.count("CONV_2D_KxK") == 1 and "CONV_2D_SE" not in lite and "MUL" not in lite
+    assert {"DEPTHWISE_CONV_2D_3x3", "DEPTHWISE_CONV_2D_5x5", "CONV_2D_1x1", "ADD", "MEAN",
+            "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"} <= set(lite)
+    assert eff.count("CONV_2D_SE") == 2 * 16 and eff.count("MUL_BCAST") == 16
+    assert eff.count("MUL_CONST") == eff.count("ADD_CONST") == 1
+    assert set(eff) <= set(latency.OP_TYPES)
+
+
+def test_latency_table_round_trips_through_toml():
+    specs, ms, model = _fitted_model(3)
+    model = latency.LatencyModel(model.coefficients, 2.5e-5, 2, "ai_edge_litert", "2.3.0",
+                                 'EPYC "x", 2 cores', validation={"within_10pct": 0.95, "n": 44,
+                                                                  "method": "5-fold"})
+    prof = {"name": "bench box", "kind": "sbc", "ram": "512MB", "flash": "256MB",
+            "int8_macs_per_s": 1.5e10, "family": "lite", "formats": ["tflite"],
+            "sources": {"ram": "r", "flash": "f", "throughput": "t", "latency": "measured"},
+            "latency": model.to_toml_dict()}
+    text = targets.dumps(prof)
+    dev = targets.parse_profile(text, "box", "box.toml")
+    back = dev.latency_model
+    assert back.threads == 2 and back.cpu == model.cpu and back.validation["n"] == 44
+    assert back.graph_s == pytest.approx(model.graph_s)
+    for s in specs[:10] + [preset_spec("b0"), phi_spec(-5, "lite", 10)]:
+        assert back.predict_ms(s) == pytest.approx(model.predict_ms(s), rel=1e-5)
+        assert dev.latency_ms(s) == pytest.approx(model.predict_ms(s), rel=1e-5)
+    # and again: dumping the parsed model gives the same text
+    assert targets.dumps({**prof, "latency": back.to_toml_dict()}) == text
+
+
+def test_device_latency_falls_back_to_macs_without_a_model():
+    dev = targets.load("pi4")
+    spec = ModelSpec(family="lite", width=1.0, depth=1.0, resolution=224)
+    macs = sum(op.macs for op in graph(spec).ops)
+    assert dev.latency_model is None
+    assert dev.latency_ms(spec) == pytest.approx(1000 * macs / dev.int8_macs_per_s)
+    assert dev.latency_ms(macs) == dev.latency_ms(spec)

@@ -1,0 +1,235 @@
+"""edgeeff.device.synth writes the exporter's int8 graph without TensorFlow: same ops in the same
+order, same options, same tensors (shapes, types, quantisation layout), runnable in LiteRT and
+in TFLite Micro with the same arena.
+
+The reference exports (``edgeeff export --int8 --weights none``, 10-30 s each) are cached under
+``~/.cache/edgeeff/test-exports`` (or ``$EDGEEFF_TEST_EXPORTS``), keyed by the exporter's
+sources and the TensorFlow version, so only the first run after an exporter change pays for
+them; tests that need them are skipped without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeeff.core import cost, specfile
+from edgeeff.core.arch import phi_spec, preset_spec
+from tests.conftest import ROOT, run_cli
+
+litert = pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert ([runtime])")
+
+from ai_edge_litert import schema_py_generated as S  # noqa: E402
+
+from edgeeff.device import synth, tflite_graph  # noqa: E402
+
+# name -> export CLI arguments (what the spec is made from, exactly as the CLI resolves it)
+CASES = {
+    "lite-phi-8-c10": ["--phi", "-8", "--family", "lite", "--num-classes", "10"],
+    "eff-phi-6-c10": ["--phi", "-6", "--family", "efficientnet", "--num-classes", "10"],
+    "lite-phi0-c1000": ["--phi", "0", "--family", "lite", "--num-classes", "1000"],
+    "b0-64-c1000": ["--preset", "b0", "--resolution", "64", "--num-classes", "1000"],
+    "eff-phi-3-c10": ["--phi", "-3", "--family", "efficientnet", "--num-classes", "10"],
+    "lite-phi+1-96-c1000": ["--phi", "1", "--family", "lite", "--resolution", "96",
+                            "--num-classes", "1000"],
+}
+TFLM_CASES = ["lite-phi-8-c10", "eff-phi-6-c10"]  # 72 and 96 px, 10 classes: quick to bisect
+# what the exported graph depends on: the Keras builder, the converter calls, the versions and
+# the spec's layout (cost.graph walks the same block list as the builder)
+EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py"]
+
+
+def spec_of(args: list[str]):
+    kw = {"preset": None, "phi": None, "family": None, "num_classes": None, "resolution": None}
+    for flag, val in zip(args[::2], args[1::2]):
+        k = flag[2:].replace("-", "_")
+        kw[k] = val if k in ("preset", "family") else (float(val) if k == "phi" else int(val))
+    return specfile.resolve(None, kw["preset"], kw["phi"], kw["family"], kw["num_classes"],
+                            kw["resolution"])
+
+
+def _cache_key(args: list[str]) -> str:
+    h = hashlib.sha256()
+    for pkg in ("tensorflow", "keras"):
+        try:
+            h.update(f"{pkg}={version(pkg)}".encode())
+        except PackageNotFoundError:
+            pass
+    for f in EXPORTER_SOURCES:
+        h.update((ROOT / f).read_bytes())
+    h.update(" ".join(args).encode())
+    g = cost.graph(spec_of(args))
+    h.update(repr([(op.kind, g.shape(op.output), op.weights) for op in g.ops]).encode())
+    return h.hexdigest()[:20]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> dict[str, bytes]:
+    """name -> the exporter's model_int8.tflite for every case (cached across sessions)."""
+    cache = Path(os.environ.get("EDGEEFF_TEST_EXPORTS",
+                                Path.home() / ".cache" / "edgeeff" / "test-exports"))
+    cache.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, args in CASES.items():
+        path = cache / f"{name}-{_cache_key(args)}.tflite"
+        if not path.is_file():
+            if importlib.util.find_spec("tensorflow") is None:
+                pytest.skip("the reference exports need TensorFlow ([export])")
+            d = tmp_path_factory.mktemp("export")
+            r = run_cli("export", *args, "--weights", "none", "--int8", "--num-calib", "8",
+                        "--out", str(d / "out"), timeout=600)
+            assert r.returncode == 0, r.stderr[-1500:]
+            tmp = path.with_suffix(".part")
+            shutil.copyfile(d / "out" / "model_int8.tflite", tmp)
+            tmp.replace(path)
+        out[name] = path.read_bytes()
+    return out
+
+
+def _model(data: bytes):
+    return S.ModelT.InitFromPackedBuf(data, 0)
+
+
+def _tensor_sig(m, i: int):
+    if i < 0:
+        return None
+    t = m.subgraphs[0].tensors[i]
+    q = t.quantization
+    n_scale = 0 if q is None or q.scale is None else len(q.scale)
+    sig = None if t.shapeSignature is None else tuple(int(x) for x in t.shapeSignature)
+    return (tuple(int(x) for x in t.shape), t.type, sig, n_scale,
+            None if q is None else q.quantizedDimension)
+
+
+def _op_sigs(data: bytes) -> list[tuple]:
+    m = _model(data)
+    names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for op in m.subgraphs[0].operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        opts = op.builtinOptions
+        opts = {} if opts is None else {k: v for k, v in vars(opts).items()}
+        out.append((names[code.builtinCode], op.builtinOptionsType, sorted(opts.items()),
+                    [_tensor_sig(m, i) for i in op.inputs],
+                    [_tensor_sig(m, i) for i in op.outputs]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
+    spec = spec_of(CASES[name])
+    real, fake = exports[name], synth.build(spec)
+    rg, fg = tflite_graph.read(real), tflite_graph.read(fake)
+    # op list, and the cost model's layout (which the latency model reads) agrees with both
+    assert [o.name for o in fg.ops] == [o.name for o in rg.ops]
+    assert [o.name for o in fg.ops] == [o.kind for o in cost.graph(spec).ops]
+    # op codes with the converter's versions, in the same order
+    rm, fm = _model(real), _model(fake)
+    assert [(c.builtinCode, c.version) for c in fm.operatorCodes] == \
+        [(c.builtinCode, c.version) for c in rm.operatorCodes]
+    # every op: options (fused activation, stride, padding, keep_dims, ...) and every tensor it
+    # touches (shape, type, batch signature, per-tensor/per-channel quantisation layout)
+    fs, rs = _op_sigs(fake), _op_sigs(real)
+    for i, (f, r) in enumerate(zip(fs, rs)):
+        assert f == r, f"op {i} ({r[0]}) differs:\n synth  {f}\n export {r}"
+    assert len(fg.tensors) == len(rg.tensors)
+    # model input and output: dtype, shape and quantisation exactly
+    for a, b in ((fg.inputs[0], rg.inputs[0]), (fg.outputs[0], rg.outputs[0])):
+        ta, tb = fg.tensors[a], rg.tensors[b]
+        assert (ta.shape, ta.dtype, ta.zero_point) == (tb.shape, tb.dtype, tb.zero_point)
+        assert ta.scale == pytest.approx(tb.scale, rel=1e-6)
+    assert fm.signatureDefs[0].signatureKey == rm.signatureDefs[0].signatureKey
+    # no float anywhere but nothing either: a full-integer graph like the export's
+    assert tflite_graph.non_integer_ops(fg) == tflite_graph.non_integer_ops(rg) == []
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_synthetic_model_runs_in_litert(name):
+    from edgeeff.device.runtime import load_interpreter
+
+    spec = spec_of(CASES[name])
+    it, _, _ = load_interpreter(synth.build(spec), num_threads=2)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.uint8 and list(inp["shape"]) == [1, spec.resolution,
+                                                                spec.resolution, 3]
+    x = np.random.default_rng(0).integers(0, 256, inp["shape"], dtype=np.uint8)
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    y = it.get_tensor(out["index"])
+    assert y.dtype == np.uint8 and y.shape == (1, spec.num_classes)
+    probs = (y.astype(np.float64) - out["quantization"][1]) * out["quantization"][0]
+    assert probs.sum() == pytest.approx(1.0, abs=0.02 + spec.num_classes / 256 / 2)
+
+
+def test_synthetic_lite_and_efficientnet_inputs_carry_the_exporters_quantisation():
+    lite = tflite_graph.read(synth.build(phi_spec(-6, "lite", 10)))
+    eff = tflite_graph.read(synth.build(phi_spec(-6, "efficientnet", 10)))
+    li, ei = lite.tensors[lite.inputs[0]], eff.tensors[eff.inputs[0]]
+    assert li.scale == (1 / 128,) and li.zero_point == (127,)  # (x - 127) / 128 folded in
+    assert ei.scale == (1.0,) and ei.zero_point == (0,)  # raw pixels, MUL/ADD follow
+    assert [o.name for o in eff.ops[:4]] == ["QUANTIZE", "MUL", "ADD", "CONV_2D"]
+    assert [o.name for o in lite.ops[:2]] == ["QUANTIZE", "CONV_2D"]
+    for g in (lite, eff):
+        o = g.tensors[g.outputs[0]]
+        assert o.dtype == "uint8" and o.scale == (1 / 256,) and o.zero_point == (0,)
+
+
+@pytest.mark.parametrize("name", TFLM_CASES)
+def test_synthetic_model_needs_the_same_tflm_arena(exports, name, tmp_path):
+    pytest.importorskip("tflite_micro", reason="needs tflite-micro ([export])")
+    from edgeeff.export.metadata import strip
+    from edgeeff.export.tflm import measure_arena
+
+    real, fake = tmp_path / "real.tflite", tmp_path / "fake.tflite"
+    real.write_bytes(strip(exports[name]))  # what 'export --format tflm' measures
+    fake.write_bytes(synth.build(spec_of(CASES[name]), metadata=False))
+    r = spec_of(CASES[name]).resolution
+    np.save(tmp_path / "x.npy", np.zeros((1, r, r, 3), np.uint8))
+    a = measure_arena(real)["min_arena_bytes"]
+    b = measure_arena(fake, invoke_input=tmp_path / "x.npy")  # and it runs there
+    assert b["min_arena_bytes"] == a
+    assert len(b["output"]) == 10
+
+
+def test_synthesis_is_fast_and_seeded():
+    spec = preset_spec("lite0")
+    synth.build(spec)  # imports
+    t = time.perf_counter()
+    a = synth.build(spec)
+    dt = time.perf_counter() - t
+    assert dt < 1.0, f"Lite0 took {dt:.2f} s"
+    assert synth.build(spec) == a  # same seed, same bytes
+    assert synth.build(spec, seed=1) != a
+
+
+def test_prefix_and_trained_variants():
+    spec = phi_spec(-4, "efficientnet", 10)
+    cg = cost.graph(spec)
+    g = tflite_graph.read(synth.build(spec, n_ops=40))
+    assert [o.name for o in g.ops] == [o.kind for o in cg.ops[:40]]
+    out = g.tensors[g.outputs[0]]
+    assert out.shape == (1, *cg.shape(cg.ops[39].output)) and out.dtype == "int8"
+    # a trained model's dense layer keeps its bias: one more int32 [classes] tensor
+    plain, trained = (tflite_graph.read(synth.build(spec, fc_bias=b)) for b in (False, True))
+    assert len(trained.tensors) == len(plain.tensors) + 1
+    fc = next(o for o in trained.ops if o.name == "FULLY_CONNECTED")
+    assert trained.tensors[fc.inputs[2]].shape == (10,)
+    assert trained.tensors[fc.inputs[2]].dtype == "int32"
+
+
+def test_resized_lite0_keeps_same_padding_semantics():
+    # odd feature-map sizes (TF "same" padding with stride 2 pads bottom/right): shapes follow
+    spec = replace(preset_spec("lite0", 10), resolution=120)
+    g = tflite_graph.read(synth.build(spec))
+    shapes = [g.tensors[o.outputs[0]].shape for o in g.ops]
+    assert shapes == [(1, *cost.graph(spec).shape(o.output)) for o in cost.graph(spec).ops]
+    assert (1, 8, 8, 112) in shapes and (1, 4, 4, 192) in shapes  # 15 -> 8 -> 4
