@@ -28,25 +28,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.helpers import crops  # noqa: E402  (the tests' crop dataset, shared)
+
 DEV = ROOT.parent / "shared" / "imagenet-dev"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def crops(photos: list[Path], out: Path, per_class: int, seed: int) -> Path:
-    """Random square crops of each photo, one class (folder) per photo (as tests/test_train.py)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    for p in photos:
-        img = cv2.imread(str(p))
-        h, w = img.shape[:2]
-        d = out / p.stem.split("_", 1)[1]
-        d.mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            s = int(min(h, w) * rng.uniform(0.5, 0.8))
-            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            cv2.imwrite(str(d / f"{k}.jpg"), img[y:y + s, x:x + s])
-    return out
 
 
 def imagenet_dev(res: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ import pytest
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 from tests.conftest import ROOT, needs
+from tests.helpers import strings
 
 cv2 = needs("cv2")
 
@@ -158,16 +159,6 @@ def test_record_names_files_relative_and_no_absolute_path(tmp_path):
     assert rec["source"] == "my data/"
     for f in rec["files"] + rec["holdout_files"]:
         assert not f.startswith("/") and (data / f).is_file()
-
-    def strings(x):
-        if isinstance(x, dict):
-            for v in x.values():
-                yield from strings(v)
-        elif isinstance(x, list):
-            for v in x:
-                yield from strings(v)
-        elif isinstance(x, str):
-            yield x
 
     assert not [s for s in strings(rec) if s.startswith("/") or str(tmp_path) in s]
     assert "files" not in cs.record(files=False)

@@ -8,6 +8,7 @@ import pytest
 
 from edgeeff.core.arch import phi_spec
 from tests.conftest import ROOT, needs, seed_everything
+from tests.helpers import strings
 from tests.test_calibrate import CLASSES, class_folders
 
 needs("tensorflow")
@@ -17,18 +18,6 @@ from edgeeff.device.runtime import read_embedded_metadata  # noqa: E402
 from edgeeff.export import ExportRequest, Int8DropTooLarge, request, run  # noqa: E402
 
 SPEC = phi_spec(-6.0, "lite", 4)  # 96 px, 4 classes: seconds to convert
-
-
-def _strings(x):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _strings(v)
-    elif isinstance(x, str):
-        yield x
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +57,7 @@ def test_no_absolute_path_in_card_or_embedded_metadata(class_export):
     assert docs["model_int8.tflite"]["calibration"]["sha256"] == \
         docs["model_card.json"]["calibration"]["sha256"]
     for name, doc in docs.items():
-        bad = [s for s in _strings(doc) if s.startswith("/") or str(root) in s]
+        bad = [s for s in strings(doc) if s.startswith("/") or str(root) in s]
         assert bad == [], (name, bad)
 
 

