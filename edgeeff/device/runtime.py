@@ -1,9 +1,9 @@
 """Run exported .tflite models with whatever TFLite runtime is installed — no TensorFlow needed.
 
 Runtimes are tried in this order: ``ai_edge_litert`` (LiteRT, the successor of tflite-runtime),
-then ``tflite_runtime``; TensorFlow is never imported here. :class:`Classifier` turns RGB uint8 crops into class
-scores using the preprocessing recorded in the model itself (edgeeff metadata) or in the
-``model_card.json`` next to it.
+then ``tflite_runtime``; TensorFlow is never imported here. :class:`Classifier` turns RGB
+uint8 crops into class scores with the :class:`Preprocessor` recorded in the model's edgeeff
+metadata (raw pixels when there is none), and labels from the metadata or ``labels.txt``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import numpy as np
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
-
-EDGETPU_LIB = "libedgetpu.so.1"
 
 
 def _interpreter_class():
@@ -36,13 +34,14 @@ def _interpreter_class():
 
 
 def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
-                     delegate: str | None = None):
-    """(interpreter, runtime name, delegate name or None), tensors allocated."""
+                     delegate: str | None = None, verified: bool = False):
+    """(interpreter, runtime name, delegate name or None), tensors allocated. The model is
+    verified before any interpreter sees it, unless the caller already did (``verified``)."""
     from edgeeff.device import tflite_graph
 
-    if isinstance(model, (bytes, bytearray)):  # verified before any interpreter sees it
+    if not verified and isinstance(model, (bytes, bytearray)):
         tflite_graph.verify(bytes(model))
-    else:
+    elif not verified:
         tflite_graph.read_model_file(model)
     Interpreter, load_delegate, name = _interpreter_class()
     delegates = []
@@ -73,11 +72,12 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
     return it, name, (delegate or None)
 
 
-def read_embedded_metadata(model_bytes: bytes) -> dict | None:
+def read_embedded_metadata(model_bytes: bytes, verified: bool = False) -> dict | None:
     """The JSON edgeeff writes into the model's metadata, if any."""
     from edgeeff.device import tflite_graph
 
-    data = tflite_graph.metadata_buffer(model_bytes, artifacts.METADATA_NAME)
+    data = tflite_graph.metadata_buffer(model_bytes, artifacts.METADATA_NAME,
+                                        verified=verified)
     if not data:
         return None
     try:
@@ -141,10 +141,10 @@ class Classifier:
         from edgeeff.device import tflite_graph
 
         self.path = Path(model)
-        data = tflite_graph.read_model_file(self.path)  # ModelFileError if damaged
-        self.metadata = read_embedded_metadata(data) or {}
+        data = tflite_graph.read_model_file(self.path)  # verified once: ModelFileError if damaged
+        self.metadata = read_embedded_metadata(data, verified=True) or {}
         self.interpreter, self.runtime, self.delegate = load_interpreter(
-            self.path, num_threads, delegate)
+            self.path, num_threads, delegate, verified=True)
         inp, out = _classifier_io(self.path, self.interpreter)
         self._in_index, self._out_index = inp["index"], out["index"]
         self.input_dtype = inp["dtype"]

@@ -89,9 +89,11 @@ def append_metadata(model_obj, named: dict[str, bytes], buffer_cls=None) -> None
         model_obj.metadata.append(md)
 
 
-def metadata_buffer(model: bytes, name: str, path=None) -> bytes | None:
-    """The bytes of the metadata buffer called ``name`` (e.g. edgeeff's JSON), if any."""
-    verify(model, path)
+def metadata_buffer(model: bytes, name: str, path=None, verified: bool = False) -> bytes | None:
+    """The bytes of the metadata buffer called ``name`` (e.g. edgeeff's JSON), if any.
+    ``verified``: the caller already ran :func:`verify` on these bytes."""
+    if not verified:
+        verify(model, path)
     m = schema().Model.GetRootAs(model, 0)
     for i in range(m.MetadataLength()):
         md = m.Metadata(i)
