@@ -43,7 +43,8 @@ SPECS = [
 ]
 # what the exported graph depends on: the Keras builder, the converter calls, the versions and
 # the spec's layout (cost.graph walks the same block list as the builder)
-EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py"]
+EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py",
+                    "edgeeff/export/__init__.py"]
 
 
 def _versions() -> str:

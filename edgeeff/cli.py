@@ -128,7 +128,7 @@ def devices(as_json: bool) -> None:
     devs = targets.load_all()
     if as_json:
         _emit_json([{**d.to_dict(), "latency_basis": d.latency_basis,
-                     "latency_estimate": d.latency_model is None} for d in devs])
+                     "latency_estimate": d.latency_is_estimate} for d in devs])
     else:
         report.devices_table(devs)
 
@@ -173,10 +173,10 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     timer = None
     if measure:
-        from edgeeff.device.profile import time_spec
+        from edgeeff.device.profile import SpecTimer
 
         n = threads or (device.latency_model.threads if device.latency_model else 2)
-        timer = lambda spec: time_spec(spec, threads=n)  # noqa: E731
+        timer = SpecTimer(threads=n)
     if pretrained or trained:
         res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
                                     trained=trained, pretrained=pretrained, measure=timer)
@@ -257,9 +257,13 @@ def info(preset, phi, family, spec_file, num_classes, resolution, device_name, a
 @click.option("--edgetpu-runtime", type=int, metavar="N",
               help="Oldest Edge TPU runtime the compiled model must load on (edgetpu_compiler "
                    "-m N, 10-14; default 14, libedgetpu 16.0). 13 = libedgetpu 15.0.")
+@click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+              help="int8 model input and output: uint8 (raw pixels in, probabilities out: "
+                   "MediaPipe and Coral) or int8 (no conversion ops; for your own runtime "
+                   "code and TFLite Micro). edgeeff demo/eval/bench take both.")
 def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, mean, std, weights,
            labels_file, int8, calib, num_calib, formats, out, force, debug, max_int8_drop,
-           edgetpu_runtime) -> None:
+           edgetpu_runtime, io) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
     from edgeeff import report
     from edgeeff.export import request, run
@@ -268,7 +272,7 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
                   num_classes=num_classes, resolution=resolution, onnx=onnx_path, mean=mean,
                   std=std, weights=weights, labels_file=labels_file, int8=int8, calib=calib,
                   num_calib=num_calib, formats=formats, out=out, force=force, debug=debug,
-                  max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime)
+                  max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime, io=io)
     _quiet_tensorflow()
     card = run(req, log=lambda m: click.echo(m, err=True))
     report.export_summary(card, out)

@@ -250,11 +250,15 @@ def test_edgetpu_runtime_reaches_the_compiler_and_the_model_card(int8_model, tmp
                                             log=LOGS / "gh671_c16_efficientdet_lite3_segment.log"))
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    (work / A.INT8_MODEL).write_bytes(int8_model)
+    conv = tmp_path / "converter" / A.INT8_MODEL  # the converter's graph, kept out of --out
+    conv.parent.mkdir()
+    conv.write_bytes(int8_model)
     lines = []
-    card = _export_edgetpu(work, None, lines.append, ExportRequest(edgetpu_runtime=13))["edgetpu"]
+    card = _export_edgetpu(work, None, lines.append, ExportRequest(edgetpu_runtime=13),
+                           conv)["edgetpu"]
     argv = (tmp_path / "argv").read_text().split()
     assert argv[argv.index("-m") + 1] == "13" and "--show_operations" in argv
+    assert argv[-1] == str(conv) and not (work / A.INT8_MODEL).exists()
     assert card["edgetpu_runtime"] == 13 and card["compiler"]["edgetpu_runtime"] == 13
     assert card["compiler"]["compiled"] and (work / A.EDGETPU_MODEL).is_file()
     assert card["runtime"]["libedgetpu"].startswith("15.0")

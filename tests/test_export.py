@@ -39,7 +39,42 @@ def test_int8_is_full_integer_with_raw_pixel_input(small_export):
     assert outp.dtype == "uint8" and outp.shape == (1, 10)
     # (x - 127) / 128 folded into the input quantisation: raw pixels go straight in
     assert inp.scale == (0.0078125,) and inp.zero_point == (127,)
-    assert g.op_names[0] != "MUL" and "DEQUANTIZE" not in g.op_names
+    assert "MUL" not in g.op_names
+    # the CPU model converts its input through float32 (XNNPACK runs both ops); TFLite Micro
+    # and the Edge TPU compiler get the converter's single uint8 -> int8 QUANTIZE
+    assert [o.name for o in g.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
+    assert tflite_graph.input_conversion(g) == (0, 1)
+    micro = tflite_graph.read((out / "tflm" / "model.tflite").read_bytes())
+    assert [o.name for o in micro.ops[:2]] == ["QUANTIZE", "CONV_2D"]
+    assert [o.name for o in micro.ops[1:]] == [o.name for o in g.ops[2:]]
+    assert card["artifacts"]["model_int8.tflite"]["io"] == "uint8"
+
+
+@pytest.fixture(scope="module")
+def int8_io_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "int8io"
+    seed_everything(0)
+    run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=8,
+                      out=out, io="int8"), log=lambda m: None)
+    return out
+
+
+def test_io_int8_has_no_conversion_ops_and_scores_like_uint8(small_export, int8_io_export):
+    g = tflite_graph.read((int8_io_export / "model_int8.tflite").read_bytes())
+    inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+    assert inp.dtype == outp.dtype == "int8"
+    assert "QUANTIZE" not in g.op_names and "DEQUANTIZE" not in g.op_names
+    assert g.ops[0].name == "CONV_2D" and g.ops[-1].name == "SOFTMAX"
+    assert inp.scale == (0.0078125,) and inp.zero_point == (-1,)  # (x - 127) / 128, int8
+    q8, u8 = Classifier(int8_io_export / "model_int8.tflite"), Classifier(
+        small_export[0] / "model_int8.tflite")
+    assert q8.input_dtype == np.int8 and not q8.raw_pixel_input
+    rng = np.random.default_rng(3)
+    for _ in range(4):  # the runtime feeds int8 pixels and reads int8 probabilities
+        img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        a, b = q8(img), u8(img)
+        assert a.argmax() == b.argmax() and np.abs(a - b).max() <= 1 / 256 + 1e-6
+        assert abs(a.sum() - 1) < 0.05
 
 
 def test_int8_runs_in_litert_and_agrees_with_float(small_export):
@@ -76,6 +111,12 @@ def test_edgetpu_report_maps_every_op(small_export):
     assert rep["fits_parameter_cache"] is True
     comp = card["artifacts"]["edgetpu"]["compiler"]
     assert comp["compiled"] is False and "edgetpu_compiler" in comp["message"]
+    # why the compiler gets the converter's graph: the CPU model's float DEQUANTIZE would
+    # leave every op on the CPU
+    from edgeeff.export import edgetpu
+
+    cpu = edgetpu.compatibility((out / "model_int8.tflite").read_bytes())
+    assert cpu["ops_on_edgetpu"] == 0 and cpu["first_cpu_op"]["op"] == "DEQUANTIZE"
 
 
 def test_edgetpu_report_cuts_graph_at_unsupported_op():
@@ -142,7 +183,7 @@ def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
     np.save(tmp_path / "x.npy", img)
     from edgeeff.export.tflm import measure_arena
 
-    res = measure_arena(out / "model_int8.tflite", tmp_path / "x.npy")
+    res = measure_arena(stripped, tmp_path / "x.npy")
     clf = Classifier(out / "model_int8.tflite")
     clf.interpreter.set_tensor(clf._in_index, img)
     clf.interpreter.invoke()
@@ -206,6 +247,7 @@ def test_cli_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
     (["--spec", "nope.json"], "spec file not found"),
     (["--preset", "lite0", "--weights", "missing.weights.h5"], "weights file not found"),
     (["--preset", "lite0", "--format", "coreml"], "unknown format"),
+    (["--preset", "lite0", "--io", "int8"], "add --int8"),
 ])
 def test_cli_bad_inputs(tmp_path, args, msg):
     r = run_cli("export", *args, "--out", str(tmp_path / "x"), cwd=tmp_path)

@@ -53,10 +53,28 @@ def test_fit_measure_times_candidates_in_a_runtime_only_install(tmp_path):
     assert d["latency_source"] == "measured" and d["latency_ms"] > 0
     assert d["latency_predicted_ms"] > 0 and d["latency_predicted_ms"] != d["latency_ms"]
     assert all(c["latency_source"] == "measured" for c in d["candidates"])
+    # neighbouring phi that round to one network are timed once: one latency per network
+    seen: dict[tuple, set] = {}
+    for c in d["candidates"]:
+        seen.setdefault((c["mflops"], c["params"], c["resolution"]), set()).add(c["latency_ms"])
+    assert all(len(v) == 1 for v in seen.values())
     r = subprocess.run([sys.executable, "-c", BLOCKER, blocked, "fit", "--device", "pi-zero-2w",
                         "--max-mflops", "40", "--measure", "--threads", "1",
                         "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "measured ms" in r.stdout and "measured here" in r.stdout
+
+
+def test_spec_timer_times_each_network_once():
+    pytest.importorskip("ai_edge_litert")
+    from edgeeff.core.arch import phi_spec
+    from edgeeff.device.profile import SpecTimer
+
+    t = SpecTimer(threads=1, runs=5)
+    a, b, c = (phi_spec(p, "lite", 10) for p in (-6.0, -6.01, -5.0))
+    assert a.name != b.name and SpecTimer.key(a) == SpecTimer.key(b) != SpecTimer.key(c)
+    ta = t(a)
+    assert ta > 0 and t(b) == ta and len(t.cache) == 1
+    assert t(c) > 0 and len(t.cache) == 2
 
 
 def test_info_device_reports_predicted_latency():

@@ -104,7 +104,7 @@ class Fe:
     spec = phi_spec(-6, "lite", 10) if spec_given else None
 logs = []
 try:
-    rec = _export_tflm(tmp, Fe(), logs.append)
+    rec = _export_tflm(tmp, Fe(), logs.append, None, tmp / 'model_int8.tflite')
 except EdgeeffError as e:
     print(json.dumps({"error": str(e)}))
 else:

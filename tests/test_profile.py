@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeeff.core import latency, targets
 from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
+from edgeeff.core.cost import cost as cost_of
 from edgeeff.core.cost import graph
+from tests.conftest import run_cli
 from tests.test_layers import BLOCKER
 
 BLOCKED = "tensorflow,keras,tf_keras,onnx,onnx2tf,onnxruntime,cv2"
@@ -140,9 +143,39 @@ def test_latency_table_round_trips_through_toml():
 
 
 def test_device_latency_falls_back_to_macs_without_a_model():
-    dev = targets.load("pi4")
+    from dataclasses import replace
+
+    dev = replace(targets.load("pi4"), latency_model=None)
     spec = ModelSpec(family="lite", width=1.0, depth=1.0, resolution=224)
     macs = sum(op.macs for op in graph(spec).ops)
-    assert dev.latency_model is None
     assert dev.latency_ms(spec) == pytest.approx(1000 * macs / dev.int8_macs_per_s)
     assert dev.latency_ms(macs) == dev.latency_ms(spec)
+    assert dev.latency_is_estimate and dev.latency_basis == "MACs / int8_macs_per_s"
+
+
+def test_bundled_profiles_carry_per_op_tables_labelled_estimates():
+    """tools/make_bundled_latency.py: CPU boards get a measured per-op shape scaled to their
+    throughput estimate at Lite0; MCUs and Corals MACs only, in the same form."""
+    lite0, b0 = preset_spec("lite0"), preset_spec("b0")
+    for dev in targets.load_all():
+        m = dev.latency_model
+        assert m is not None and m.estimate and dev.latency_is_estimate, dev.key
+        assert "not measured on this board" in dev.latency_basis
+        flat = dev.latency_ms(cost_of(lite0).macs)  # MACs / int8_macs_per_s
+        assert dev.latency_ms(lite0) == pytest.approx(flat, rel=1e-3), dev.key
+        per_mac_b0 = dev.latency_ms(b0) / cost_of(b0).macs
+        per_mac_lite0 = dev.latency_ms(lite0) / cost_of(lite0).macs
+        if dev.kind in ("sbc", "phone"):  # squeeze-excite and swish: dearer per MAC than lite
+            assert m.threads and per_mac_b0 > 1.3 * per_mac_lite0, dev.key
+            assert "DEPTHWISE_CONV_2D_3x3" in m.coefficients and m.graph_s >= 0
+        else:  # MACs only: the flat estimate for any spec
+            assert per_mac_b0 == pytest.approx(per_mac_lite0, rel=5e-3), dev.key
+            assert {f for c in m.coefficients.values() for f in c} <= {"macs", "weight_bytes"}
+    r = run_cli("devices", "--json")
+    assert r.returncode == 0 and all(d["latency_estimate"] for d in json.loads(r.stdout))
+    # and they are exactly what the tool derives from the committed measured profile
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "tools" / "make_bundled_latency.py"),
+                        "--measured", str(root / "tools" / "data" / "x86-64-1thread.toml"),
+                        "--check"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("0 file(s) to change"), r.stdout

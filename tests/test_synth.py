@@ -41,17 +41,27 @@ CASES = {
     "eff-phi-3-c10": ["--phi", "-3", "--family", "efficientnet", "--num-classes", "10"],
     "lite-phi+1-96-c1000": ["--phi", "1", "--family", "lite", "--resolution", "96",
                             "--num-classes", "1000"],
+    "eff-phi-8-c10-int8": ["--phi", "-8", "--family", "efficientnet", "--num-classes", "10",
+                           "--io", "int8"],
 }
 TFLM_CASES = ["lite-phi-8-c10", "eff-phi-6-c10"]  # 72 and 96 px, 10 classes: quick to bisect
-# what the exported graph depends on: the Keras builder, the converter calls, the versions and
-# the spec's layout (cost.graph walks the same block list as the builder)
-EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py"]
+# what the exported graph depends on: the Keras builder, the converter calls and the CPU-form
+# rewrite, the versions and the spec's layout (cost.graph walks the same block list as the
+# builder)
+EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py",
+                    "edgeeff/export/__init__.py"]
+
+
+def io_of(args: list[str]) -> str:
+    return args[args.index("--io") + 1] if "--io" in args else "uint8"
 
 
 def spec_of(args: list[str]):
     kw = {"preset": None, "phi": None, "family": None, "num_classes": None, "resolution": None}
     for flag, val in zip(args[::2], args[1::2]):
         k = flag[2:].replace("-", "_")
+        if k == "io":
+            continue
         kw[k] = val if k in ("preset", "family") else (float(val) if k == "phi" else int(val))
     return specfile.resolve(None, kw["preset"], kw["phi"], kw["family"], kw["num_classes"],
                             kw["resolution"])
@@ -67,31 +77,39 @@ def _cache_key(args: list[str]) -> str:
     for f in EXPORTER_SOURCES:
         h.update((ROOT / f).read_bytes())
     h.update(" ".join(args).encode())
-    g = cost.graph(spec_of(args))
+    g = cost.graph(spec_of(args), io_of(args))
     h.update(repr([(op.kind, g.shape(op.output), op.weights) for op in g.ops]).encode())
     return h.hexdigest()[:20]
 
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory) -> dict[str, bytes]:
-    """name -> the exporter's model_int8.tflite for every case (cached across sessions)."""
+    """name -> the exporter's model_int8.tflite for every case, and name + "/tflm" -> the
+    model its tflm format measured (the converter's graph, metadata stripped), cached across
+    sessions."""
     cache = Path(os.environ.get("EDGEEFF_TEST_EXPORTS",
                                 Path.home() / ".cache" / "edgeeff" / "test-exports"))
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, args in CASES.items():
         path = cache / f"{name}-{_cache_key(args)}.tflite"
-        if not path.is_file():
+        tflm = path.with_suffix(".tflm.tflite") if name in TFLM_CASES else None
+        if not path.is_file() or (tflm is not None and not tflm.is_file()):
             if importlib.util.find_spec("tensorflow") is None:
                 pytest.skip("the reference exports need TensorFlow ([export])")
             d = tmp_path_factory.mktemp("export")
+            fmt = "tflite,tflm" if tflm is not None else "tflite"
             r = run_cli("export", *args, "--weights", "none", "--int8", "--num-calib", "8",
-                        "--out", str(d / "out"), timeout=600)
+                        "--format", fmt, "--out", str(d / "out"), timeout=600)
             assert r.returncode == 0, r.stderr[-1500:]
-            tmp = path.with_suffix(".part")
-            shutil.copyfile(d / "out" / "model_int8.tflite", tmp)
-            tmp.replace(path)
+            for src, dst in (("model_int8.tflite", path), ("tflm/model.tflite", tflm)):
+                if dst is not None:
+                    tmp = dst.with_suffix(".part")
+                    shutil.copyfile(d / "out" / src, tmp)
+                    tmp.replace(dst)
         out[name] = path.read_bytes()
+        if tflm is not None:
+            out[name + "/tflm"] = tflm.read_bytes()
     return out
 
 
@@ -126,12 +144,14 @@ def _op_sigs(data: bytes) -> list[tuple]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
-    spec = spec_of(CASES[name])
-    real, fake = exports[name], synth.build(spec)
+    spec, io = spec_of(CASES[name]), io_of(CASES[name])
+    real, fake = exports[name], synth.build(spec, io=io)
     rg, fg = tflite_graph.read(real), tflite_graph.read(fake)
     # op list, and the cost model's layout (which the latency model reads) agrees with both
     assert [o.name for o in fg.ops] == [o.name for o in rg.ops]
-    assert [o.name for o in fg.ops] == [o.kind for o in cost.graph(spec).ops]
+    assert [o.name for o in fg.ops] == [o.kind for o in cost.graph(spec, io).ops]
+    # a uint8 model converts its input through float32 (XNNPACK runs both ops), int8 has none
+    assert tflite_graph.input_conversion(rg) == ((0, 1) if io == "uint8" else ())
     # op codes with the converter's versions, in the same order
     rm, fm = _model(real), _model(fake)
     assert [(c.builtinCode, c.version) for c in fm.operatorCodes] == \
@@ -148,8 +168,20 @@ def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
         assert (ta.shape, ta.dtype, ta.zero_point) == (tb.shape, tb.dtype, tb.zero_point)
         assert ta.scale == pytest.approx(tb.scale, rel=1e-6)
     assert fm.signatureDefs[0].signatureKey == rm.signatureDefs[0].signatureKey
-    # no float anywhere but nothing either: a full-integer graph like the export's
+    # no float anywhere but the input conversion: a full-integer graph like the export's
     assert tflite_graph.non_integer_ops(fg) == tflite_graph.non_integer_ops(rg) == []
+
+
+@pytest.mark.parametrize("name", TFLM_CASES)
+def test_converter_form_equals_what_the_tflm_format_ships(exports, name):
+    """TFLite Micro and the Edge TPU compiler get the converter's graph: one uint8 -> int8
+    QUANTIZE, no float tensor in the arena."""
+    spec = spec_of(CASES[name])
+    real, fake = exports[name + "/tflm"], synth.build(spec, form="converter", metadata=False)
+    assert _op_sigs(fake) == _op_sigs(real)
+    g = tflite_graph.read(real)
+    assert [o.name for o in g.ops] == [o.kind for o in cost.graph(spec, form="converter").ops]
+    assert g.ops[0].name == "QUANTIZE" and tflite_graph.input_conversion(g) == ()
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -176,8 +208,8 @@ def test_synthetic_lite_and_efficientnet_inputs_carry_the_exporters_quantisation
     li, ei = lite.tensors[lite.inputs[0]], eff.tensors[eff.inputs[0]]
     assert li.scale == (1 / 128,) and li.zero_point == (127,)  # (x - 127) / 128 folded in
     assert ei.scale == (1.0,) and ei.zero_point == (0,)  # raw pixels, MUL/ADD follow
-    assert [o.name for o in eff.ops[:4]] == ["QUANTIZE", "MUL", "ADD", "CONV_2D"]
-    assert [o.name for o in lite.ops[:2]] == ["QUANTIZE", "CONV_2D"]
+    assert [o.name for o in eff.ops[:5]] == ["DEQUANTIZE", "QUANTIZE", "MUL", "ADD", "CONV_2D"]
+    assert [o.name for o in lite.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
     for g in (lite, eff):
         o = g.tensors[g.outputs[0]]
         assert o.dtype == "uint8" and o.scale == (1 / 256,) and o.zero_point == (0,)
@@ -190,8 +222,8 @@ def test_synthetic_model_needs_the_same_tflm_arena(exports, name, tmp_path):
     from edgeeff.export.tflm import measure_arena
 
     real, fake = tmp_path / "real.tflite", tmp_path / "fake.tflite"
-    real.write_bytes(strip(exports[name]))  # what 'export --format tflm' measures
-    fake.write_bytes(synth.build(spec_of(CASES[name]), metadata=False))
+    real.write_bytes(strip(exports[name + "/tflm"]))  # what 'export --format tflm' measures
+    fake.write_bytes(synth.build(spec_of(CASES[name]), metadata=False, form="converter"))
     r = spec_of(CASES[name]).resolution
     np.save(tmp_path / "x.npy", np.zeros((1, r, r, 3), np.uint8))
     a = measure_arena(real)["min_arena_bytes"]

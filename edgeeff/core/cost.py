@@ -13,6 +13,17 @@ that one list we get:
 * ``peak_ram_bytes``: the largest total size of int8 activation tensors alive at once when the
   ops run in order, each tensor living from its producer to its last consumer (skip connections
   therefore stay alive across their block), the uint8 input included.
+
+Two I/O types (``io``): ``uint8`` (raw pixels in, uint8 softmax out: MediaPipe's and Coral's
+convention, the default) and ``int8`` (int8 in and out, no conversion ops at all). And two forms
+of a uint8 graph (``form``):
+
+* ``"cpu"`` (``model_int8.tflite``): the uint8 -> int8 input conversion is a ``DEQUANTIZE``
+  (uint8 -> float32) and a ``QUANTIZE`` (float32 -> int8). XNNPACK runs both, vectorised and
+  threaded; TFLite's own uint8 -> int8 ``QUANTIZE`` kernel is scalar outside ARM NEON and took
+  3 % of Lite0's latency on x86 (issue 11). The outputs are bit-identical.
+* ``"converter"``: the converter's single ``QUANTIZE``, for TFLite Micro (no float tensor in the
+  arena) and the Edge TPU compiler (which maps ops only up to the first one it cannot run).
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ FLASH_PER_TENSOR = 180  # tensor table entry, name string, buffer entry
 FLASH_PER_OP = 64  # operator entry with options and index vectors
 FLASH_PER_CHANNEL_QUANT = 21  # weight + bias scales and zero points per output channel, as stored
 FLASH_FIXED = 4096  # header, op-code table, signature, metadata
+
+IO_TYPES = ("uint8", "int8")  # model input and output type (export --io)
+FORMS = ("cpu", "converter")  # how a uint8 input becomes int8 (see the module docstring)
 
 # TensorFlow Lite Micro's own arena use next to the activations ("tail" of the arena), fitted to
 # tflite-micro's RecordingMicroAllocator on a 64-bit host (benchmarks/mcu_ram.py re-measures it):
@@ -85,8 +99,12 @@ class Graph:
 class _Builder:
     """Lays out the int8 graph of an :class:`Architecture`."""
 
-    def __init__(self, arch: Architecture):
-        self.arch = arch
+    def __init__(self, arch: Architecture, io: str = "uint8", form: str = "cpu"):
+        if io not in IO_TYPES:
+            raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+        self.arch, self.io, self.form = arch, io, form
         self.g = Graph()
         self.stage = "stem"
 
@@ -125,7 +143,11 @@ class _Builder:
         a, g = self.arch, self.g
         r = a.spec.resolution
         x = g.tensor("input", (r, r, 3))
-        x = g.add("input_quantize", "QUANTIZE", [x], (r, r, 3), "stem")
+        if self.io == "uint8":
+            if self.form == "cpu":  # uint8 -> float32 -> int8, both in XNNPACK
+                x = g.add("input_dequantize", "DEQUANTIZE", [x], (r, r, 3), "stem")
+                g.tensors[x].itemsize = 4
+            x = g.add("input_quantize", "QUANTIZE", [x], (r, r, 3), "stem")
         if a.family.name != "lite":  # per-channel normalisation stays in the graph
             x = g.add("normalization_mul", "MUL", [x], (r, r, 3), "stem", consts=1)
             x = g.add("normalization", "ADD", [x], (r, r, 3), "stem", consts=1)
@@ -154,13 +176,16 @@ class _Builder:
         x = g.add("predictions", "FULLY_CONNECTED", [x], (n,), "head", macs=c * n,
                   params=c * n + n, weights=c * n, biases=n, consts=2)
         x = g.add("predictions_softmax", "SOFTMAX", [x], (n,), "head")
-        g.add("output_quantize", "QUANTIZE", [x], (n,), "head")  # int8 -> uint8 output
+        if self.io == "uint8":
+            g.add("output_quantize", "QUANTIZE", [x], (n,), "head")  # int8 -> uint8 output
         return g
 
 
-def graph(spec_or_arch: ModelSpec | Architecture) -> Graph:
+def graph(spec_or_arch: ModelSpec | Architecture, io: str = "uint8", form: str = "cpu") -> Graph:
+    """The int8 graph ``export --int8 --io {io}`` writes: ``form="cpu"`` is model_int8.tflite,
+    ``"converter"`` the graph given to TFLite Micro and the Edge TPU compiler."""
     arch = spec_or_arch if isinstance(spec_or_arch, Architecture) else expand(spec_or_arch)
-    return _Builder(arch).build()
+    return _Builder(arch, io, form).build()
 
 
 def live_bytes(g: Graph) -> list[int]:
@@ -213,17 +238,20 @@ def tflm_overhead_bytes(g: Graph) -> int:
             + TFLM_PER_CHANNEL * channels + TFLM_FIXED)
 
 
-def cost(spec: ModelSpec) -> Cost:
-    g = graph(spec)
+def cost(spec: ModelSpec, io: str = "uint8") -> Cost:
+    """Costs of the CPU model; the TFLite Micro arena of the converter's graph (what
+    ``--format tflm`` ships, with no float input tensor)."""
+    g = graph(spec, io)
     live = live_bytes(g)
     i = max(range(len(live)), key=live.__getitem__)
+    tg = graph(spec, io, "converter")
     return Cost(
         macs=sum(op.macs for op in g.ops),
         params=sum(op.params for op in g.ops),
         flash_bytes=flash_bytes(g),
         peak_ram_bytes=live[i],
         peak_ram_op=g.ops[i].name,
-        tflm_arena_bytes=live[i] + tflm_overhead_bytes(g),
+        tflm_arena_bytes=max(live_bytes(tg)) + tflm_overhead_bytes(tg),
     )
 
 

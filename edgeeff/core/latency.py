@@ -26,7 +26,8 @@ from edgeeff.core.arch import ModelSpec
 from edgeeff.core.cost import Graph, graph
 
 MODEL_FORM = "per-op-linear"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: DEQUANTIZE (the CPU model's uint8 input); a version 1 profile has
+# no coefficient for it and counts it as free
 
 # (feature name, unit of its coefficient in the profile, factor from seconds per feature unit)
 FEATURES = ("macs", "act_bytes", "weight_bytes", "fixed")
@@ -38,6 +39,7 @@ GRAPH_UNIT = "us_per_graph"
 # cannot vary independently within a type (weights of an elementwise op) is left out, which
 # keeps the regression well posed.
 OP_TYPES: dict[str, tuple[str, ...]] = {
+    "DEQUANTIZE": ("act_bytes", "fixed"),  # uint8 input -> float32 (cost.py: the CPU form)
     "QUANTIZE": ("act_bytes", "fixed"),
     "CONV_2D_KxK": ("macs", "act_bytes", "weight_bytes", "fixed"),  # the stem's 3x3 stride 2
     "CONV_2D_1x1": ("macs", "act_bytes", "weight_bytes", "fixed"),  # expand, project, top
@@ -174,6 +176,7 @@ class LatencyModel:
     form: str = MODEL_FORM
     version: int = MODEL_VERSION
     validation: dict = field(default_factory=dict)  # cross-validated error, design size, ...
+    estimate: str = ""  # not measured on the device itself: how the numbers were obtained
 
     def predict_ms(self, x: ModelSpec | Graph) -> float:
         g = _graph_of(x)
@@ -207,6 +210,8 @@ class LatencyModel:
             d["threads"] = self.threads
         d.update(runtime=self.runtime, runtime_version=self.runtime_version, cpu=self.cpu)
         d[GRAPH_UNIT] = _round(self.graph_s * 1e6)
+        if self.estimate:
+            d["estimate"] = self.estimate
         if self.validation:
             d["validation"] = dict(self.validation)
         d["ops"] = ops
@@ -219,7 +224,7 @@ class LatencyModel:
             return ValueError(f"{where}.{k}: {why}")
 
         allowed = {"form", "version", "threads", "runtime", "runtime_version", "cpu", GRAPH_UNIT,
-                   "validation", "ops"}
+                   "validation", "ops", "estimate"}
         for k in d:
             if k not in allowed:
                 raise bad(k, f"unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -232,7 +237,7 @@ class LatencyModel:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise bad("threads", "must be a positive integer")
-        for k in ("runtime", "runtime_version", "cpu"):
+        for k in ("runtime", "runtime_version", "cpu", "estimate"):
             if k in d and not isinstance(d[k], str):
                 raise bad(k, "must be a string")
         g = d.get(GRAPH_UNIT, 0.0)
@@ -262,7 +267,8 @@ class LatencyModel:
             raise bad("validation", "must be a table")
         return cls(coefficients=coefs, graph_s=float(g) / 1e6, threads=threads,
                    runtime=d.get("runtime", ""), runtime_version=d.get("runtime_version", ""),
-                   cpu=d.get("cpu", ""), form=d["form"], version=ver, validation=dict(val))
+                   cpu=d.get("cpu", ""), form=d["form"], version=ver, validation=dict(val),
+                   estimate=d.get("estimate", ""))
 
 
 def _round(v: float) -> float:

@@ -35,6 +35,9 @@ def _triple(v, what: str) -> tuple[float, float, float]:
     return (vals[0], vals[1], vals[2])
 
 
+# the int8 input table of raw pixels (p - 128), applied as a bit flip
+_SHIFT = (np.arange(256) - 128).astype(np.int8)[:, None].repeat(3, 1)
+
 @dataclass(frozen=True)
 class Preprocessor:
     resolution: int
@@ -161,6 +164,8 @@ class Preprocessor:
                 lut = self.lut()
             if lut is None:
                 out[...] = rgb
+            elif dt == np.int8 and np.array_equal(lut, _SHIFT):  # int8 = pixel - 128
+                np.bitwise_xor(rgb, np.uint8(0x80), out=out.view(np.uint8))
             else:
                 out[...] = np.take_along_axis(lut, rgb.reshape(-1, 3).astype(np.intp), 0
                                               ).reshape(rgb.shape)

@@ -5,12 +5,13 @@ per-op latency model (:mod:`edgeeff.core.latency`) that :meth:`Device.latency_ms
 spec or graph instead of the flat ``int8_macs_per_s`` estimate. Its schema::
 
     [latency]
-    form = "per-op-linear"          # the model form; version = 1
-    version = 1
+    form = "per-op-linear"          # the model form
+    version = 2
     threads = 2                     # interpreter threads it was measured with
     runtime = "ai_edge_litert"      # and runtime_version = "2.3.0"
     runtime_version = "2.3.0"
     cpu = "Cortex-A72, 4 cores, aarch64"
+    estimate = "..."                # only in a table not measured on the board: how it was made
     us_per_graph = 35.0             # per-invoke constant
     [latency.validation]            # free-form record: numbers and strings
     within_10pct = 0.95             # cross-validated share of graphs predicted within +-10 %
@@ -81,7 +82,14 @@ class Device:
         if self.latency_model is None:
             return "MACs / int8_macs_per_s"
         m = self.latency_model
+        if m.estimate:  # the table says how it was made
+            return "per-op estimate, not measured on this board (its [latency] estimate key)"
         return f"per-op model measured with {m.runtime} {m.runtime_version}, {m.threads} threads"
+
+    @property
+    def latency_is_estimate(self) -> bool:
+        """True until the board itself was profiled (``edgeeff profile``)."""
+        return self.latency_model is None or bool(self.latency_model.estimate)
 
     def to_dict(self) -> dict:
         d = {

@@ -13,9 +13,12 @@ against real exports in tests/test_synth.py):
 
 * ops in the same order, op codes in order of first use with the converter's versions
   (``CONV_2D``/``DEPTHWISE_CONV_2D`` v3: int8 per-channel);
-* uint8 input of raw pixels -> ``QUANTIZE`` to int8 (lite: scale 1/128, zero point 127, the
-  normalisation folded in; efficientnet: scale 1, then ``MUL``/``ADD`` by per-channel int8
-  constants for the normalisation); uint8 softmax output after a final ``QUANTIZE``;
+* uint8 input of raw pixels -> ``DEQUANTIZE`` to float32 -> ``QUANTIZE`` to int8 (the CPU form,
+  see :mod:`edgeeff.core.cost`; ``form="converter"``: one ``QUANTIZE``), lite: scale 1/128,
+  zero point 127, the normalisation folded in; efficientnet: scale 1, then ``MUL``/``ADD`` by
+  per-channel int8 constants for the normalisation; uint8 softmax output after a final
+  ``QUANTIZE``; with ``io="int8"`` the int8 input (zero point - 128) and the int8 softmax are
+  the model's input and output;
 * convolutions with TF "same" padding, RELU6 fused (lite), swish as ``LOGISTIC`` + ``MUL``;
   squeeze-excite as ``MEAN`` (keep_dims) + 1x1 convs + ``LOGISTIC`` + broadcast ``MUL``; the
   head's ``MEAN`` without keep_dims feeding ``FULLY_CONNECTED`` a ``[1, C]`` tensor;
@@ -50,7 +53,7 @@ from edgeeff.device import tflite_graph
 
 # Op versions the converter writes for these int8 graphs (TF 2.16-2.21).
 OP_VERSIONS = {
-    "QUANTIZE": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MUL": 2, "LOGISTIC": 2,
+    "DEQUANTIZE": 1, "QUANTIZE": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MUL": 2, "LOGISTIC": 2,
     "MEAN": 2, "FULLY_CONNECTED": 4, "SOFTMAX": 2,
 }
 MIN_RUNTIME_VERSION = "1.14.0"
@@ -71,7 +74,7 @@ def _schema():
 class STensor:
     name: str
     shape: tuple[int, ...]
-    dtype: str = "int8"  # int8, uint8, int32
+    dtype: str = "int8"  # int8, uint8, int32, float32
     scale: np.ndarray | None = None  # per-tensor (1,) or per-channel (C,)
     zero_point: np.ndarray | None = None
     quantized_dimension: int = 0
@@ -125,8 +128,9 @@ RANGES = {
 
 
 class _Synth:
-    def __init__(self, spec: ModelSpec, seed: int, fc_bias: bool):
-        self.spec = spec
+    def __init__(self, spec: ModelSpec, seed: int, fc_bias: bool, io: str = "uint8",
+                 form: str = "cpu"):
+        self.spec, self.io, self.form = spec, io, form
         self.arch = expand(spec)
         self.rng = np.random.default_rng(seed)
         self.fc_bias = fc_bias
@@ -189,15 +193,18 @@ class _Synth:
 
     # ---------------------------------------------------------------- the graph
     def build(self, n_ops: int | None = None) -> SGraph:
-        g, cg = self.g, cost.graph(self.arch)
+        g, cg = self.g, cost.graph(self.arch, self.io, self.form)
         fam = FAMILIES[self.spec.family]
         ops = cg.ops if n_ops is None else cg.ops[:n_ops]
         t_of: dict[int, int] = {}  # cost tensor -> synth tensor
         r = self.spec.resolution
         lite_input = self.spec.family == "lite"
         in_scale, in_zp = (1.0 / 128.0, 127) if lite_input else (1.0, 0)
-        x = g.add(STensor(f"{SIGNATURE_KEY}_{INPUT_NAME}:0", (1, r, r, 3), "uint8",
-                          np.array([in_scale], np.float32), np.array([in_zp], np.int64)))
+        if self.io == "int8":  # the int8 tensor the QUANTIZE would have written
+            in_zp -= 128
+        self.input_q = (np.array([in_scale], np.float32), np.array([in_zp], np.int64))
+        x = g.add(STensor(f"{SIGNATURE_KEY}_{INPUT_NAME}:0", (1, r, r, 3), self.io,
+                          *self.input_q, rms=1.0 if self.spec.family != "lite" else 0.5))
         g.inputs = [x]
         t_of[0] = x
         for i, op in enumerate(ops):
@@ -212,11 +219,14 @@ class _Synth:
     def _op(self, op: cost.Op, ins: list[int], shape: tuple[int, ...], fam, last: bool) -> int:
         g, k = self.g, op.kind
         name = op.name
+        if k == "DEQUANTIZE":  # uint8 model input -> float32 (the CPU form)
+            src = g.tensors[ins[0]]
+            return self.op(k, name, ins, g.add(STensor("image_float", src.shape, "float32")))
         if k == "QUANTIZE":
             src = g.tensors[ins[0]]
-            if src.dtype == "uint8":  # model input -> int8, same scale, zero point - 128
-                out = g.add(STensor("tfl.quantize", src.shape, "int8", src.scale.copy(),
-                                    src.zero_point - 128,
+            if src.dtype in ("uint8", "float32"):  # model input -> int8, zero point - 128
+                scale, zp = self.input_q
+                out = g.add(STensor("tfl.quantize", src.shape, "int8", scale.copy(), zp - 128,
                                     rms=1.0 if self.spec.family != "lite" else 0.5))
             else:  # softmax -> uint8 model output
                 out = g.add(STensor(f"StatefulPartitionedCall:{0 if last else 1}", src.shape,
@@ -366,7 +376,7 @@ def serialize(g: SGraph, metadata: dict[str, bytes] | None = None,
     order = _tensor_order(g)
     new = {old: i for i, old in enumerate(order)}
     types = {"int8": s.TensorType.INT8, "uint8": s.TensorType.UINT8,
-             "int32": s.TensorType.INT32}
+             "int32": s.TensorType.INT32, "float32": s.TensorType.FLOAT32}
 
     m = s.ModelT()
     m.version = 3
@@ -450,20 +460,22 @@ def serialize(g: SGraph, metadata: dict[str, bytes] | None = None,
 
 
 def layout(spec: ModelSpec, seed: int = 0, fc_bias: bool = False,
-           n_ops: int | None = None) -> SGraph:
+           n_ops: int | None = None, io: str = "uint8", form: str = "cpu") -> SGraph:
     """The synthetic graph of ``spec`` (tensors with data and quantisation, ops with options).
 
     ``n_ops``: keep only the first ``n_ops`` ops of the export's graph; the last one's (int8)
-    output becomes the model output (a prefix of the network, for profiling).
+    output becomes the model output (a prefix of the network, for profiling). ``io`` and
+    ``form``: as :func:`edgeeff.core.cost.graph`.
     """
-    return _Synth(spec, seed, fc_bias).build(n_ops)
+    return _Synth(spec, seed, fc_bias, io, form).build(n_ops)
 
 
 def build(spec: ModelSpec, seed: int = 0, fc_bias: bool = False, n_ops: int | None = None,
-          metadata: bool = True) -> bytes:
-    """The full-integer .tflite flatbuffer ``edgeeff export --int8`` writes for ``spec``, with
+          metadata: bool = True, io: str = "uint8", form: str = "cpu") -> bytes:
+    """The full-integer .tflite flatbuffer ``edgeeff export --int8 --io {io}`` writes for
+    ``spec`` (``form="converter"``: the graph its tflm and edgetpu formats start from), with
     seeded random int8 weights (see the module docstring for what is mirrored)."""
-    g = layout(spec, seed, fc_bias, n_ops)
+    g = layout(spec, seed, fc_bias, n_ops, io, form)
     named = {}
     if metadata:
         from edgeeff.core.artifacts import METADATA_NAME

@@ -163,10 +163,30 @@ def read(model: bytes, path=None) -> TFLiteGraph:
     )
 
 
+def input_conversion(g: TFLiteGraph) -> tuple[int, ...]:
+    """Indices of the ops that turn a uint8 model input into int8 through float32 (a
+    ``DEQUANTIZE`` of the input whose float output only a ``QUANTIZE`` reads: the CPU form of
+    edgeeff's int8 models, see :mod:`edgeeff.core.cost`), else ()."""
+    deq = [o for o in g.ops if o.name == "DEQUANTIZE" and len(o.inputs) == 1
+           and o.inputs[0] in g.inputs and g.tensors[o.inputs[0]].dtype == "uint8"]
+    if len(deq) != 1 or len(deq[0].outputs) != 1:
+        return ()
+    f = deq[0].outputs[0]
+    readers = [o for o in g.ops if f in o.inputs]
+    if (len(readers) != 1 or readers[0].name != "QUANTIZE" or f in g.outputs
+            or any(g.tensors[t].dtype != "int8" for t in readers[0].outputs)):
+        return ()
+    return deq[0].index, readers[0].index
+
+
 def non_integer_ops(g: TFLiteGraph) -> list[str]:
-    """Ops that touch a float tensor (an int8 model should have none, bar its I/O quantisers)."""
+    """Ops that touch a float tensor (an int8 model should have none, bar its I/O quantisers:
+    the uint8 input's conversion through float32, :func:`input_conversion`, is not counted)."""
     bad = []
+    allowed = set(input_conversion(g))
     for op in g.ops:
+        if op.index in allowed:
+            continue
         for t in op.inputs + op.outputs:
             if t >= 0 and g.tensors[t].dtype in ("float32", "float16"):
                 bad.append(f"{op.name}#{op.index}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgeeff.core import artifacts as A
 from edgeeff.core.artifacts import FORMATS
+from edgeeff.core.cost import IO_TYPES
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.preprocess import Preprocessor
@@ -54,10 +55,16 @@ class ExportRequest:
     max_int8_drop: float | None = None  # fail when int8 loses more top-1 points than this
     calib_note: str | None = None  # where the default calibration folder came from
     edgetpu_runtime: int | None = None  # edgetpu_compiler -m: oldest Edge TPU runtime to support
+    io: str = "uint8"  # int8 model input and output type (core.cost.IO_TYPES)
 
     def check(self) -> ExportRequest:
         """Every check that needs no TensorFlow, so bad input fails before it loads."""
         check_out(self.out, self.force)
+        if self.io not in IO_TYPES:
+            raise EdgeeffError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io!r}")
+        if self.io != "uint8" and not (self.int8 or any(FORMATS[f].needs_int8
+                                                        for f in self.formats)):
+            raise EdgeeffError("--io sets the int8 model's input and output type: add --int8")
         if self.calib is not None and not Path(self.calib).is_dir():
             raise EdgeeffError(f"calibration folder not found: {self.calib}")
         if self.weights not in ("auto", "none", "imagenet", "inherit") and not Path(self.weights).is_file():
@@ -88,7 +95,8 @@ class ExportRequest:
 def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=None,
             resolution=None, onnx=None, mean=None, std=None, weights="auto", labels_file=None,
             int8=False, calib=None, num_calib=None, formats="tflite", out="edgeeff-out",
-            force=False, debug=False, max_int8_drop=None, edgetpu_runtime=None) -> ExportRequest:
+            force=False, debug=False, max_int8_drop=None, edgetpu_runtime=None,
+            io="uint8") -> ExportRequest:
     """The export options (as the CLI takes them) -> a checked :class:`ExportRequest`.
 
     A spec file written by ``edgeeff train`` brings its checkpoint, labels and (for
@@ -103,7 +111,7 @@ def request(*, spec_file=None, preset=None, phi=None, family=None, num_classes=N
     req = ExportRequest(weights=weights, int8=int8, calib=calib, num_calib=num_calib,
                         formats=fmts, out=Path(out), force=force, debug=debug,
                         labels_file=labels_file, onnx=onnx, mean=mean, std=std,
-                        max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime)
+                        max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime, io=io)
     if onnx:
         if any(v is not None for v in (spec_file, preset, phi, num_classes, resolution)):
             raise EdgeeffError("--from takes the architecture from the ONNX file: drop "
@@ -256,10 +264,12 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
         "weights": fe.weights,
         "preprocessing": fe.preprocessor.to_dict(),
         "labels": A.LABELS,
-        "cost_estimate": dict(cost.cost(fe.spec).__dict__) if fe.spec is not None else None,
+        "cost_estimate": (dict(cost.cost(fe.spec, req.io).__dict__) if fe.spec is not None
+                          else None),
         "artifacts": {},
         "tools": _versions(),
     }
+    converter_int8 = None
     with atomic_dir(out, force=req.force) as tmp:
         with _progress() as prog:
             t = prog.add_task("converting float32", total=1)
@@ -274,20 +284,27 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
                     quantizer = tflite.QUANTIZER
                     int8_bytes = tflite.quantize_float_model(
                         float_bytes, calib.images, fe.preprocessor,
-                        on_sample=lambda: prog.advance(t))
+                        on_sample=lambda: prog.advance(t), io=req.io)
                 else:  # this TensorFlow lacks those internals: a full second conversion
                     quantizer = f"TFLiteConverter (fallback: {why})"
                     log(f"note: int8 through a second full TFLiteConverter run: {why}")
                     int8_bytes = tflite.convert_int8(fe.model, calib.images, fe.preprocessor,
-                                                     on_sample=lambda: prog.advance(t))
+                                                     on_sample=lambda: prog.advance(t),
+                                                     io=req.io)
                 md = metadata.model_metadata(fe.name, spec_dict, labels, fe.preprocessor,
                                              {"calibration": calib.record(files=False)})
-                write_bytes_atomic(tmp / A.INT8_MODEL, metadata.package(int8_bytes, md))
+                # the CPU model (XNNPACK-friendly input); TFLite Micro and the Edge TPU
+                # compiler start from the converter's graph (see edgeeff.core.cost)
+                write_bytes_atomic(tmp / A.INT8_MODEL,
+                                   metadata.package(tflite.cpu_form(int8_bytes), md))
+                converter_int8 = work / "converter" / A.INT8_MODEL
+                converter_int8.parent.mkdir(exist_ok=True)
+                write_bytes_atomic(converter_int8, metadata.package(int8_bytes, md))
         write_text_atomic(tmp / A.LABELS, "\n".join(labels) + "\n")
         card["artifacts"][A.FLOAT_MODEL] = _artifact(tmp / A.FLOAT_MODEL)
         if int8:
             card["calibration"] = calib.record()
-            card["artifacts"][A.INT8_MODEL] = _artifact(tmp / A.INT8_MODEL)
+            card["artifacts"][A.INT8_MODEL] = _artifact(tmp / A.INT8_MODEL) | {"io": req.io}
             log("quantization report (float32 vs int8 on held-back images)...")
             truth, note = calib.holdout_labels(labels)
             with captured_output():
@@ -300,7 +317,7 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
                     fe.model, calib.images, fe.preprocessor)
         for fmt in req.formats:
             if fmt != "tflite":
-                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log, req))
+                card["artifacts"].update(_FORMAT_FUNCS[fmt](tmp, fe, log, req, converter_int8))
         write_json_atomic(tmp / A.MODEL_CARD, card)
     return card
 
@@ -342,24 +359,26 @@ def _artifact(path: Path) -> dict:
     }
 
 
-def _export_edgetpu(tmp: Path, fe: Frontend, log, req=None) -> dict:
+# Each takes (temporary out folder, frontend, log, request, the converter's int8 model or None)
+
+
+def _export_edgetpu(tmp: Path, fe: Frontend, log, req, int8: Path) -> dict:
     from edgeeff.export import edgetpu
 
-    runtime = req.edgetpu_runtime if req is not None else None
-    return {"edgetpu": edgetpu.export(tmp, A.INT8_MODEL, runtime, log)}
+    return {"edgetpu": edgetpu.export(tmp, int8, req.edgetpu_runtime, log)}
 
 
-def _export_tflm(tmp: Path, fe: Frontend, log, req=None) -> dict:
+def _export_tflm(tmp: Path, fe: Frontend, log, req, int8: Path) -> dict:
     from edgeeff.export import tflm
 
-    rec = tflm.export(tmp / A.INT8_MODEL, tmp / A.TFLM_DIR, fe.name, spec=fe.spec, log=log)
+    rec = tflm.export(int8, tmp / A.TFLM_DIR, fe.name, spec=fe.spec, log=log)
     how = "measured" if rec["measured_with"] == tflm.MEASURED_WITH else "estimated"
     log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B {how}, "
         f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")
     return {"tflm": rec}
 
 
-def _export_saved_model(tmp: Path, fe: Frontend, log, req=None) -> dict:
+def _export_saved_model(tmp: Path, fe: Frontend, log, req, int8: Path | None) -> dict:
     import shutil
 
     from edgeeff.model.quiet import captured_output

@@ -469,17 +469,19 @@ def compile_model(int8_path: Path, folder: Path, runtime: int = DEFAULT_RUNTIME)
             "log": "edgetpu_compiler.log", "parsed": parsed}
 
 
-def export(tmp: Path, int8_name: str, runtime: int | None, log) -> dict:
-    """The report (txt + json), the compiler run and its parsed log; the model card's entry."""
+def export(tmp: Path, int8_model: Path, runtime: int | None, log) -> dict:
+    """The report (txt + json), the compiler run on ``int8_model`` (the converter's graph,
+    whose first op the Edge TPU can map) into ``tmp`` and its parsed log; the model card's
+    entry."""
     from edgeeff.core import artifacts as A
     from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
 
     runtime = check_runtime(runtime)
-    rep = compatibility((tmp / int8_name).read_bytes(), runtime)
+    rep = compatibility(Path(int8_model).read_bytes(), runtime)
     if not rep["compiler16_parses"]:
         log("EdgeTPU: edgetpu_compiler 16 will reject this model: " + "; ".join(
             v["note"] for v in rep["op_versions"] if v["compiler16"] == "rejected"))
-    comp = compile_model(tmp / int8_name, tmp, runtime)
+    comp = compile_model(Path(int8_model), tmp, runtime)
     if "parsed" in comp:
         rep["compiler_log"] = comp["parsed"]
     text = format_report(rep)

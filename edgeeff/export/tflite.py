@@ -1,7 +1,11 @@
 """Float32 and full-integer TFLite conversion (tf.lite.TFLiteConverter), and the quantisation report.
 
-int8 models are full-integer: TFLITE_BUILTINS_INT8 only, uint8 input that takes raw RGB pixels,
-uint8 output, batch 1 and static shapes. For the lite family the normalisation (x - 127) / 128
+int8 models are full-integer: TFLITE_BUILTINS_INT8 only, batch 1 and static shapes, with
+uint8 input that takes raw RGB pixels and uint8 output (``io="uint8"``, the default: MediaPipe's
+and Coral's convention) or int8 input and output (``io="int8"``: no conversion ops). A uint8
+model's input conversion is then rewritten for CPUs (:func:`cpu_form`, see
+:mod:`edgeeff.core.cost`): the converter's form stays the input of TFLite Micro and the Edge
+TPU compiler. For the lite family the normalisation (x - 127) / 128
 is folded into the input's quantisation (scale 1/128, zero point 127), so the graph starts
 directly with the stem convolution (and the float32 model takes the normalised image, as TF's own
 Lite models do); for the efficientnet family the per-channel normalisation stays in the graph.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeeff.core.cost import IO_TYPES
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 
@@ -119,18 +124,25 @@ def shared_quantizer_unavailable() -> str | None:
     return _shared_quantizer()[2]
 
 
+def _io_type(io: str):
+    import tensorflow as tf
+
+    if io not in IO_TYPES:
+        raise EdgeeffError(f"--io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+    return getattr(tf, io)
+
+
 def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocessor,
-                         on_sample=None) -> bytes:
-    """Calibrate and fully quantise an already converted float32 flatbuffer (uint8 in/out).
+                         on_sample=None, io: str = "uint8") -> bytes:
+    """Calibrate and fully quantise an already converted float32 flatbuffer (``io`` in/out).
 
     Check :func:`shared_quantizer_unavailable` first (the exporter falls back to
     :func:`convert_int8`, and says so, when it is not None). Any failure while quantising,
     TypeErrors included, is an :class:`EdgeeffError`: it never silently triggers the fallback.
     """
-    import tensorflow as tf
-
     from edgeeff.model.quiet import captured_output, tail
 
+    dtype = _io_type(io)
     calibrator, mlir_quantize, why = _shared_quantizer()
     if why is not None:
         raise QuantizationFailed("unavailable", why)
@@ -140,8 +152,8 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocesso
             model = calibrator.add_intermediate_tensors(float_model)
             calibrated = calibrator.Calibrator(model).calibrate(
                 representative(images, pp, on_sample))
-            return mlir_quantize(calibrated, False, input_data_type=tf.uint8,
-                                 output_data_type=tf.uint8)
+            return mlir_quantize(calibrated, False, input_data_type=dtype,
+                                 output_data_type=dtype)
     except Exception as e:  # noqa: BLE001 - the quantizer raises many types
         detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [""])[0]
         raise QuantizationFailed(type(e).__name__, detail[:300]) from None
@@ -158,14 +170,65 @@ def _int8_converter(model, images: np.ndarray, pp: Preprocessor, on_sample=None)
     return conv
 
 
-def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None) -> bytes:
-    """The full converter path: uint8 in, uint8 out (used when the shared path is unavailable)."""
-    import tensorflow as tf
-
+def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None,
+                 io: str = "uint8") -> bytes:
+    """The full converter path, ``io`` in and out (used when the shared path is unavailable)."""
+    dtype = _io_type(io)
     conv = _int8_converter(model, images, pp, on_sample)
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
+    conv.inference_input_type = dtype
+    conv.inference_output_type = dtype
     return _convert(conv, "int8")
+
+
+def cpu_form(model: bytes) -> bytes:
+    """``model`` with its uint8 -> int8 input ``QUANTIZE`` replaced by a ``DEQUANTIZE`` (uint8 ->
+    float32) and a ``QUANTIZE`` (float32 -> int8) to the same int8 tensor.
+
+    XNNPACK runs that pair vectorised and threaded, where TFLite's own uint8 -> int8 kernel is
+    scalar outside ARM NEON (3 % of Lite0 at one thread on x86, more with threads, measured by
+    benchmarks/io_latency.py); both round (q - zp_in) * s_in / s_out to nearest, so the int8
+    tensor holds the same values. A model with no such op (int8 input) is returned unchanged.
+    """
+    from edgeeff.device import tflite_graph
+    from edgeeff.export.metadata import _fb_utils
+
+    fu, s = _fb_utils()
+    obj = fu.convert_bytearray_to_object(bytearray(model))
+    sg = obj.subgraphs[0]
+
+    def builtin(i):
+        c = obj.operatorCodes[i]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    first = [o for o in sg.operators if builtin(o.opcodeIndex) == s.BuiltinOperator.QUANTIZE
+             and len(o.inputs) == 1 and int(o.inputs[0]) in [int(i) for i in sg.inputs]]
+    if not first or sg.tensors[int(first[0].inputs[0])].type != s.TensorType.UINT8:
+        return model
+    q = first[0]
+    src = sg.tensors[int(q.inputs[0])]
+    f = s.TensorT()
+    f.name, f.type, f.hasRank = b"image_float", s.TensorType.FLOAT32, True
+    f.shape = np.array(src.shape, np.int32)
+    f.shapeSignature = None if src.shapeSignature is None else np.array(src.shapeSignature,
+                                                                         np.int32)
+    obj.buffers.append(s.BufferT())
+    f.buffer = len(obj.buffers) - 1
+    sg.tensors.append(f)
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.DEQUANTIZE
+    code.version = 1  # uint8 input
+    obj.operatorCodes.insert(0, code)  # op codes are listed in order of first use
+    for o in sg.operators:
+        o.opcodeIndex += 1
+    deq = s.OperatorT()
+    deq.opcodeIndex = 0
+    deq.inputs = np.array([q.inputs[0]], np.int32)
+    deq.outputs = np.array([len(sg.tensors) - 1], np.int32)
+    q.inputs = np.array([len(sg.tensors) - 1], np.int32)
+    sg.operators.insert(sg.operators.index(q), deq)
+    out = bytes(fu.convert_object_to_bytearray(obj))
+    tflite_graph.verify(out)
+    return out
 
 
 def quant_report(float_path, int8_path, holdout: np.ndarray,
