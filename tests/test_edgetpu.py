@@ -351,3 +351,19 @@ def test_probe_passes_a_working_delegate(tmp_path, monkeypatch):
     (fake / "interpreter" / "__init__.py").write_text("def load_delegate(lib):\n    return object()\n")
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
     delegate_probe.probe("fake_runtime", "libc.so.6")  # any loadable shared object
+
+
+def test_runtime_too_old_load_error_says_which_runtime_to_compile_for():
+    """libedgetpu's own message (driver/package_registry.cc) when a model was compiled for a
+    newer Edge TPU runtime than the installed one; a stand-in string, as no Coral is here."""
+    from edgeeff.device.runtime import _load_error
+
+    msg = ("Internal: Unsupported data type in custom op handler: 0\n"
+           "Failed to prepare for TPU. Package requires runtime version (14), which is newer "
+           "than this runtime version (13).\nNode number 0 (EdgeTpuDelegateForCustomOp) failed "
+           "to prepare.")
+    line = _load_error(msg)
+    assert "--edgetpu-runtime 13" in line and "runtime 14" in line and "\n" not in line
+    assert _load_error("Didn't find op for builtin opcode 'GELU'\nmore") == \
+        "Didn't find op for builtin opcode 'GELU'"
+    assert _load_error("") == ""

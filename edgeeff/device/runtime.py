@@ -9,6 +9,7 @@ metadata (raw pixels when there is none), and labels from the metadata or ``labe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,25 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise EdgeeffError(f"cannot load TFLite model {model if not isinstance(model, bytes) else ''}"
-                           f": {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                           f": {_load_error(str(e)) or type(e).__name__}") from None
     return it, name, (delegate or None)
+
+
+_RUNTIME_TOO_OLD = re.compile(r"requires runtime version \((\d+)\), which is newer than this "
+                              r"runtime version \((\d+)\)")
+
+
+def _load_error(message: str) -> str:
+    """The first line of a runtime's load error, with what to do where edgeeff knows it."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    m = next((_RUNTIME_TOO_OLD.search(ln) for ln in lines if _RUNTIME_TOO_OLD.search(ln)), None)
+    if m is not None:  # libedgetpu older than the runtime the model was compiled for
+        need, have = m.groups()
+        return (f"the model was compiled for Edge TPU runtime {need}, this libedgetpu is "
+                f"runtime {have}: re-export with 'edgeeff export --format edgetpu "
+                f"--edgetpu-runtime {have}', or update libedgetpu (sudo apt-get install "
+                "libedgetpu1-std)")
+    return lines[0] if lines else ""
 
 
 def read_embedded_metadata(model_bytes: bytes, verified: bool = False) -> dict | None:
