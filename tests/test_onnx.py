@@ -101,3 +101,19 @@ def test_norm_parsing(text, ok):
     else:
         with pytest.raises(EdgeeffError):
             _parse_norm(text, 0, "--mean")
+
+
+def test_conversion_failure_names_onnxsim_when_it_is_missing(tmp_path, monkeypatch):
+    """onnx2tf runs the onnxsim command when it is on PATH; without it, graphs such as
+    PyTorch's EfficientNet-Lite with dynamic "same" padding fail to convert (issue 11)."""
+    from edgeeff.export.onnx import conversion_error
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    e = conversion_error("m.onnx", "ERROR: something\nmore")
+    assert str(e).startswith("onnx2tf could not convert m.onnx: ERROR: something | more")
+    assert "\n" not in str(e)
+    assert "pip install onnxsim" in str(e)
+    sim = tmp_path / "onnxsim"
+    sim.write_text("#!/bin/sh\n")
+    sim.chmod(0o755)
+    assert "onnxsim" not in str(conversion_error("m.onnx", "ERROR: x"))

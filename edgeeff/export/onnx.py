@@ -20,6 +20,18 @@ import numpy as np
 from edgeeff.core.errors import EdgeeffError
 
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+ONNXSIM_HINT = ("onnx2tf simplifies the graph first when the onnxsim command is installed, which "
+                "fixes many such failures (PyTorch's 'same' padding among them): pip install "
+                "onnxsim")
+
+
+def conversion_error(path, detail: str) -> EdgeeffError:
+    """onnx2tf's failure in one line, with the onnxsim hint when that command is missing."""
+    import shutil
+
+    hint = "" if shutil.which("onnxsim") else f" ({ONNXSIM_HINT})"
+    detail = " | ".join(ln.strip() for ln in detail.splitlines() if ln.strip())
+    return EdgeeffError(f"onnx2tf could not convert {path}: {detail[:300]}{hint}")
 
 
 @contextmanager
@@ -94,7 +106,7 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
                             output_signaturedefs=True, non_verbose=True)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - onnx2tf calls sys.exit on failure
         detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [type(e).__name__])[0]
-        raise EdgeeffError(f"onnx2tf could not convert {path}: {detail[:300]}") from None
+        raise conversion_error(path, detail) from None
     saved = work / "saved_model"
     if not (saved / "saved_model.pb").is_file():
         raise EdgeeffError(f"onnx2tf wrote no SavedModel for {path}")
