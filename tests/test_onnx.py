@@ -40,16 +40,37 @@ def tiny_classifier(path, size=32, classes=4):
     return path
 
 
+STAND_IN_ONNXSIM = """#!/bin/sh
+# stand-in for the onnxsim command (not an edgeeff dependency): onnx2tf runs it as
+# 'onnxsim IN IN', rewriting the file it converts; this one records its arguments and
+# rewrites the file unchanged
+echo "$@" >> "{argv}"
+cp "$1" "$1.tmp" && mv "$1.tmp" "$2"
+"""
+
+
 def test_onnx_import_int8_matches_onnxruntime(tmp_path):
+    import hashlib
+    import os
+
     (tmp_path / "models").mkdir()
     src = tiny_classifier(tmp_path / "models" / "tiny.onnx")
+    before = hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_mtime_ns
     out = tmp_path / "out"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "onnxsim").write_text(STAND_IN_ONNXSIM.format(argv=tmp_path / "argv"))
+    (bin_dir / "onnxsim").chmod(0o755)
     # relative paths, resolved against the caller's folder (onnx2tf runs in its own folder and
     # calls sys.exit on failure: this once exited 1 silently)
     r = run_cli("export", "--from", "models/tiny.onnx", "--int8", "--mean", "127", "--std",
                 "128", "--num-calib", "12", "--format", "tflite,tflm,edgetpu", "--out", "out",
-                cwd=tmp_path)
+                cwd=tmp_path, env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
     assert r.returncode == 0, r.stderr[-3000:]
+    # onnx2tf simplified a private copy: the user's file is untouched
+    calls = (tmp_path / "argv").read_text().split()
+    assert calls and str(src) not in calls and all(c.endswith("tiny.onnx") for c in calls[:2])
+    assert (hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_mtime_ns) == before
     card = json.loads((out / "model_card.json").read_text())
     from edgeeff.core.preprocess import Preprocessor
 

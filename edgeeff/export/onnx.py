@@ -96,12 +96,18 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
     normalized = m != [0.0] * 3 or s != [1.0] * 3
     work = Path(workdir or tempfile.mkdtemp(prefix="edgeeff-onnx2tf-"))
     np.save(work / ONNX2TF_SAMPLE, _sample_batch(calib_dir))
+    # onnx2tf rewrites the file it converts (shape inference, onnxsim in place): give it a copy
+    import shutil
+
+    copy = work / "input" / p.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copyfile(p, copy)
     log: list[str] = []
     try:
         import onnx2tf
 
         with _cwd(work), captured_output(log):
-            onnx2tf.convert(input_onnx_file_path=str(p),
+            onnx2tf.convert(input_onnx_file_path=str(copy),
                             output_folder_path=str(work / "saved_model"),
                             output_signaturedefs=True, non_verbose=True)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - onnx2tf calls sys.exit on failure
