@@ -136,7 +136,8 @@ def _stage_of_layers(spec: ModelSpec) -> dict[str, int]:
 
 
 def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs: int, lr: float,
-                      patience: int, ckpt: Path, log) -> dict[str, list]:
+                      patience: int, ckpt: Path, log,
+                      saved_best: float = -1.0) -> tuple[dict[str, list], float]:
     """A plain tf.distribute training loop for MultiWorkerMirroredStrategy.
 
     Keras 3's ``Model.fit`` cannot run under MultiWorkerMirroredStrategy (it fails converting
@@ -144,6 +145,10 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs: int, lr: float,
     what ``fit`` does here with the same model, loss and optimizer: Adam, label-smoothed
     cross-entropy averaged over the global batch, validation accuracy each epoch, early
     stopping and the best weights restored and checkpointed.
+
+    As with Keras' callbacks reused across the two phases, early stopping starts afresh in
+    each call while the checkpoint keeps the best of all phases: ``saved_best`` is the
+    validation accuracy already checkpointed (-1: none); returns (history, new saved_best).
     """
     import keras
     import tensorflow as tf
@@ -176,7 +181,7 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs: int, lr: float,
         return strategy.reduce("SUM", hits, axis=None), strategy.reduce("SUM", n, axis=None)
 
     history: dict[str, list] = {"loss": [], "val_accuracy": []}
-    best, best_weights, waited = -1.0, None, 0
+    best, best_weights, waited = -1.0, None, 0  # this phase's, for early stopping
     for epoch in range(epochs):
         losses = [float(train_step(x, y)) for x, y in dist_train]
         hits = total = 0.0
@@ -187,16 +192,18 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs: int, lr: float,
         history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
         history["val_accuracy"].append(acc)
         log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, val_accuracy {acc:.4f}")
+        if acc > saved_best:  # ModelCheckpoint(save_best_only=True)
+            saved_best = acc
+            model.save_weights(str(ckpt))
         if acc > best:
             best, best_weights, waited = acc, model.get_weights(), 0
-            model.save_weights(str(ckpt))
         else:
             waited += 1
             if waited >= patience:
                 break
     if best_weights is not None:
         model.set_weights(best_weights)
-    return history
+    return history, saved_best
 
 
 def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
@@ -268,6 +275,7 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
                                              restore_best_weights=True),
                keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_accuracy",
                                                save_best_only=True, save_weights_only=True)]
+        saved_best = -1.0  # multi-worker: the checkpointed validation accuracy
         for phase, (fine, lr, n) in enumerate(((False, 1e-3, head_epochs),
                                                (True, 1e-4, epochs - head_epochs))):
             if n <= 0:
@@ -277,8 +285,8 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
             with strategy.scope():
                 _freeze(model, spec, fine)
             if multi_worker:
-                h = _fit_multi_worker(model, strategy, train_ds, val_ds, n, lr, patience, ckpt,
-                                      log)
+                h, saved_best = _fit_multi_worker(model, strategy, train_ds, val_ds, n, lr,
+                                                  patience, ckpt, log, saved_best)
             else:
                 with strategy.scope():
                     model.compile(optimizer=keras.optimizers.Adam(lr),
