@@ -26,11 +26,14 @@ def devices_table(devs) -> None:
         t.add_column(col)
     for d in devs:
         m = d.latency_model
-        model = ("[yellow]estimate[/] (MACs / throughput)" if m is None else
-                 ("[yellow]estimate[/] " + (f"(per-op, {m.threads} threads)" if m.threads
-                                            else "(per-op form of MACs / throughput)"))
-                 if m.estimate else
-                 f"measured per-op ({m.threads} threads)")
+        if m is None:
+            model = "[yellow]estimate[/] (MACs / throughput)"
+        elif not m.estimate:
+            model = f"measured per-op ({m.threads} threads)"
+        elif m.threads:
+            model = f"[yellow]estimate[/] (per-op, {m.threads} threads)"
+        else:
+            model = "[yellow]estimate[/] (per-op form of MACs / throughput)"
         t.add_row(d.key, d.name, d.kind, format_size(d.ram_bytes), format_size(d.flash_bytes),
                   f"{d.int8_macs_per_s:.2g}", model,
                   f"{d.max_latency_ms:g} ms" if d.max_latency_ms else "-", d.family,

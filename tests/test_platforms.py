@@ -95,16 +95,16 @@ sys.meta_path.insert(0, _Block())
 from pathlib import Path
 from edgeeff.core.arch import phi_spec
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.export import _export_tflm
+from edgeeff.export import ExportRequest, _export_tflm
 from edgeeff.export.tflm import tflite_micro_available
 assert not tflite_micro_available()
-tmp, spec_given = Path(sys.argv[1]), sys.argv[2] == "spec"
+tmp, spec_given, io = Path(sys.argv[1]), sys.argv[2] == "spec", sys.argv[3]
 class Fe:
     name = "tiny"
     spec = phi_spec(-6, "lite", 10) if spec_given else None
 logs = []
 try:
-    rec = _export_tflm(tmp, Fe(), logs.append, None, tmp / 'model_int8.tflite')
+    rec = _export_tflm(tmp, Fe(), logs.append, ExportRequest(io=io), tmp / 'model_int8.tflite')
 except EdgeeffError as e:
     print(json.dumps({"error": str(e)}))
 else:
@@ -119,11 +119,12 @@ def int8_model() -> bytes:
     return (tiny_export() / "model_int8.tflite").read_bytes()
 
 
-def _run_without_tflm(int8_model: bytes, tmp_path, spec: bool) -> dict:
+def _run_without_tflm(int8_model: bytes, tmp_path, spec: bool, io: str = "uint8") -> dict:
     from edgeeff.core import artifacts as A
 
     (tmp_path / A.INT8_MODEL).write_bytes(int8_model)
-    r = subprocess.run([sys.executable, "-c", NO_TFLM, str(tmp_path), "spec" if spec else "none"],
+    r = subprocess.run([sys.executable, "-c", NO_TFLM, str(tmp_path), "spec" if spec else "none",
+                        io],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -146,6 +147,11 @@ def test_tflm_without_tflite_micro_uses_the_estimate_and_says_so(int8_model, tmp
     said = [m for m in logs if "not installed" in m]
     assert len(said) == 1 and f"{estimate:,} B" in said[0]
     assert any("estimated, kTensorArenaSize" in m for m in logs)
+    # the estimate is for the graph --io asked for: int8 I/O has no uint8 input tensor
+    (tmp_path / "tflm").rename(tmp_path / "tflm-uint8")
+    rec8 = _run_without_tflm(int8_model, tmp_path, spec=True, io="int8")["rec"]["tflm"]
+    assert rec8["min_arena_bytes"] == cost(phi_spec(-6, "lite", 10), "int8").tflm_arena_bytes
+    assert rec8["min_arena_bytes"] != estimate
 
 
 def test_tflm_without_tflite_micro_or_spec_is_one_clear_error(int8_model, tmp_path):

@@ -99,10 +99,6 @@ class Prediction:
     dev_top1: float  # the smooth fit on imagenet-dev at this resolution, %
     basis: str
 
-    def to_dict(self) -> dict:
-        return {"top1_predicted": round(self.top1, 1), "dev_top1_fit": round(self.dev_top1, 1),
-                "basis": self.basis}
-
 
 def predict(model: str, resolution: int, precision: str = "int8") -> Prediction:
     """Predicted ImageNet top-1 of pretrained ``model`` (lite0/1/2) run at ``resolution``."""

@@ -241,10 +241,11 @@ def tflm_overhead_bytes(g: Graph) -> int:
 def cost(spec: ModelSpec, io: str = "uint8") -> Cost:
     """Costs of the CPU model; the TFLite Micro arena of the converter's graph (what
     ``--format tflm`` ships, with no float input tensor)."""
-    g = graph(spec, io)
+    arch = expand(spec)
+    g = graph(arch, io)
     live = live_bytes(g)
     i = max(range(len(live)), key=live.__getitem__)
-    tg = graph(spec, io, "converter")
+    tg = graph(arch, io, "converter")
     return Cost(
         macs=sum(op.macs for op in g.ops),
         params=sum(op.params for op in g.ops),

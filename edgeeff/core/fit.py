@@ -150,7 +150,8 @@ class FitResult:
     note: str = ""  # e.g. why another family than the device's preferred one was chosen
     runner_up: Candidate | None = None  # accuracy-ranked picks: the second best that fits
     alternative: Candidate | None = None  # weightless pick: the best pretrained one that fits
-    candidates: tuple[Candidate, ...] = ()  # everything evaluated for an accuracy pick
+    # everything evaluated for an accuracy pick, or for a weightless pick's alternative
+    candidates: tuple[Candidate, ...] = ()
 
     @property
     def weightless(self) -> bool:
@@ -253,8 +254,9 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
                                     f"chose the {other} family instead")
     if res.weightless:  # name the best pretrained model within the same budgets
         try:
-            res = replace(res, alternative=fit_pretrained(device, budgets, num_classes,
-                                                          measure=measure).chosen)
+            alt = fit_pretrained(device, budgets, num_classes, measure=measure)
+            # its candidates too: --plot draws them (already evaluated, measured with --measure)
+            res = replace(res, alternative=alt.chosen, candidates=alt.candidates)
         except NothingFits:
             pass
     return res

@@ -179,15 +179,7 @@ class LatencyModel:
     estimate: str = ""  # not measured on the device itself: how the numbers were obtained
 
     def predict_ms(self, x: ModelSpec | Graph) -> float:
-        g = _graph_of(x)
-        total = self.graph_s
-        for i in range(len(g.ops)):
-            coef = self.coefficients.get(op_type(g, i))
-            if not coef:
-                continue
-            for f, v in op_features(g, i).items():
-                total += coef.get(f, 0.0) * v
-        return 1000.0 * total
+        return sum(self.breakdown_ms(x).values())
 
     def breakdown_ms(self, x: ModelSpec | Graph) -> dict[str, float]:
         """Predicted milliseconds per op type (and the graph constant)."""

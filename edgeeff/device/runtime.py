@@ -79,15 +79,14 @@ _RUNTIME_TOO_OLD = re.compile(r"requires runtime version \((\d+)\), which is new
 
 def _load_error(message: str) -> str:
     """The first line of a runtime's load error, with what to do where edgeeff knows it."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    m = next((_RUNTIME_TOO_OLD.search(ln) for ln in lines if _RUNTIME_TOO_OLD.search(ln)), None)
+    m = _RUNTIME_TOO_OLD.search(message)
     if m is not None:  # libedgetpu older than the runtime the model was compiled for
         need, have = m.groups()
         return (f"the model was compiled for Edge TPU runtime {need}, this libedgetpu is "
                 f"runtime {have}: re-export with 'edgeeff export --format edgetpu "
                 f"--edgetpu-runtime {have}', or update libedgetpu (sudo apt-get install "
                 "libedgetpu1-std)")
-    return lines[0] if lines else ""
+    return next((ln.strip() for ln in message.splitlines() if ln.strip()), "")
 
 
 def read_embedded_metadata(model_bytes: bytes, verified: bool = False) -> dict | None:

@@ -57,13 +57,22 @@ class ExportRequest:
     edgetpu_runtime: int | None = None  # edgetpu_compiler -m: oldest Edge TPU runtime to support
     io: str = "uint8"  # int8 model input and output type (core.cost.IO_TYPES)
 
+    @property
+    def int8_formats(self) -> list[str]:
+        """The requested formats built from the int8 model (edgetpu, tflm)."""
+        return [f for f in self.formats if FORMATS[f].needs_int8]
+
+    @property
+    def writes_int8(self) -> bool:
+        """--int8, or a format that needs the int8 model."""
+        return self.int8 or bool(self.int8_formats)
+
     def check(self) -> ExportRequest:
         """Every check that needs no TensorFlow, so bad input fails before it loads."""
         check_out(self.out, self.force)
         if self.io not in IO_TYPES:
             raise EdgeeffError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io!r}")
-        if self.io != "uint8" and not (self.int8 or any(FORMATS[f].needs_int8
-                                                        for f in self.formats)):
+        if self.io != "uint8" and not self.writes_int8:
             raise EdgeeffError("--io sets the int8 model's input and output type: add --int8")
         if self.calib is not None and not Path(self.calib).is_dir():
             raise EdgeeffError(f"calibration folder not found: {self.calib}")
@@ -80,7 +89,7 @@ class ExportRequest:
         if self.max_int8_drop is not None:
             if self.max_int8_drop < 0:
                 raise EdgeeffError(f"--max-int8-drop must be >= 0, got {self.max_int8_drop:g}")
-            if not (self.int8 or any(FORMATS[f].needs_int8 for f in self.formats)):
+            if not self.writes_int8:
                 raise EdgeeffError("--max-int8-drop checks the int8 model: add --int8")
         if self.edgetpu_runtime is not None:
             from edgeeff.export.edgetpu import check_runtime
@@ -214,10 +223,9 @@ def frontend_from_spec(spec, weights: str, log=print) -> Frontend:
 
 def run(req: ExportRequest, log=print) -> dict:
     """Produce every requested artifact under ``req.out``; returns the model card."""
-    needs_int8 = [f for f in req.formats if FORMATS[f].needs_int8]
-    int8 = req.int8 or bool(needs_int8)
-    if needs_int8 and not req.int8:
-        log(f"note: {', '.join(needs_int8)} needs int8: quantising as if --int8 was given")
+    int8 = req.writes_int8
+    if req.int8_formats and not req.int8:
+        log(f"note: {', '.join(req.int8_formats)} needs int8: quantising as if --int8 was given")
     if int8 and req.calib_note:
         log(f"note: {req.calib_note}")
     req.check()
@@ -297,9 +305,10 @@ def _run(req: ExportRequest, out: Path, int8: bool, work: Path, log) -> dict:
                 # compiler start from the converter's graph (see edgeeff.core.cost)
                 write_bytes_atomic(tmp / A.INT8_MODEL,
                                    metadata.package(tflite.cpu_form(int8_bytes), md))
-                converter_int8 = work / "converter" / A.INT8_MODEL
-                converter_int8.parent.mkdir(exist_ok=True)
-                write_bytes_atomic(converter_int8, metadata.package(int8_bytes, md))
+                if req.int8_formats:
+                    converter_int8 = work / "converter" / A.INT8_MODEL
+                    converter_int8.parent.mkdir(exist_ok=True)
+                    write_bytes_atomic(converter_int8, metadata.package(int8_bytes, md))
         write_text_atomic(tmp / A.LABELS, "\n".join(labels) + "\n")
         card["artifacts"][A.FLOAT_MODEL] = _artifact(tmp / A.FLOAT_MODEL)
         if int8:
@@ -359,7 +368,8 @@ def _artifact(path: Path) -> dict:
     }
 
 
-# Each takes (temporary out folder, frontend, log, request, the converter's int8 model or None)
+# Each takes (temporary out folder, frontend, log, request, the converter's int8 model: written
+# for the formats that need int8, None for the others)
 
 
 def _export_edgetpu(tmp: Path, fe: Frontend, log, req, int8: Path) -> dict:
@@ -371,7 +381,7 @@ def _export_edgetpu(tmp: Path, fe: Frontend, log, req, int8: Path) -> dict:
 def _export_tflm(tmp: Path, fe: Frontend, log, req, int8: Path) -> dict:
     from edgeeff.export import tflm
 
-    rec = tflm.export(int8, tmp / A.TFLM_DIR, fe.name, spec=fe.spec, log=log)
+    rec = tflm.export(int8, tmp / A.TFLM_DIR, fe.name, spec=fe.spec, log=log, io=req.io)
     how = "measured" if rec["measured_with"] == tflm.MEASURED_WITH else "estimated"
     log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B {how}, "
         f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: {', '.join(rec['resolver'])}")

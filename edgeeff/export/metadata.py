@@ -16,7 +16,8 @@ from edgeeff.core.preprocess import Preprocessor
 from edgeeff.device import tflite_graph
 
 
-def _fb_utils():
+def fb_utils():
+    """(flatbuffer_utils, generated schema) for unpacking and repacking .tflite models."""
     try:
         from ai_edge_litert import schema_py_generated as s
         from ai_edge_litert.tools import flatbuffer_utils as fu
@@ -28,7 +29,7 @@ def _fb_utils():
 
 def _with_buffers(model: bytes, named: dict[str, bytes]) -> bytes:
     """``model`` with one metadata buffer per name (replacing buffers of the same names)."""
-    fu, s = _fb_utils()
+    fu, s = fb_utils()
     obj = fu.convert_bytearray_to_object(bytearray(model))
 
     def name_of(m):
@@ -61,7 +62,7 @@ def model_metadata(name: str, spec: dict | None, labels: list[str], pp: Preproce
 
 def strip(model: bytes) -> bytes:
     """``model`` without edgeeff's JSON metadata (for flash-tight targets such as TFLM)."""
-    fu, _ = _fb_utils()
+    fu, _ = fb_utils()
     obj = fu.convert_bytearray_to_object(bytearray(model))
     keep = []
     for m in obj.metadata or []:

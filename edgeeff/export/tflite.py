@@ -190,9 +190,9 @@ def cpu_form(model: bytes) -> bytes:
     tensor holds the same values. A model with no such op (int8 input) is returned unchanged.
     """
     from edgeeff.device import tflite_graph
-    from edgeeff.export.metadata import _fb_utils
+    from edgeeff.export.metadata import fb_utils
 
-    fu, s = _fb_utils()
+    fu, s = fb_utils()
     obj = fu.convert_bytearray_to_object(bytearray(model))
     sg = obj.subgraphs[0]
 

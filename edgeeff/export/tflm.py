@@ -114,12 +114,13 @@ const unsigned int g_model_data_len = {len(model)};
     return [h, cc]
 
 
-def export(model_path: Path, folder: Path, name: str, spec=None, log=None) -> dict:
+def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
+           io: str = "uint8") -> dict:
     """C sources for ``model_path`` (without edgeeff's JSON metadata: flash is scarce).
 
     The arena is measured with tflite-micro where it is installed; elsewhere (it has wheels
-    for x86-64 Linux only) it is edgeeff's estimate for ``spec``, said in one log line and in
-    ``arena.json``'s ``measured_with``.
+    for x86-64 Linux only) it is edgeeff's estimate for ``spec`` with ``io`` input and output,
+    said in one log line and in ``arena.json``'s ``measured_with``.
     """
     from edgeeff.core.fsutil import write_bytes_atomic
     from edgeeff.export.metadata import strip
@@ -138,7 +139,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None) -> di
     else:
         from edgeeff.core.cost import cost
 
-        arena = int(cost(spec).tflm_arena_bytes)
+        arena = int(cost(spec, io).tflm_arena_bytes)
         arena_note = (f"Estimated arena (edgeeff's cost model; tflite-micro is not installed on the "
                       f"build host): {arena} bytes.")
         if log is not None:

@@ -45,7 +45,6 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.zoo import AVAILABLE, source_for
 from edgeeff.model.weights import RandomWeightsWarning
 
-BN_EPSILON = 1e-3  # edgeeff.model.build's BatchNormalization epsilon (TF's EfficientNet-Lite)
 RELU6_CAP = 6.0
 
 Arrays = dict[str, list[np.ndarray]]
