@@ -59,6 +59,9 @@ def test_weightless_pick_says_so_and_names_the_pretrained_alternative(tmp_path):
     assert res.weightless and res.chosen.spec.phi > 0
     alt = res.alternative
     assert alt is not None and alt.fits and alt.weights in PRETRAINED and alt.top1 > 60
+    # the candidates it was chosen from come along (what --plot draws, evaluated once)
+    assert any(c is alt for c in res.candidates)
+    assert {c.weights for c in res.candidates} == set(PRETRAINED)
     r = run_cli("fit", "--device", "pi4", "--max-mflops", "600", "--max-latency-ms", "1000",
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
