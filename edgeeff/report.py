@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeeff.core.cost import stage_table
@@ -95,10 +96,11 @@ def fit_table(res, spec_file: str = "edgeeff.json") -> None:
     if ch.top1 is not None:
         what = ("predicted top-1: {:.1f} % int8 on ImageNet" if ch.weights in AVAILABLE
                 else "top-1: {:.1f} %")
-        console.print(what.format(ch.top1) + f" (basis: {ch.accuracy.basis})")
+        console.print(what.format(ch.top1) + f" (basis: {escape(ch.accuracy.basis)})")
     console.print(f"latency: {ch.latency_ms:.1f} ms "
                   + ("measured here (" + f"predicted {ch.latency_predicted_ms:.1f} ms)"
-                     if ch.latency_source == "measured" else f"predicted ({res.device.latency_basis})"))
+                     if ch.latency_source == "measured" else
+                     f"predicted ({escape(res.device.latency_basis)})"))
     left = {k: v for k, v in res.unused().items() if v is not None}
     if left:
         console.print("unused budget: " + ", ".join(

@@ -179,3 +179,20 @@ def test_bundled_profiles_carry_per_op_tables_labelled_estimates():
                         "--measured", str(root / "tools" / "data" / "x86-64-1thread.toml"),
                         "--check"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("0 file(s) to change"), r.stdout
+
+
+def test_fit_prints_profile_strings_verbatim(tmp_path):
+    """The latency basis quotes the profile (runtime, version): text in brackets is shown as
+    written, not taken for console markup (it once ate '[latency]')."""
+    _, _, model = _fitted_model(3)
+    model = latency.LatencyModel(model.coefficients, 2.5e-5, 2, "ai_edge_litert",
+                                 "2.3.0 [custom build]", "box")
+    prof = {"name": "bench box", "kind": "sbc", "ram": "512MB", "flash": "256MB",
+            "int8_macs_per_s": 1.5e10, "family": "lite", "formats": ["tflite"],
+            "sources": {"ram": "r", "flash": "f", "throughput": "t", "latency": "measured"},
+            "latency": model.to_toml_dict()}
+    (tmp_path / "box.toml").write_text(targets.dumps(prof))
+    r = run_cli("fit", "--device", str(tmp_path / "box.toml"), "--max-mflops", "50",
+                "--out", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert "2.3.0 [custom build], 2 threads" in " ".join(r.stdout.split())

@@ -83,7 +83,7 @@ class Device:
             return "MACs / int8_macs_per_s"
         m = self.latency_model
         if m.estimate:  # the table says how it was made
-            return "per-op estimate, not measured on this board (its [latency] estimate key)"
+            return "per-op estimate, not measured on this board (the profile's latency.estimate says how)"
         return f"per-op model measured with {m.runtime} {m.runtime_version}, {m.threads} threads"
 
     @property
