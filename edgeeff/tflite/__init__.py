@@ -1,0 +1,1 @@
+"""The one place that knows the .tflite flatbuffer: schema, reader, verifier, writer, rewrites, metadata."""
