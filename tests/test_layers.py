@@ -1,6 +1,10 @@
-"""The tiers' import rules: arrows point into the core, and the device side never needs
-TensorFlow. Checked on the source (every import statement, nested ones included) and by
-running the commands with the heavy packages blocked."""
+"""The tiers' import rules, checked on the source (every import statement, nested ones
+included) and by running the commands with the heavy packages blocked.
+
+The order is core <- tflite <- data <- device <- model <- export <- deploy <- the CLI
+(edgeeff/*.py): a module may import edgeeff modules of its own tier or of tiers to its left,
+never to its right. The core imports nothing outside the standard library, numpy, click and rich;
+the device tier never imports TensorFlow, Keras or ONNX."""
 
 import ast
 import subprocess
@@ -12,14 +16,18 @@ import pytest
 from tests.conftest import ROOT
 
 PKG = ROOT / "edgeeff"
+TIERS = ("core", "tflite", "data", "device", "model", "export", "deploy")
+TOP = len(TIERS)  # edgeeff/cli.py, report.py, plot.py, __main__.py
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 CORE_THIRD_PARTY = {"numpy", "click", "rich", "tomli"}
-DEVICE_THIRD_PARTY = CORE_THIRD_PARTY | {"cv2", "ai_edge_litert", "tflite_runtime", "psutil",
-                                         "picamera2", "flatbuffers", "tflite_micro"}
+TFLITE_THIRD_PARTY = CORE_THIRD_PARTY | {"tflite", "flatbuffers", "ai_edge_litert", "tflite_micro"}
+DEVICE_THIRD_PARTY = TFLITE_THIRD_PARTY | {"cv2", "tflite_runtime", "psutil", "picamera2"}
+THIRD_PARTY = {"core": CORE_THIRD_PARTY, "tflite": TFLITE_THIRD_PARTY, "data": DEVICE_THIRD_PARTY,
+               "device": DEVICE_THIRD_PARTY}
 NEVER_ON_DEVICE = {"tensorflow", "keras", "tf_keras", "onnx", "onnx2tf", "onnxruntime"}
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
+def imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in ``path``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = []
@@ -28,7 +36,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
             out.extend((node.lineno, a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the file's package
-                pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-node.level])
+                pkg = ".".join(path.relative_to(root).with_suffix("").parts[:-node.level])
                 out.append((node.lineno, f"{pkg}.{node.module}" if node.module else pkg))
             elif node.module == "edgeeff":  # from edgeeff import x -> edgeeff.x
                 out.extend((node.lineno, f"edgeeff.{a.name}") for a in node.names)
@@ -37,48 +45,58 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def violations(tier: str, allowed_edgeeff: tuple[str, ...], third_party: set[str]) -> list[str]:
+def tier_of(module: str) -> int:
+    """Rank of an edgeeff module (``edgeeff.device.demo.loop`` -> 3); top-level modules rank last."""
+    parts = module.split(".")
+    return TIERS.index(parts[1]) if len(parts) > 1 and parts[1] in TIERS else TOP
+
+
+def violations(files, root: Path = ROOT) -> list[str]:
     bad = []
-    for f in sorted((PKG / tier).glob("*.py")):
-        for line, mod in imports(f):
+    for f in files:
+        rel = f.relative_to(root)
+        own = tier_of(".".join(rel.with_suffix("").parts))
+        allowed = THIRD_PARTY.get(TIERS[own]) if own < TOP else None
+        for line, mod in imports(f, root):
             top = mod.split(".")[0]
             if top == "edgeeff":
-                ok = mod == "edgeeff" or any(mod == f"edgeeff.{t}" or mod.startswith(f"edgeeff.{t}.")
-                                             for t in allowed_edgeeff)
-            else:
-                ok = top in STDLIB or top in third_party
-            if not ok:
-                bad.append(f"{f.relative_to(ROOT)}:{line} imports {mod}")
+                if mod != "edgeeff" and not mod.startswith("edgeeff.__") and tier_of(mod) > own:
+                    bad.append(f"{rel}:{line} imports {mod} (a tier above)")
+            elif allowed is not None and top not in STDLIB and top not in allowed:
+                bad.append(f"{rel}:{line} imports {mod}")
+            if own < TOP and TIERS[own] in ("core", "tflite", "data", "device") and top in NEVER_ON_DEVICE:
+                bad.append(f"{rel}:{line} imports {mod} (never on the device)")
     return bad
 
 
-def test_core_imports_only_core_and_light_libraries():
-    assert violations("core", ("core",), CORE_THIRD_PARTY) == []
+def test_every_tier_imports_only_its_own_and_lower_tiers():
+    files = sorted(PKG.rglob("*.py"))
+    assert len(files) > 40
+    assert violations(files) == []
 
 
-def test_device_imports_only_core_device_and_runtime_libraries():
-    assert violations("device", ("core", "device"), DEVICE_THIRD_PARTY) == []
-    for f in (PKG / "device").glob("*.py"):
-        assert not {m.split(".")[0] for _, m in imports(f)} & NEVER_ON_DEVICE, f
+def test_every_subpackage_is_a_known_tier():
+    subpackages = {p.parent.relative_to(PKG).parts[0] for p in PKG.rglob("__init__.py") if p.parent != PKG}
+    # edgeeff/data holds package data files too; it is the data tier
+    assert subpackages <= set(TIERS), subpackages - set(TIERS)
 
 
-def test_nothing_imports_the_cli_and_model_never_imports_export():
-    for f in PKG.rglob("*.py"):
-        mods = {m for _, m in imports(f)}
-        assert "edgeeff.cli" not in mods or f.name == "cli.py", f
-        if f.parent.name == "model":
-            assert not any(m.startswith("edgeeff.export") for m in mods), f
-
-
-def test_the_checker_sees_nested_and_from_imports(tmp_path):
-    # the rule test must itself be able to fail
-    f = PKG / "core" / "_probe_for_test.py"
-    f.write_text("def f():\n    import tensorflow\n    from edgeeff.device import demo\n")
-    try:
-        bad = violations("core", ("core",), CORE_THIRD_PARTY)
-    finally:
-        f.unlink()
-    assert any("tensorflow" in b for b in bad) and any("edgeeff.device" in b for b in bad)
+def test_the_checker_sees_nested_from_and_upward_imports(tmp_path):
+    # the rule test must itself be able to fail: a fake tree outside the package
+    core = tmp_path / "edgeeff" / "core"
+    core.mkdir(parents=True)
+    probe = core / "probe.py"
+    probe.write_text("def f():\n    import tensorflow\n    from edgeeff.device import demo\n"
+                     "from ..export import pipeline\n")
+    dev = tmp_path / "edgeeff" / "device"
+    dev.mkdir()
+    (dev / "probe.py").write_text("import onnx\nfrom edgeeff.core import cost\n")
+    bad = violations([probe, dev / "probe.py"], root=tmp_path)
+    assert any("tensorflow" in b for b in bad)
+    assert any("edgeeff.device" in b for b in bad)
+    assert any("imports edgeeff.export (a tier above)" in b for b in bad)
+    assert any("device/probe.py:1 imports onnx" in b for b in bad)
+    assert not any("edgeeff.core.cost" in b for b in bad)
 
 
 BLOCKER = (
