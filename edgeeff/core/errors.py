@@ -3,3 +3,7 @@
 
 class EdgeeffError(Exception):
     """Bad input or a missing prerequisite the user can fix. Printed as one line; exit 2."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A model was built without trained weights: its predictions are meaningless."""

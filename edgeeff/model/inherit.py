@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeeff.core.arch import Architecture, Block, ModelSpec, expand, preset_spec
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, RandomWeightsWarning
 from edgeeff.core.zoo import AVAILABLE, source_for
-from edgeeff.model.weights import RandomWeightsWarning
+from edgeeff.model import pretrained
 
 RELU6_CAP = 6.0
 
@@ -76,8 +76,6 @@ def dominates(src: Architecture, tgt: Architecture) -> bool:
 
 
 def _installed(name: str) -> bool:
-    from edgeeff.model import pretrained
-
     return pretrained.available_for(preset_spec(name))
 
 
@@ -327,8 +325,6 @@ def inherit_arrays(spec: ModelSpec, source: Arrays, source_spec: ModelSpec, init
 
 def describe(spec: ModelSpec, name: str, dominated: bool, compensate: bool = True) -> str:
     """The model card's weights string: never claims to be an ImageNet model."""
-    from edgeeff.model import pretrained
-
     tag = pretrained._package(name)[0]
     head = "" if spec.num_classes == 1000 else "; new head"
     if source_for(spec) == name:  # only on request: 'auto' loads these as imagenet weights
@@ -345,8 +341,6 @@ def inherit_into(model, spec: ModelSpec, compensate: bool = True) -> str:
     """Fill ``model`` (built from the lite ``spec``) with weights inherited from the nearest
     pretrained Lite0/1/2; returns the model card's description. ``compensate=False`` skips the
     mean compensation (for comparison only)."""
-    from edgeeff.model import pretrained
-
     name, dominated = choose_source(spec)
     source = pretrained.converted(name)
     layers = {layer.name: layer for layer in model.layers if layer.weights}

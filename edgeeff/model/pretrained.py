@@ -23,6 +23,7 @@ from edgeeff.core.arch import ModelSpec, expand, preset_spec
 from edgeeff.core.data import cache_dir
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.zoo import AVAILABLE, PRETRAINED, source_for
+from edgeeff.model.torchfile import load_state_dict
 
 
 def available_for(spec: ModelSpec) -> bool:
@@ -84,8 +85,6 @@ def keras_arrays(sd: dict, spec: ModelSpec) -> dict[str, list[np.ndarray]]:
 
 def converted(name: str) -> dict[str, list[np.ndarray]]:
     """Converted arrays for preset ``name``, from the cache or freshly converted."""
-    from edgeeff.model.torchfile import load_state_dict
-
     tag, pth = _package(name)
     path = cache_dir() / "weights" / f"{tag}.npz"
     if path.is_file():

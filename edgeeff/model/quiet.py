@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -50,8 +51,6 @@ def import_tensorflow():
     if "tensorflow" not in sys.modules:
         with captured_output():
             import tensorflow  # noqa: F401
-    import logging
-
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return sys.modules["tensorflow"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from edgeeff.core.arch import ModelSpec
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, RandomWeightsWarning
+from edgeeff.model import inherit, pretrained
 
-
-class RandomWeightsWarning(UserWarning):
-    pass
+__all__ = ["RandomWeightsWarning", "load_into", "load_keras_weights"]
 
 
 def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) -> str:
@@ -23,13 +25,9 @@ def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) 
     :mod:`edgeeff.model.inherit`) for the lite family before falling back to random.
     """
     if weights == "auto":
-        from edgeeff.model import inherit, pretrained
-
         weights = ("imagenet" if pretrained.available_for(spec)
                    else "inherit" if auto_inherit and inherit.can_inherit(spec) else "none")
     if weights == "inherit":
-        from edgeeff.model import inherit
-
         return inherit.inherit_into(model, spec)
     if weights in (None, "", "none"):
         warnings.warn("--weights none: random initialisation, predictions are MEANINGLESS "
@@ -37,8 +35,6 @@ def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) 
                       RandomWeightsWarning, stacklevel=2)
         return "none"
     if weights == "imagenet":
-        from edgeeff.model import pretrained
-
         return pretrained.load_imagenet(model, spec)
     p = Path(weights)
     if not p.is_file():
@@ -58,8 +54,6 @@ def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) 
 
 def _snake(name: str) -> str:
     """Keras' class-name -> key rule (Conv2D -> conv2d, BatchNormalization -> batch_normalization)."""
-    import re
-
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
@@ -76,8 +70,7 @@ def load_keras_weights(model, path: Path) -> int:
     (keras.applications' input normalisation) replaces this model's input normalisation.
     Returns the number of layers loaded.
     """
-    import h5py
-    import numpy as np
+    import h5py  # comes with TensorFlow
 
     with h5py.File(path, "r") as f:
         if "layers" not in f:
