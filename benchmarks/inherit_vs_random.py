@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def imagenet_dev(res: int) -> tuple[np.ndarray, np.ndarray]:
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
 
     wnids = (ROOT / "edgeeff" / "data" / "imagenet_wnids.txt").read_text().split()
     files = sorted(DEV.glob("*.JPEG"))
@@ -89,7 +89,7 @@ def held_accuracy(out: Path, held: Path, res: int) -> float:
     import keras
 
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import list_images, load_preprocessed
+    from edgeeff.data.images import list_images, load_preprocessed
 
     model = keras.models.load_model(str(out / "model.keras"), compile=False)
     classes = (out / "labels.txt").read_text().splitlines()

@@ -66,11 +66,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--per-round", type=int, default=5)
     a = ap.parse_args()
-    from edgeeff.device import tflite_graph
+    from edgeeff.tflite import reader
 
     models: dict[str, bytes] = {}
     if a.reference:
-        models["reference (onnx2tf)"] = tflite_graph.read_model_file(a.reference)
+        models["reference (onnx2tf)"] = reader.read_model_file(a.reference)
     with tempfile.TemporaryDirectory() as d:
         export(Path(d) / "u8", "uint8", "tflite,tflm")
         export(Path(d) / "i8", "int8", "tflite")
@@ -78,7 +78,7 @@ def main() -> None:
         models["uint8 (default)"] = (Path(d) / "u8" / "model_int8.tflite").read_bytes()
         models["int8 (--io int8)"] = (Path(d) / "i8" / "model_int8.tflite").read_bytes()
     for name, m in models.items():
-        g = tflite_graph.read(m)
+        g = reader.read(m)
         ops = [o.name for o in g.ops]
         print(f"{name:24s} {len(ops)} ops; first {ops[:2]}, last {ops[-2:]}; "
               f"in {g.tensors[g.inputs[0]].dtype}, out {g.tensors[g.outputs[0]].dtype}")

@@ -23,7 +23,7 @@ MODELS = [
 
 def measure(spec, workdir: Path) -> dict:
     from edgeeff.core.cost import cost
-    from edgeeff.export import frontend_from_spec
+    from edgeeff.export import from_spec as frontend_from_spec
     from edgeeff.export.tflite import convert_int8
     from edgeeff.export.tflm import measure_arena
     from edgeeff.model.calibrate import load_calibration

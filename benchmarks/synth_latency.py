@@ -42,7 +42,7 @@ SPECS = [
     ("efficientnet phi -6", None, -6.0, "efficientnet", 10, None),
 ]
 # what the exported graph depends on: the Keras builder, the converter calls, the versions and
-# the spec's layout (cost.graph walks the same block list as the builder)
+# the spec's layout (core.graph walks the same block list as the builder)
 EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py",
                     "edgeeff/export/__init__.py"]
 
@@ -67,7 +67,7 @@ def cli_args(preset, phi, family, classes, res) -> list[str]:
 
 def export_cached(args: list[str], spec, cache: Path) -> bytes:
     """model_int8.tflite of ``edgeeff export ARGS --weights none --int8``, cached."""
-    from edgeeff.core.cost import graph
+    from edgeeff.core.graph import graph
 
     h = hashlib.sha256(_versions().encode())
     for f in EXPORTER_SOURCES:

@@ -6,17 +6,35 @@ commands that need them, so ``fit``, ``info`` and ``devices`` start in a fractio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
+from edgeeff import plot, report
 from edgeeff.core import artifacts as A
-from edgeeff.core import fsutil
+from edgeeff.core import budget, fsutil, rank, specfile, targets
+from edgeeff.core import fit as fitmod
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import check_out
 from edgeeff.core.units import parse_size
+from edgeeff.deploy import bundle as bundlemod
+from edgeeff.deploy import firmware as fw
+from edgeeff.device import bench, doctor, evaluate
+from edgeeff.device import demo as demomod
+from edgeeff.device import profile as prof
+from edgeeff.device import runtime as devruntime
+from edgeeff.export import ExportRequest, click_options
+from edgeeff.export import run as run_export
+from edgeeff.model import keras_eval, quiet
+from edgeeff.model import train as trainmod
 
 
 class _Size(click.ParamType):
@@ -58,6 +76,13 @@ def _interrupted(e: BaseException | None) -> None:
     sys.exit(143 if term else 130)
 
 
+# A bare 'edgeeff' (a group with no_args_is_help): click >= 8.2 raises NoArgsIsHelpError, a
+# UsageError, so it is caught before the UsageError clause; click 8.1 prints the help itself
+# and exits 0 through click.exceptions.Exit. An empty tuple in an except clause matches nothing.
+_NO_ARGS_HELP: tuple[type[BaseException], ...] = tuple(
+    c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
+
+
 class _Group(click.Group):
     """Every user error ends as one line on stderr and exit code 2 — never a traceback.
 
@@ -80,7 +105,7 @@ class _Group(click.Group):
         try:
             rv = super().main(args=args, prog_name=prog_name or "edgeeff",
                               standalone_mode=False, **kw)
-        except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+        except _NO_ARGS_HELP as e:  # click >= 8.2 raises it for a bare 'edgeeff'
             click.echo(e.ctx.get_help())
             sys.exit(0)
         except click.UsageError as e:
@@ -122,8 +147,6 @@ def _emit_json(obj) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices(as_json: bool) -> None:
     """List the bundled device profiles (targets/*.toml)."""
-    from edgeeff import report
-    from edgeeff.core import targets
 
     devs = targets.load_all()
     if as_json:
@@ -161,32 +184,28 @@ def devices(as_json: bool) -> None:
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
         pretrained, as_json, out, measure, threads, trained, plot_file) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
-    from edgeeff import report
-    from edgeeff.core import fit as fitmod
-    from edgeeff.core import targets
 
     if plot_file:
-        from edgeeff.plot import check_path
 
-        check_path(plot_file)
+        plot.check_path(plot_file)
     device = targets.load(device_name)
-    budgets = fitmod.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
+    budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     timer = None
     if measure:
-        from edgeeff.device.profile import SpecTimer
 
         n = threads or (device.latency_model.threads if device.latency_model else 2)
-        timer = SpecTimer(threads=n)
+        timer = prof.SpecTimer(threads=n)
+        if timer.note:
+            click.echo(f"edgeeff: {timer.note}", err=True)
     if pretrained or trained:
-        res = fitmod.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
-                                    trained=trained, pretrained=pretrained, measure=timer)
+        res = rank.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
+                                 trained=trained, pretrained=pretrained, measure=timer)
     else:
         res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer)
     res.write_spec(out)
     if plot_file:
-        from edgeeff.plot import plot_fit
 
-        plot_fit(res, plot_file)
+        plot.plot_fit(res, plot_file)
     if as_json:
         _emit_json({**res.summary(out), "spec_file": out,
                     "candidates": [c.row() for c in res.neighbours]})
@@ -207,12 +226,9 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
 @click.option("--json", "as_json", is_flag=True)
 def info(preset, phi, family, spec_file, num_classes, resolution, device_name, as_json) -> None:
     """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
-    from edgeeff import report
-    from edgeeff.core import specfile
 
     spec, s = specfile.info(spec_file, preset, phi, family, num_classes, resolution)
     if device_name:
-        from edgeeff.core import targets
 
         dev = targets.load(device_name)
         s.update(device=dev.key, latency_ms=round(dev.latency_ms(spec), 2),
@@ -227,55 +243,13 @@ def info(preset, phi, family, spec_file, num_classes, resolution, device_name, a
 
 
 @main.command()
-@click.option("--spec", "spec_file", help=f"Spec file from 'edgeeff fit' (default: {A.SPEC_FILE}).")
-@click.option("--preset", help="b0..b7 or lite0..lite4 instead of a spec file.")
-@click.option("--phi", type=float, help="Continuous phi instead of a spec file.")
-@click.option("--family", type=click.Choice(["efficientnet", "lite"]))
-@click.option("--num-classes", type=click.IntRange(min=1))
-@click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
-@click.option("--from", "onnx_path", help="Import an ONNX model (through onnx2tf) instead.")
-@click.option("--mean", help="ONNX input normalisation mean, pixel units (e.g. 127 or "
-              "123.7,116.3,103.5); default: the model takes raw 0..255 pixels.")
-@click.option("--std", help="ONNX input normalisation std, pixel units (e.g. 128).")
-@click.option("--weights", default="auto", show_default=True,
-              help="auto (imagenet where the architecture has weights, else none), imagenet, "
-                   "inherit (sliced from the nearest pretrained Lite0/1/2: a starting point, "
-                   "not a trained model), none (random init) or a .weights.h5 path.")
-@click.option("--labels", "labels_file", help="labels.txt for a custom number of classes.")
-@click.option("--int8", is_flag=True, help="Full-integer post-training quantization.")
-@click.option("--calib", help="Folder of calibration images (default: bundled calibration/).")
-@click.option("--num-calib", type=click.IntRange(min=1), help="Calibration images (default 100).")
-@click.option("--format", "formats", default="tflite", show_default=True,
-              help="Comma list of tflite, edgetpu, tflm, saved_model, or all.")
-@click.option("--out", default="edgeeff-out", show_default=True, help="Output folder.")
-@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
-@click.option("--debug", is_flag=True, help="Per-layer quantization error (QuantizationDebugger).")
-@click.option("--max-int8-drop", type=click.FloatRange(min=0), metavar="PTS",
-              help="Fail (nothing written) when int8 loses more than PTS top-1 points against "
-                   "float32 on the held-back calibration images (top-1 disagreement when "
-                   "they carry no labels).")
-@click.option("--edgetpu-runtime", type=int, metavar="N",
-              help="Oldest Edge TPU runtime the compiled model must load on (edgetpu_compiler "
-                   "-m N, 10-14; default 14, libedgetpu 16.0). 13 = libedgetpu 15.0.")
-@click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
-              help="int8 model input and output: uint8 (raw pixels in, probabilities out: "
-                   "MediaPipe and Coral) or int8 (no conversion ops; for your own runtime "
-                   "code and TFLite Micro). edgeeff demo/eval/bench take both.")
-def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, mean, std, weights,
-           labels_file, int8, calib, num_calib, formats, out, force, debug, max_int8_drop,
-           edgetpu_runtime, io) -> None:
+@click_options(ExportRequest)
+def export(**options) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
-    from edgeeff import report
-    from edgeeff.export import request, run
-
-    req = request(spec_file=spec_file, preset=preset, phi=phi, family=family,
-                  num_classes=num_classes, resolution=resolution, onnx=onnx_path, mean=mean,
-                  std=std, weights=weights, labels_file=labels_file, int8=int8, calib=calib,
-                  num_calib=num_calib, formats=formats, out=out, force=force, debug=debug,
-                  max_int8_drop=max_int8_drop, edgetpu_runtime=edgetpu_runtime, io=io)
+    req = ExportRequest(**options).prepared()  # bad input fails before TF loads
     _quiet_tensorflow()
-    card = run(req, log=lambda m: click.echo(m, err=True))
-    report.export_summary(card, out)
+    card = run_export(req, log=lambda m: click.echo(m, err=True))
+    report.export_summary(card.to_dict(), str(req.out))
 
 
 @main.command("train")
@@ -300,17 +274,14 @@ def export(spec_file, preset, phi, family, num_classes, resolution, onnx_path, m
 def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs, batch_size,
               val_split, patience, distribute, out, force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
-    from edgeeff.core import specfile
-    from edgeeff.core.fsutil import check_out
 
     check_out(out, force)
     if spec_file is None and phi is None:
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
     _quiet_tensorflow()
-    from edgeeff.model.train import train
 
-    res = train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
+    res = trainmod.train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
                 patience=patience, distribute=distribute, force=force,
                 log=lambda m: click.echo(m, err=True))
     wrote = (f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)"
@@ -326,16 +297,12 @@ def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs,
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(model, data, threads, as_json) -> None:
     """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model."""
-    from rich.progress import Progress
 
-    from edgeeff import report
-    from edgeeff.device import evaluate
 
     if model.endswith(".keras"):
         _quiet_tensorflow()
-        from edgeeff.model.keras_eval import KerasRunner
 
-        runner = KerasRunner(model)
+        runner = keras_eval.KerasRunner(model)
     else:
         runner = evaluate.runner_for(model, threads)
     with Progress(transient=True, disable=as_json) as prog:
@@ -348,6 +315,18 @@ def eval_cmd(model, data, threads, as_json) -> None:
 
 
 # --------------------------------------------------------------------------- device side
+
+
+class _Address(click.ParamType):
+    name = "[HOST:]PORT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return demomod.parse_address(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 @main.command()
@@ -365,18 +344,35 @@ def eval_cmd(model, data, threads, as_json) -> None:
 @click.option("--reconnect", is_flag=True, help="Reopen a camera that disconnects, with "
               "backoff (reported as {\"event\": \"reconnect\", ...} JSON lines), instead of "
               "exiting 1.")
+@click.option("--serve", "serve", type=_Address(), metavar="[HOST:]PORT",
+              help="Serve the live picture and predictions to a browser instead of a window "
+                   "(/, /stream.mjpg, /predictions, /events); binds 127.0.0.1 unless HOST is "
+                   "given (0.0.0.0: the whole network). A video, folder or the sample loops.")
+@click.option("--token", help="With --serve: every path needs ?token=TOKEN (or the cookie the "
+              "page sets), else 401.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
-         reconnect) -> int:
+         reconnect, serve, token) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
-    from edgeeff.device import demo as demomod
-    from edgeeff.device.runtime import Classifier, resolve_model_path
-
-    path = resolve_model_path(model, delegate=delegate)
+    if token is not None and serve is None:
+        raise click.UsageError("--token applies to --serve")
+    if token is not None and not demomod.serve.valid_token(token):
+        raise click.UsageError("--token takes letters, digits and . _ ~ - (it goes into URLs "
+                               "and a cookie)")
+    path = devruntime.resolve_model_path(model, delegate=delegate)
     demomod.need_cv2()
-    clf = Classifier(path, num_threads=threads or demomod.default_threads(), delegate=delegate)
+    clf = devruntime.Classifier(path, num_threads=threads or demomod.default_threads(),
+                                delegate=delegate)
+    server = None
+    if serve is not None:
+        server = demomod.DemoServer(*serve, token=token)  # binds now: a busy port exits 2
+        warning = demomod.exposure_warning(server.host, server.port, token)
+        if warning:
+            click.echo(warning, err=True)
+        click.echo(f"edgeeff demo: serving on {server.url}", err=True)
     try:
-        demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
-                         reconnect=reconnect)
+        with server if server is not None else contextlib.nullcontext():
+            demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
+                             reconnect=reconnect, server=server)
     except demomod.DemoError as e:
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1
@@ -392,8 +388,6 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
     """Latency percentiles, throughput and peak RSS; float32 vs int8 for an export folder."""
-    from edgeeff import report
-    from edgeeff.device import bench
 
     res = bench.bench(model, threads, runs, warmup, delegate)
     if as_json:
@@ -413,14 +407,14 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def profile_cmd(threads, out, name, quick, force, as_json) -> None:
     """Time synthetic int8 EfficientNets on this device; write a per-op latency profile."""
-    from pathlib import Path
 
-    from rich.progress import Progress
 
-    from edgeeff.device import profile as prof
 
     if Path(out).exists() and not force:
         raise EdgeeffError(f"{out} exists: pass --force to replace it")
+    threads_note = prof.cap_threads(threads)[1]  # profile() caps the same way
+    if threads_note:
+        click.echo(f"edgeeff: {threads_note}", err=True)
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task("timing synthetic graphs", total=None)
 
@@ -429,6 +423,7 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
 
         res = prof.profile(threads=threads, quick=quick, log=log)
     prof.write_profile(out, res, name)
+    threads = res.threads
     v = res.model.validation
     summary = {"profile": out, "threads": threads, "graphs_timed": len(res.measurements),
                "wall_s": round(res.wall_s, 1), "int8_macs_per_s": res.int8_macs_per_s,
@@ -451,6 +446,38 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
         click.echo(f"edgeeff: warning: {warning}", err=True)
 
 
+@main.command("doctor")
+@click.option("--model", help="Also verify this export folder or .tflite file and benchmark it.")
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="How long the --model benchmark runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def doctor_cmd(model, seconds, as_json) -> int:
+    """Is this board set up to run the demo? Runtime, threads, cameras, display, Edge TPU.
+
+    Exit code 0 when the demo can run here, 2 when a required check failed."""
+
+
+    checks = doctor.run_checks(model, seconds=seconds)
+    ok = doctor.can_run_demo(checks)
+    if as_json:
+        _emit_json(doctor.report(checks))
+        return 0 if ok else 2
+    table = Table(show_header=True, header_style="bold")
+    for col in ("check", "", "found"):
+        table.add_column(col)
+    for c in checks:
+        mark = "ok" if c.ok else ("FAIL" if c.required else "warn")
+        table.add_row(c.name, mark, c.detail)
+    console = Console(highlight=False)
+    console.print(table, markup=False)
+    for c in checks:
+        if not c.ok:
+            click.echo(f"{'problem' if c.required else 'note'}: {c.problem()}")
+    click.echo("the demo can run here" if ok else "the demo cannot run here: fix the problems "
+               "above")
+    return 0 if ok else 2
+
+
 @main.command("bundle")
 @click.argument("export_dir")
 @click.option("--target", required=True, help="Device profile, e.g. pi4 or coral-usb.")
@@ -461,17 +488,41 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
               "edgeeff's source, or repack the installed edgeeff).")
 def bundle_cmd(export_dir, target, out, force, wheel) -> None:
     """Gather model, labels, model card, edgeeff's wheel, run script and a systemd unit."""
-    from edgeeff.device.bundle import bundle
 
-    b = bundle(export_dir, target, out, force, wheel=wheel)
+    b = bundlemod.bundle(export_dir, target, out, force, wheel=wheel)
     click.echo(f"wrote {b.folder}/ and {b.archive} ({b.model}; {b.wheel}, {b.wheel_source})")
 
 
-def _quiet_tensorflow() -> None:
-    from edgeeff.model.quiet import import_tensorflow
+@main.command("firmware")
+@click.argument("outdir", type=click.Path())
+@click.option("--target", type=click.Choice(["host", "cortex-m7", "cortex-m4", "cortex-m33",
+                                             "cortex-m0plus"]), default="host", show_default=True,
+              help="host (g++), or a Cortex-M with Arm GCC + CMSIS-NN.")
+@click.option("--tflm-dir", help="TensorFlow Lite Micro source tree (default: $TFLM_DIR, else "
+                                 "../shared/tflm/host or cortex-m7-cmsis-nn beside the repo).")
+@click.option("--run", "run_it", is_flag=True,
+              help="Run it: on the host, or under QEMU (mps2-an500 M7, mps2-an386 M4, "
+                   "mps2-an505 M33; none for M0+).")
+@click.option("--device", "device_name", help="Compare flash and RAM with this device profile.")
+@click.option("--arena", type=SIZE, help="Build with this tensor arena instead of "
+                                         "kTensorArenaSize (to find the smallest that works).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Parallel compiles (default: all CPUs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def firmware_cmd(outdir, target, tflm_dir, run_it, device_name, arena, jobs, as_json) -> None:
+    """Build the TFLite Micro firmware an 'export --format tflm' folder holds, and check it."""
 
+    rep = fw.firmware(outdir, target, tflm_dir, run_it, device_name, arena, jobs)
+    if as_json:
+        _emit_json(rep)
+    else:
+
+        Console().print(fw.table(rep))
+    sys.exit(0 if fw.passed(rep) else 1)
+
+
+def _quiet_tensorflow() -> None:
     try:
-        import_tensorflow()
+        quiet.import_tensorflow()
     except ImportError:
         raise EdgeeffError("this command needs TensorFlow: pip install 'edgeeff[export]'") from None
 

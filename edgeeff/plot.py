@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from edgeeff.core.budget import FitResult
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.fit import FitResult, pretrained_candidates
 from edgeeff.core.fsutil import write_bytes_atomic
+from edgeeff.core.rank import pretrained_candidates
 
 FORMATS = {".png": "png", ".svg": "svg"}
 COLORS = {"lite0": "#1f77b4", "lite1": "#2ca02c", "lite2": "#d62728"}

@@ -110,9 +110,7 @@ def fit_table(res, spec_file: str = "edgeeff.json") -> None:
         console.print(f"runner-up: {r.label}, predicted top-1 {r.top1:.1f} %, "
                       f"{r.cost.mflops:.1f} MFLOPs, {r.latency_ms:.1f} ms")
     if res.weightless:
-        from edgeeff.core.fit import weightless_hint
-
-        console.print(f"[yellow]weights:[/] {weightless_hint(res, spec_file)}")
+        console.print(f"[yellow]weights:[/] {res.weights_hint(spec_file)}")
 
 
 def info_table(spec, s: dict) -> None:

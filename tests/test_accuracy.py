@@ -7,7 +7,9 @@ import pytest
 
 from edgeeff.core import accuracy, specfile, targets
 from edgeeff.core.arch import phi_spec, preset_spec
-from edgeeff.core.fit import Budgets, fit, fit_pretrained
+from edgeeff.core.budget import Budgets
+from edgeeff.core.fit import fit
+from edgeeff.core.rank import fit_pretrained
 from edgeeff.core.zoo import PRETRAINED
 from tests.conftest import run_cli
 
@@ -86,9 +88,9 @@ def test_trained_models_rank_by_their_measured_top1(tmp_path):
                              ("big", 93.0, preset_spec("lite0", 5, 224))):
         d = tmp_path / name
         d.mkdir()
-        specfile.write(d / "edgeeff.json", spec, {"trained": {
-            "top1": top1, "top1_basis": "measured by edgeeff train on 40 validation images",
-            "weights": "model.weights.h5", "labels": "labels.txt"}})
+        specfile.write(d / "edgeeff.json", specfile.SpecFile(spec, trained=specfile.Trained(
+            top1=top1, top1_basis="measured by edgeeff train on 40 validation images",
+            weights="model.weights.h5", labels="labels.txt")))
         files.append(str(d / "edgeeff.json"))
     res = fit_pretrained(PI4, Budgets.for_device(PI4), trained=tuple(files), pretrained=False)
     assert res.chosen.weights == "trained:big" and res.chosen.top1 == 93.0

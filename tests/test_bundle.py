@@ -168,7 +168,7 @@ def test_installed_edgeeff_repacks_its_own_wheel(installed, export_dir, tmp_path
         if not name.endswith("/RECORD"):
             assert orig.read(name) == again.read(name), name
     # a valid RECORD: every file, with its size and sha256 (pip checks them on install)
-    from edgeeff.device.bundle import _record_hash
+    from edgeeff.deploy.bundle import _record_hash
 
     record = again.read(next(n for n in again.namelist() if n.endswith("/RECORD"))).decode()
     rows = {ln.split(",")[0]: ln.split(",")[1:] for ln in record.splitlines()}

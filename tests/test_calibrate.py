@@ -12,7 +12,7 @@ from tests.helpers import strings
 
 cv2 = needs("cv2")
 
-from edgeeff.device.images import load_rgb, resize_crop  # noqa: E402
+from edgeeff.data.images import load_rgb, resize_crop  # noqa: E402
 from edgeeff.model.calibrate import load_calibration  # noqa: E402
 
 

@@ -3,7 +3,8 @@
 import pytest
 
 from edgeeff.core.arch import expand, phi_spec, preset_spec
-from edgeeff.core.cost import cost, graph, live_bytes, stage_table
+from edgeeff.core.cost import cost, live_bytes, stage_table
+from edgeeff.core.graph import graph
 
 # trainable parameters of keras.applications.EfficientNetB0..B7 and TF's EfficientNet-Lite0 test
 GOLDEN_PARAMS = {
@@ -86,3 +87,38 @@ def test_stage_table_sums_to_total():
     assert [r["stage"] for r in rows] == ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
     assert sum(r["macs"] for r in rows) == cost(spec).macs
     assert sum(r["params"] for r in rows) == cost(spec).params
+
+
+def test_io_form_rule_lives_in_the_graph():
+    from edgeeff.core.graph import input_ops, output_ops
+
+    assert input_ops("uint8", "cpu") == ("DEQUANTIZE", "QUANTIZE")
+    assert input_ops("uint8", "converter") == ("QUANTIZE",)
+    assert input_ops("int8", "cpu") == input_ops("int8", "converter") == ()
+    assert output_ops("uint8") == ("QUANTIZE",) and output_ops("int8") == ()
+    spec = preset_spec("lite0")
+    for io, form in (("uint8", "cpu"), ("uint8", "converter"), ("int8", "cpu")):
+        g = graph(spec, io, form)
+        ends = input_ops(io, form)
+        assert [op.kind for op in g.ops[:len(ends)]] == list(ends)
+        assert all(op.role == "io" for op in g.ops[:len(ends)])
+        assert g.tensors[g.inputs[0]].dtype == io and g.tensors[g.outputs[0]].dtype == io
+    # the float32 tensor of the CPU form is what makes its input side 4x larger
+    assert graph(spec, "uint8", "cpu").tensors[1].dtype == "float32"
+
+
+def test_ops_carry_their_attributes():
+    g = graph(preset_spec("b0"))
+    by_name = {op.name: op for op in g.ops}
+    stem = by_name["stem_conv"]
+    assert (stem.role, stem.kernel, stem.stride, stem.padding) == ("stem", 3, 2, "SAME")
+    dw = by_name["block6a_dwconv"]
+    assert (dw.role, dw.kernel, dw.stride) == ("depthwise", 5, 2)
+    assert by_name["block2a_se_squeeze"].keep_dims and not by_name["avg_pool"].keep_dims
+    assert {op.activation for op in g.ops} == {"NONE"}  # swish is LOGISTIC + MUL
+    lite = graph(preset_spec("lite0"))
+    fused = {op.role for op in lite.ops if op.activation == "RELU6"}
+    assert fused == {"stem", "expand", "depthwise", "head"}  # never the projection
+    # costs are sums over the graph's ops
+    assert cost(preset_spec("b0")).macs == sum(op.macs for op in g.ops)
+    assert cost(preset_spec("b0")).params == sum(op.params for op in g.ops)

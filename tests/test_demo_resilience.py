@@ -129,8 +129,8 @@ def _script(monkeypatch, steps):
         opened.append(step)
         return step
 
-    monkeypatch.setattr(demo, "open_source", opener)
-    monkeypatch.setattr(demo, "RECONNECT_DELAYS_S", (0.01, 0.02, 0.04))
+    monkeypatch.setattr(demo.loop, "open_source", opener)
+    monkeypatch.setattr(demo.sources, "RECONNECT_DELAYS_S", (0.01, 0.02, 0.04))
     return opened
 
 

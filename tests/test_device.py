@@ -105,7 +105,7 @@ def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
                 yield np.zeros((240, 320, 3), np.uint8)
             raise demo.DemoError("camera:fake stopped delivering frames")
 
-    monkeypatch.setattr(demo, "open_source", lambda s: Flaky())
+    monkeypatch.setattr(demo.loop, "open_source", lambda s: Flaky())
     clf = Classifier(lite0_export / "model_int8.tflite", num_threads=2)
     out = []
 

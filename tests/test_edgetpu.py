@@ -240,7 +240,8 @@ cat "{log}"
 
 def test_edgetpu_runtime_reaches_the_compiler_and_the_model_card(int8_model, tmp_path, monkeypatch):
     from edgeeff.core import artifacts as A
-    from edgeeff.export import ExportRequest, _export_edgetpu
+    from edgeeff.export import ExportRequest, FormatJob
+    from edgeeff.export.formats import Models, export_edgetpu
 
     bin_dir, work = tmp_path / "bin", tmp_path / "work"
     bin_dir.mkdir()
@@ -254,8 +255,9 @@ def test_edgetpu_runtime_reaches_the_compiler_and_the_model_card(int8_model, tmp
     conv.parent.mkdir()
     conv.write_bytes(int8_model)
     lines = []
-    card = _export_edgetpu(work, None, lines.append, ExportRequest(edgetpu_runtime=13),
-                           conv)["edgetpu"]
+    job = FormatJob(work, None, ExportRequest(edgetpu_runtime=13), lines.append,
+                    Models(b"", converter_int8=conv))
+    card = export_edgetpu(job)["edgetpu"]
     argv = (tmp_path / "argv").read_text().split()
     assert argv[argv.index("-m") + 1] == "13" and "--show_operations" in argv
     assert argv[-1] == str(conv) and not (work / A.INT8_MODEL).exists()
@@ -342,15 +344,29 @@ def test_demo_probes_the_delegate_in_a_child_process(stand_in_libs, compiled_mod
 
 
 def test_probe_passes_a_working_delegate(tmp_path, monkeypatch):
-    """The probe's own success path: a child that loads the delegate and exits cleanly."""
+    """The probe's own success path: a child that loads the delegate through the runtime it is
+    given and exits cleanly passes; the same child whose load_delegate raises does not. The
+    runtime is a stand-in (no Coral here) that records the library it was asked to load."""
+    from edgeeff.core.errors import EdgeeffError
     from edgeeff.device import delegate_probe
 
-    fake = tmp_path / "fake_runtime"
-    (fake / "interpreter").mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "interpreter" / "__init__.py").write_text("def load_delegate(lib):\n    return object()\n")
+    calls = tmp_path / "calls.txt"
+    for name, body in (("fake_runtime", "return object()"),
+                       ("failing_runtime", "raise ValueError('Failed to load delegate')")):
+        fake = tmp_path / name
+        (fake / "interpreter").mkdir(parents=True)
+        (fake / "__init__.py").write_text("")
+        (fake / "interpreter" / "__init__.py").write_text(
+            f"def load_delegate(lib):\n"
+            f"    with open({str(calls)!r}, 'a') as f:\n"
+            f"        f.write('{name} ' + lib + '\\n')\n"
+            f"    {body}\n")
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
-    delegate_probe.probe("fake_runtime", "libc.so.6")  # any loadable shared object
+    assert delegate_probe.probe("fake_runtime", "libc.so.6") is None  # any loadable library
+    assert calls.read_text() == "fake_runtime libc.so.6\n"  # loaded in the child, once
+    with pytest.raises(EdgeeffError, match="did not load .*Failed to load delegate"):
+        delegate_probe.probe("failing_runtime", "libc.so.6")
+    assert calls.read_text().splitlines()[-1] == "failing_runtime libc.so.6"
 
 
 def test_runtime_too_old_load_error_says_which_runtime_to_compile_for():

@@ -13,9 +13,10 @@ from tests.conftest import ROOT, needs, run_cli, seed_everything
 tf = needs("tensorflow")
 needs("ai_edge_litert")
 
-from edgeeff.device import tflite_graph  # noqa: E402
 from edgeeff.device.runtime import Classifier, read_embedded_metadata  # noqa: E402
 from edgeeff.export import ExportRequest, run  # noqa: E402
+from edgeeff.tflite import reader  # noqa: E402
+from edgeeff.tflite.schema import tfl  # noqa: E402
 
 SMALL = phi_spec(-4.0, "lite", 10)  # 128 px, tiny: seconds to convert
 
@@ -32,8 +33,8 @@ def small_export(tmp_path_factory):
 def test_int8_is_full_integer_with_raw_pixel_input(small_export):
     out, card = small_export
     data = (out / "model_int8.tflite").read_bytes()
-    g = tflite_graph.read(data)
-    assert tflite_graph.non_integer_ops(g) == []
+    g = reader.read(data)
+    assert reader.non_integer_ops(g) == []
     inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     assert inp.dtype == "uint8" and inp.shape == (1, 128, 128, 3)
     assert outp.dtype == "uint8" and outp.shape == (1, 10)
@@ -43,11 +44,11 @@ def test_int8_is_full_integer_with_raw_pixel_input(small_export):
     # the CPU model converts its input through float32 (XNNPACK runs both ops); TFLite Micro
     # and the Edge TPU compiler get the converter's single uint8 -> int8 QUANTIZE
     assert [o.name for o in g.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
-    assert tflite_graph.input_conversion(g) == (0, 1)
-    micro = tflite_graph.read((out / "tflm" / "model.tflite").read_bytes())
+    assert reader.input_conversion(g) == (0, 1)
+    micro = reader.read((out / "tflm" / "model.tflite").read_bytes())
     assert [o.name for o in micro.ops[:2]] == ["QUANTIZE", "CONV_2D"]
     assert [o.name for o in micro.ops[1:]] == [o.name for o in g.ops[2:]]
-    assert card["artifacts"]["model_int8.tflite"]["io"] == "uint8"
+    assert card.artifacts["model_int8.tflite"]["io"] == "uint8"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def int8_io_export(tmp_path_factory):
 
 
 def test_io_int8_has_no_conversion_ops_and_scores_like_uint8(small_export, int8_io_export):
-    g = tflite_graph.read((int8_io_export / "model_int8.tflite").read_bytes())
+    g = reader.read((int8_io_export / "model_int8.tflite").read_bytes())
     inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     assert inp.dtype == outp.dtype == "int8"
     assert "QUANTIZE" not in g.op_names and "DEQUANTIZE" not in g.op_names
@@ -109,7 +110,7 @@ def test_edgetpu_report_maps_every_op(small_export):
     rep = json.loads((out / "edgetpu_report.json").read_text())
     assert rep["ops_on_edgetpu"] == rep["ops_total"] and rep["first_cpu_op"] is None
     assert rep["fits_parameter_cache"] is True
-    comp = card["artifacts"]["edgetpu"]["compiler"]
+    comp = card.artifacts["edgetpu"]["compiler"]
     assert comp["compiled"] is False and "edgetpu_compiler" in comp["message"]
     # why the compiler gets the converter's graph: the CPU model's float DEQUANTIZE would
     # leave every op on the CPU
@@ -138,8 +139,8 @@ def test_edgetpu_report_cuts_graph_at_unsupported_op():
     model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
     images = np.random.default_rng(3).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     int8 = convert_int8(model, images, Preprocessor(32))
-    g = tflite_graph.read(int8)
-    assert tflite_graph.non_integer_ops(g) == []  # every tensor 8-bit: only the op is at fault
+    g = reader.read(int8)
+    assert reader.non_integer_ops(g) == []  # every tensor 8-bit: only the op is at fault
     names = [op.name for op in g.ops]
     cut = names.index("LEAKY_RELU")
     assert 0 < cut < len(names) - 1 and names[:cut].count("CONV_2D") == 2
@@ -203,13 +204,13 @@ def test_tflm_rejects_ops_it_lacks():
 
     import edgeeff.export.tflm as t
 
-    orig = t.tflite_graph.read
-    t.tflite_graph.read = lambda b: G()
+    orig = t.reader.read
+    t.reader.read = lambda b: G()
     try:
         with pytest.raises(EdgeeffError, match="GELU"):
             resolver_methods(b"")
     finally:
-        t.tflite_graph.read = orig
+        t.reader.read = orig
 
 
 def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
@@ -218,8 +219,8 @@ def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
     seed_everything(1)
     run(ExportRequest(spec=spec, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
                       out=out), log=lambda m: None)
-    g = tflite_graph.read((out / "model_int8.tflite").read_bytes())
-    assert tflite_graph.non_integer_ops(g) == []
+    g = reader.read((out / "model_int8.tflite").read_bytes())
+    assert reader.non_integer_ops(g) == []
     assert {"LOGISTIC", "MUL", "MEAN"} <= set(g.op_names)  # swish and squeeze-excite
     clf = Classifier(out / "model_int8.tflite")
     assert clf(np.full((spec.resolution,) * 2 + (3,), 128, np.uint8)).shape == (3,)
@@ -259,7 +260,7 @@ def test_debug_reports_worst_layers(tmp_path):
     seed_everything(2)
     card = run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
                              out=tmp_path / "d", debug=True), log=lambda m: None)
-    worst = card["quantization"]["worst_layers"]
+    worst = card.quantization["worst_layers"]
     assert 1 <= len(worst) <= 5
     assert all(w["tensor"] and w["rmse"] >= 0 for w in worst)
     ratios = [w["rmse_over_scale"] for w in worst if w["rmse_over_scale"] is not None]
@@ -267,8 +268,7 @@ def test_debug_reports_worst_layers(tmp_path):
 
 
 def _standard_metadata(model: bytes) -> bytes:
-    s = tflite_graph.schema()
-    m = s.Model.GetRootAs(model, 0)
+    m = tfl.Model.GetRootAs(model, 0)
     for i in range(m.MetadataLength()):
         if m.Metadata(i).Name() == b"TFLITE_METADATA":
             return m.Buffers(m.Metadata(i).Buffer()).DataAsNumpy().tobytes()

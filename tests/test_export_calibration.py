@@ -14,8 +14,9 @@ from tests.test_calibrate import CLASSES, class_folders
 needs("tensorflow")
 needs("ai_edge_litert")
 
+from edgeeff.core import specfile  # noqa: E402
 from edgeeff.device.runtime import read_embedded_metadata  # noqa: E402
-from edgeeff.export import ExportRequest, Int8DropTooLarge, request, run  # noqa: E402
+from edgeeff.export import ExportRequest, Int8DropTooLarge, run  # noqa: E402
 
 SPEC = phi_spec(-6.0, "lite", 4)  # 96 px, 4 classes: seconds to convert
 
@@ -88,61 +89,62 @@ def test_max_int8_drop_fails_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_drop_check_uses_accuracy_when_labelled_and_carries_data():
-    from edgeeff.export import _check_int8_drop
+    from edgeeff.export import check_int8_drop
 
     logs = []
     labelled = {"images": 8, "top1_drop_points": 12.5, "float_top1": 0.5, "int8_top1": 0.375,
                 "drop_basis": "top-1 accuracy, labels from sub-folder names"}
     with pytest.raises(Int8DropTooLarge) as e:
-        _check_int8_drop(labelled, 12.4, logs.append)
+        check_int8_drop(labelled, 12.4, logs.append)
     assert (e.value.drop, e.value.limit, e.value.images) == (12.5, 12.4, 8)
     assert "accuracy drop" in str(e.value) and "no labels" not in str(e.value)
-    _check_int8_drop(labelled, 12.5, logs.append)  # equal is within the limit
+    check_int8_drop(labelled, 12.5, logs.append)  # equal is within the limit
     assert "float32 50.0%, int8 37.5%" in logs[-1]
     from edgeeff.core.errors import EdgeeffError
 
     with pytest.raises(EdgeeffError, match="no held-back images"):
-        _check_int8_drop({"images": 0, "note": "no held-back images"}, 1.0, logs.append)
+        check_int8_drop({"images": 0, "note": "no held-back images"}, 1.0, logs.append)
 
 
 def test_max_int8_drop_needs_int8(tmp_path):
     from edgeeff.core.errors import EdgeeffError
 
     with pytest.raises(EdgeeffError, match="add --int8"):
-        request(phi=-6, family="lite", weights="none", out=str(tmp_path / "o"), max_int8_drop=1)
+        ExportRequest(phi=-6, family="lite", weights="none", out=tmp_path / "o",
+                      max_int8_drop=1).prepared()
 
 
 def test_trained_spec_calibrates_on_its_training_data(tmp_path, monkeypatch):
     """'edgeeff train' records its data folder relative to the spec file: export finds it
     from any working directory; a folder that is gone falls back to the bundled photos and
     says so."""
-    from edgeeff.core import specfile
-
     data = class_folders(tmp_path / "proj" / "data")
     model = tmp_path / "proj" / "model"
     model.mkdir()
-    (model / "model.weights.h5").write_bytes(b"")  # request() only checks it is there
+    (model / "model.weights.h5").write_bytes(b"")  # prepared() only checks it is there
     (model / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    specfile.write(model / "edgeeff.json", SPEC, {"trained": {
-        "weights": "model.weights.h5", "labels": "labels.txt", "data": "../data"}})
+    specfile.write(model / "edgeeff.json", specfile.SpecFile(SPEC, trained=specfile.Trained(
+        weights="model.weights.h5", labels="labels.txt", data="../data")))
     monkeypatch.chdir(tmp_path)
-    req = request(spec_file=str(model / "edgeeff.json"), int8=True, out=str(tmp_path / "o"))
+    req = ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
+                        out=tmp_path / "o").prepared()
     assert req.calib is not None and (ROOT / req.calib).resolve() == data.resolve()
     assert "training data" in req.calib_note
     # --calib wins
-    req = request(spec_file=str(model / "edgeeff.json"), int8=True, calib=str(data / "b_chelsea"),
-                  out=str(tmp_path / "o"))
+    req = ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
+                        calib=str(data / "b_chelsea"), out=tmp_path / "o").prepared()
     assert req.calib == str(data / "b_chelsea")
     # absolute paths resolve too
-    specfile.write(model / "edgeeff.json", SPEC, {"trained": {
-        "weights": "model.weights.h5", "labels": "labels.txt", "data": str(data)}})
-    assert request(spec_file=str(model / "edgeeff.json"), int8=True,
-                   out=str(tmp_path / "o")).calib == str(data)
+    specfile.write(model / "edgeeff.json", specfile.SpecFile(SPEC, trained=specfile.Trained(
+        weights="model.weights.h5", labels="labels.txt", data=str(data))))
+    assert ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
+                         out=tmp_path / "o").prepared().calib == str(data)
     # gone: bundled photos, with a note
     import shutil
 
     shutil.rmtree(data)
-    req = request(spec_file=str(model / "edgeeff.json"), int8=True, out=str(tmp_path / "o"))
+    req = ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
+                        out=tmp_path / "o").prepared()
     assert req.calib is None and "bundled" in req.calib_note
 
 
@@ -156,7 +158,7 @@ def test_quantizer_fallback_is_explicit_and_recorded(tmp_path, monkeypatch):
     logs = []
     card = run(ExportRequest(spec=SPEC, int8=True, num_calib=4, out=tmp_path / "o"),
                log=logs.append)
-    q = card["quantization"]["quantizer"]
+    q = card.quantization["quantizer"]
     assert q.startswith("TFLiteConverter (fallback: ") and "mlir_quantize is missing" in q
     assert sum("second full TFLiteConverter run" in m for m in logs) == 1
     assert (tmp_path / "o" / "model_int8.tflite").is_file()

@@ -2,11 +2,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeeff.core import targets
-from edgeeff.core.fit import Budgets, fit
+from edgeeff.core.budget import Budgets, NothingFits
+from edgeeff.core.fit import PHI_MIN, fit
 from tests.conftest import run_cli
 
 PI4 = targets.load("pi4")
@@ -39,8 +41,16 @@ def test_chosen_model_meets_every_budget(mflops, ram_kb, flash_kb, family):
                            max_flash=flash_kb * 1024)
     try:
         res = fit(PI4, b, family=family)
-    except Exception as e:  # nothing fits: must be the clear error, never another failure
-        assert "nothing fits" in str(e)
+    except NothingFits as e:  # the one error when nothing fits, carrying why as data
+        sm = e.smallest
+        assert e.family == family and e.device is PI4 and sm.spec.family == family
+        assert sm.spec.phi == PHI_MIN and not sm.fits and e.violations == sm.violations
+        figures = {"mflops": (sm.cost.mflops, mflops), "ram": (sm.ram_bytes, ram_kb * 1024),
+                   "flash": (sm.cost.flash_bytes, flash_kb * 1024),
+                   "latency": (sm.latency_ms, PI4.max_latency_ms)}
+        for name, short in e.limits.items():
+            assert short.budget == name and (short.needed, short.limit) == figures[name]
+            assert short.needed > short.limit and str(short) in str(e)
         return
     c = res.chosen.cost
     assert c.macs <= mflops * 1e6
@@ -76,6 +86,16 @@ def test_cli_fit_table_names_binding_budget(tmp_path):
                 str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
     assert "chosen" in r.stdout and "binding budget: mflops" in r.stdout
+
+
+def test_nothing_fits_names_each_shortfall_as_data():
+    b = Budgets.for_device(PI4, max_flash=512 * 1024)
+    with pytest.raises(NothingFits) as info:
+        fit(PI4, b, family="lite")  # a 1000-class lite head alone is 1.28 MB of int8 weights
+    e = info.value
+    short = e.limits["flash"]
+    assert short.needed == e.smallest.cost.flash_bytes > short.limit == 512 * 1024
+    assert "short by" in str(short) and str(short) in str(e) and "--num-classes" in str(e)
 
 
 def test_cli_nothing_fits_exits_2_with_one_line(tmp_path):

@@ -1,6 +1,6 @@
 """Nothing crashes, nothing leaks: damaged models, odd arguments, broken spec and profile files.
 
-Every damaged .tflite goes through the reader (``tflite_graph.verify``/``read``/
+Every damaged .tflite goes through the reader (``edgeeff.tflite``: ``verify``, ``read``,
 ``metadata_buffer``) and through the CLI (``bench`` for all of them, ``eval`` and ``demo`` for a
 share), in-process in one child process so that a signal (a segfault in the runtime) is seen and
 counted rather than taking pytest down. A few real subprocess runs prove the end-to-end contract:
@@ -58,7 +58,7 @@ def exported(tmp_path_factory) -> Path:
 def _structure(data: bytes) -> dict[str, list[int]]:
     """Byte positions of the flatbuffer's parts in a good model: vtables, table heads, fields,
     vector length words, weight bytes, and where the flatbuffer ends."""
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import verify as g
 
     w = g._Walker(data)
     parts: dict[str, list[int]] = {"vtable": [], "table": [], "field": [], "veclen": [],
@@ -195,7 +195,7 @@ def test_at_least_200_distinct_damaged_models(damaged):
 def test_reader_rejects_or_reads_every_damaged_model(damaged, exported):
     """Only ModelFileError comes out of the reader (never struct.error, IndexError, ...), and
     damage the flatbuffer cannot survive is always caught."""
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import reader as g
 
     outcomes = {"rejected": 0, "read": 0}
     read = []
@@ -225,7 +225,7 @@ def test_reader_rejects_or_reads_every_damaged_model(damaged, exported):
 
 
 def test_reader_reasons_name_what_is_wrong(exported, tmp_path):
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import reader as g
 
     data = (exported / "model_int8.tflite").read_bytes()
     end = _structure(data)["end"][0]
@@ -250,7 +250,7 @@ def _patched(data: bytes, table_path: list[int], slot: int, value: bytes) -> byt
     that stores it (flatbuffers leave out fields holding their default) among those reached by
     following the vector slots ``table_path`` from the root (first element of each, all of the
     last)."""
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import verify as g
 
     w = g._Walker(data)
     tables = [w.u32(0)]
@@ -272,7 +272,7 @@ def _patched(data: bytes, table_path: list[int], slot: int, value: bytes) -> byt
     ([7, 1], 1, struct.pack("<I", 5000), "signature 0 names tensor 5000"),  # signature output
 ])
 def test_index_checks(exported, where, slot, value, reason):
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import verify as g
 
     data = (exported / "model_int8.tflite").read_bytes()
     with pytest.raises(g.ModelFileError, match=reason):
@@ -280,7 +280,7 @@ def test_index_checks(exported, where, slot, value, reason):
 
 
 def test_operator_and_subgraph_tensor_indices_are_checked(exported):
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import verify as g
 
     data = (exported / "model_int8.tflite").read_bytes()
     w = g._Walker(data)
@@ -300,10 +300,10 @@ def test_large_model_buffer_outside_the_file_is_refused(exported):
     """Buffers of the >2 GB layout (offset/size, data after the flatbuffer) must lie in the file;
     one that does is accepted."""
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as s  # the runtime's, with ModelT
 
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import verify as g
 
-    s = g.schema()
     data = (exported / "model_int8.tflite").read_bytes()
     m = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
 
@@ -330,9 +330,11 @@ def test_large_model_buffer_outside_the_file_is_refused(exported):
 def test_verifier_schema_matches_the_generated_schema():
     """Slots and element sizes of every table the verifier knows equal those of the flatbuffer
     schema that ships with the runtime, and no table it walks has an offset field it skips."""
-    from edgeeff.device import tflite_graph as g
+    needs("ai_edge_litert")
+    from ai_edge_litert import schema_py_generated as s  # the runtime's schema
 
-    s = g.schema()
+    from edgeeff.tflite import verify as g
+
 
     class Recorder:
         def __init__(self):
@@ -465,7 +467,7 @@ def test_cli_on_damaged_models_exits_0_or_2_without_traceback_or_signal(damaged,
     ("eval", "jpeg"), ("demo", "random"), ("demo", "vtable"),
 ])
 def test_subprocess_end_to_end_exit_2_one_line(damaged, images, cmd, case):
-    from edgeeff.device import tflite_graph as g
+    from edgeeff.tflite import reader as g
     from tests.conftest import run_cli
 
     def rejected(path: str) -> bool:
@@ -498,7 +500,7 @@ def test_subprocess_end_to_end_exit_2_one_line(damaged, images, cmd, case):
 def test_direct_classifier_on_a_directory_is_a_plain_error(tmp_path):
     needs("ai_edge_litert")
     from edgeeff.device.runtime import Classifier, load_interpreter
-    from edgeeff.device.tflite_graph import ModelFileError
+    from edgeeff.tflite.reader import ModelFileError
 
     d = tmp_path / "x.tflite"
     d.mkdir()
@@ -513,7 +515,7 @@ def test_direct_classifier_on_a_directory_is_a_plain_error(tmp_path):
 def test_a_fifo_named_tflite_is_refused_not_read_forever(tmp_path):
     fifo = tmp_path / "model.tflite"
     os.mkfifo(fifo)
-    code = ("import sys; from edgeeff.device.tflite_graph import ModelFileError, read_model_file\n"
+    code = ("import sys; from edgeeff.tflite.reader import ModelFileError, read_model_file\n"
             "try:\n    read_model_file(sys.argv[1])\nexcept ModelFileError as e:\n    print(e)")
     r = subprocess.run([sys.executable, "-c", code, str(fifo)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
@@ -524,11 +526,11 @@ def test_a_valid_model_that_is_not_a_classifier_is_refused(exported, tmp_path):
     """A well-formed model whose input is not [1, R, R, 3] (here: rank 2) is refused before
     the classifier indexes its shape."""
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as s  # the runtime's, with ModelT
 
-    from edgeeff.device import tflite_graph as g
     from edgeeff.device.runtime import Classifier
+    from edgeeff.tflite import reader as g
 
-    s = g.schema()
     data = (exported / "model_float32.tflite").read_bytes()
     m = s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
     sg = m.subgraphs[0]

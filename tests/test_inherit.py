@@ -42,7 +42,7 @@ def test_source_is_the_smallest_dominating_lite():
 
 def _images(n: int):
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
 
     dev = Path(__file__).resolve().parent.parent.parent / "shared" / "imagenet-dev"
     if not dev.is_dir():

@@ -18,7 +18,7 @@ def export_tflm(spec, out):
     seed_everything(0)
     card = run(ExportRequest(spec=spec, int8=True, calib=str(ROOT / "calibration"), num_calib=4,
                              formats=["tflite", "tflm"], out=out), log=lambda m: None)
-    tflm = card["artifacts"]["tflm"]
+    tflm = card.artifacts["tflm"]
     return tflm["min_arena_bytes"], (out / "tflm" / "model.tflite").stat().st_size
 
 

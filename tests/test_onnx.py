@@ -83,7 +83,7 @@ def test_onnx_import_int8_matches_onnxruntime(tmp_path):
     assert not list(tmp_path.glob("calibration_image_sample_data*"))  # onnx2tf kept to its folder
 
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
     from edgeeff.device.runtime import Classifier
 
     sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])

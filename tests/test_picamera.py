@@ -171,3 +171,48 @@ def test_closing_the_source_releases_the_camera_for_a_reopen(camera):
     frame = next(iter(second.frames()))
     second.close()
     assert frame.shape == (480, 640, 3) and (frame[0, 0] == [0, 0, 255]).all()  # BGR red
+
+
+def test_ctrl_c_while_serving_releases_the_camera_and_the_port(model, camera):
+    """Ctrl-C (or SIGTERM, raised as KeyboardInterrupt by the CLI) with viewers connected:
+    the camera is closed, the server's threads end and its port can be served again."""
+    import socket
+    import threading
+    import urllib.request
+
+    from edgeeff.device import demo
+    from edgeeff.device.runtime import Classifier
+
+    clf = Classifier(model, num_threads=1)
+    invoke, calls = clf.invoke, []
+
+    def interrupted_after_a_while():
+        calls.append(1)
+        if len(calls) == 40:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+        return invoke()
+
+    clf.invoke = interrupted_after_a_while
+    before = set(threading.enumerate())
+    server = demo.DemoServer("127.0.0.1", 0).start()
+    port = server.port
+    viewer = []
+
+    def watch():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/events", timeout=30) as r:
+            viewer.append(r.readline())
+            r.read()  # until the server ends the stream
+
+    t = threading.Thread(target=watch)
+    t.start()
+    with pytest.raises(KeyboardInterrupt), server:
+        demo.run_demo(clf, "picamera", True, False, 1, None, out=_Sink(), err=_Sink(),
+                      server=server)
+    t.join(timeout=10)
+    assert viewer and not t.is_alive()  # the viewer was served, then its stream was ended
+    assert not camera.held  # the camera was closed
+    assert set(threading.enumerate()) <= before  # capture, server, encoder, client: all gone
+    with socket.socket() as s:  # nothing listens on the port any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    demo.DemoServer("127.0.0.1", port).close()  # and it can be served again

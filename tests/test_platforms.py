@@ -95,16 +95,20 @@ sys.meta_path.insert(0, _Block())
 from pathlib import Path
 from edgeeff.core.arch import phi_spec
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.export import ExportRequest, _export_tflm
+from edgeeff.export import ExportRequest, FormatJob
+from edgeeff.export.formats import Models, export_tflm
 from edgeeff.export.tflm import tflite_micro_available
 assert not tflite_micro_available()
 tmp, spec_given, io = Path(sys.argv[1]), sys.argv[2] == "spec", sys.argv[3]
 class Fe:
     name = "tiny"
     spec = phi_spec(-6, "lite", 10) if spec_given else None
+    preprocessor = None  # no firmware test image
 logs = []
 try:
-    rec = _export_tflm(tmp, Fe(), logs.append, ExportRequest(io=io), tmp / 'model_int8.tflite')
+    job = FormatJob(tmp, Fe(), ExportRequest(io=io), logs.append,
+                    Models(b'', converter_int8=tmp / 'model_int8.tflite'))
+    rec = export_tflm(job)
 except EdgeeffError as e:
     print(json.dumps({"error": str(e)}))
 else:
@@ -165,8 +169,8 @@ def test_estimate_is_close_to_the_measured_arena_where_tflite_micro_exists(int8_
     needs("tflite_micro")
     from edgeeff.core.arch import phi_spec
     from edgeeff.core.cost import cost
-    from edgeeff.export.metadata import strip
     from edgeeff.export.tflm import measure_arena
+    from edgeeff.tflite.rewrite import strip
 
     p = tmp_path / "m.tflite"
     p.write_bytes(strip(int8_model))

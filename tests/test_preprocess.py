@@ -18,7 +18,7 @@ PHOTO = ROOT / "calibration" / "grace_hopper_0.jpg"  # not square: exercises the
 
 @pytest.mark.parametrize("resolution", [224, 260, 96])
 def test_every_pixel_path_gives_the_same_crop(resolution, tmp_path):
-    from edgeeff.device.images import frame_into, load_bgr, load_preprocessed, resize_crop
+    from edgeeff.data.images import frame_into, load_bgr, load_preprocessed, resize_crop
     from edgeeff.model.calibrate import load_calibration
     from edgeeff.model.train import load_pixels
 
@@ -49,7 +49,7 @@ def test_every_pixel_path_gives_the_same_crop(resolution, tmp_path):
 
 def test_training_validation_pipeline_matches_eval_crop():
     needs("tensorflow")
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
     from edgeeff.model.train import _datasets, load_pixels
 
     pp = Preprocessor(224)
@@ -80,7 +80,7 @@ def test_quantised_input_lut():
 
 
 def test_exported_models_carry_the_export_preprocessor(lite0_export):
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
     from edgeeff.device.runtime import Classifier, read_embedded_metadata
 
     spec = preset_spec("lite0")

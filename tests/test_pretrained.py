@@ -75,7 +75,7 @@ def test_port_reproduces_original_logits(name, tmp_path, monkeypatch):
     pytest.importorskip("keras")
     monkeypatch.setenv("EDGEEFF_CACHE_DIR", str(tmp_path))
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
     from edgeeff.model.build import build_model
     from edgeeff.model.pretrained import load_imagenet
 

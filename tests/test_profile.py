@@ -15,7 +15,7 @@ import pytest
 from edgeeff.core import latency, targets
 from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
 from edgeeff.core.cost import cost as cost_of
-from edgeeff.core.cost import graph
+from edgeeff.core.graph import graph
 from tests.conftest import run_cli
 from tests.test_layers import BLOCKER
 

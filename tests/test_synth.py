@@ -22,15 +22,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeff.core import cost, specfile
+from edgeeff.core import specfile
 from edgeeff.core.arch import phi_spec, preset_spec
+from edgeeff.core.graph import graph, input_ops, output_ops
+from edgeeff.tflite.graph import read_graph, signature
 from tests.conftest import ROOT, run_cli
 
 litert = pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert ([runtime])")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
 
-from edgeeff.device import synth, tflite_graph  # noqa: E402
+from edgeeff.device import synth  # noqa: E402
+from edgeeff.tflite import reader  # noqa: E402
 
 # name -> export CLI arguments (what the spec is made from, exactly as the CLI resolves it)
 CASES = {
@@ -46,7 +49,7 @@ CASES = {
 }
 TFLM_CASES = ["lite-phi-8-c10", "eff-phi-6-c10"]  # 72 and 96 px, 10 classes: quick to bisect
 # what the exported graph depends on: the Keras builder, the converter calls and the CPU-form
-# rewrite, the versions and the spec's layout (cost.graph walks the same block list as the
+# rewrite, the versions and the spec's layout (core.graph walks the same block list as the
 # builder)
 EXPORTER_SOURCES = ["edgeeff/model/build.py", "edgeeff/export/tflite.py",
                     "edgeeff/export/__init__.py"]
@@ -77,7 +80,7 @@ def _cache_key(args: list[str]) -> str:
     for f in EXPORTER_SOURCES:
         h.update((ROOT / f).read_bytes())
     h.update(" ".join(args).encode())
-    g = cost.graph(spec_of(args), io_of(args))
+    g = graph(spec_of(args), io_of(args))
     h.update(repr([(op.kind, g.shape(op.output), op.weights) for op in g.ops]).encode())
     return h.hexdigest()[:20]
 
@@ -146,12 +149,12 @@ def _op_sigs(data: bytes) -> list[tuple]:
 def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
     spec, io = spec_of(CASES[name]), io_of(CASES[name])
     real, fake = exports[name], synth.build(spec, io=io)
-    rg, fg = tflite_graph.read(real), tflite_graph.read(fake)
+    rg, fg = reader.read(real), reader.read(fake)
     # op list, and the cost model's layout (which the latency model reads) agrees with both
     assert [o.name for o in fg.ops] == [o.name for o in rg.ops]
-    assert [o.name for o in fg.ops] == [o.kind for o in cost.graph(spec, io).ops]
+    assert [o.name for o in fg.ops] == [o.kind for o in graph(spec, io).ops]
     # a uint8 model converts its input through float32 (XNNPACK runs both ops), int8 has none
-    assert tflite_graph.input_conversion(rg) == ((0, 1) if io == "uint8" else ())
+    assert reader.input_conversion(rg) == ((0, 1) if io == "uint8" else ())
     # op codes with the converter's versions, in the same order
     rm, fm = _model(real), _model(fake)
     assert [(c.builtinCode, c.version) for c in fm.operatorCodes] == \
@@ -169,7 +172,41 @@ def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
         assert ta.scale == pytest.approx(tb.scale, rel=1e-6)
     assert fm.signatureDefs[0].signatureKey == rm.signatureDefs[0].signatureKey
     # no float anywhere but the input conversion: a full-integer graph like the export's
-    assert tflite_graph.non_integer_ops(fg) == tflite_graph.non_integer_ops(rg) == []
+    assert reader.non_integer_ops(fg) == reader.non_integer_ops(rg) == []
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_predicted_written_and_exported_graphs_agree_op_by_op(exports, name):
+    """core.graph's prediction, the writer's file read back and the converter's export: the
+    same builtin, kernel, stride, padding, fused activation, keep_dims, shapes and dtypes."""
+    spec, io = spec_of(CASES[name]), io_of(CASES[name])
+    predicted = graph(spec, io)
+    written, exported = read_graph(synth.build(spec, io=io)), read_graph(exports[name])
+    p, w, e = signature(predicted), signature(written), signature(exported)
+    assert len(p) == len(w) == len(e)
+    for i, (a, b, c) in enumerate(zip(p, w, e)):
+        assert a == b == c, f"op {i}:\n predicted {a}\n written   {b}\n exported  {c}"
+    assert (written.io, written.form) == (exported.io, exported.form) == (io, "cpu")
+    ends = input_ops(io, "cpu")
+    assert [op.kind for op in exported.ops[:len(ends)]] == list(ends)
+    assert [op.kind for op in exported.ops[len(p) - len(output_ops(io)):]] == list(output_ops(io))
+
+
+@pytest.mark.parametrize("io,form", [("uint8", "cpu"), ("uint8", "converter"), ("int8", "cpu")])
+@pytest.mark.parametrize("spec", [phi_spec(-8, "lite", 10), phi_spec(-6, "efficientnet", 10)],
+                         ids=["lite", "efficientnet"])
+def test_writer_writes_the_predicted_graph(spec, io, form):
+    """Without TensorFlow: the file the writer makes from core.graph reads back as that graph,
+    op by op, with the I/O form the one rule in core.graph gives."""
+    predicted = graph(spec, io, form)
+    written = read_graph(synth.build(spec, io=io, form=form))
+    assert signature(written) == signature(predicted)
+    assert [op.kind for op in written.ops[:len(input_ops(io, form))]] == list(input_ops(io, form))
+    assert written.io == io and written.form == (form if io == "uint8" else "cpu")
+    # every convolution's weight tensor holds the predicted number of int8 weights
+    for wop, pop in zip(written.ops, predicted.ops):
+        if pop.weights:
+            assert written.tensors[wop.operands[1]].data.size == pop.weights
 
 
 @pytest.mark.parametrize("name", TFLM_CASES)
@@ -179,9 +216,9 @@ def test_converter_form_equals_what_the_tflm_format_ships(exports, name):
     spec = spec_of(CASES[name])
     real, fake = exports[name + "/tflm"], synth.build(spec, form="converter", metadata=False)
     assert _op_sigs(fake) == _op_sigs(real)
-    g = tflite_graph.read(real)
-    assert [o.name for o in g.ops] == [o.kind for o in cost.graph(spec, form="converter").ops]
-    assert g.ops[0].name == "QUANTIZE" and tflite_graph.input_conversion(g) == ()
+    g = reader.read(real)
+    assert [o.name for o in g.ops] == [o.kind for o in graph(spec, form="converter").ops]
+    assert g.ops[0].name == "QUANTIZE" and reader.input_conversion(g) == ()
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -203,8 +240,8 @@ def test_synthetic_model_runs_in_litert(name):
 
 
 def test_synthetic_lite_and_efficientnet_inputs_carry_the_exporters_quantisation():
-    lite = tflite_graph.read(synth.build(phi_spec(-6, "lite", 10)))
-    eff = tflite_graph.read(synth.build(phi_spec(-6, "efficientnet", 10)))
+    lite = reader.read(synth.build(phi_spec(-6, "lite", 10)))
+    eff = reader.read(synth.build(phi_spec(-6, "efficientnet", 10)))
     li, ei = lite.tensors[lite.inputs[0]], eff.tensors[eff.inputs[0]]
     assert li.scale == (1 / 128,) and li.zero_point == (127,)  # (x - 127) / 128 folded in
     assert ei.scale == (1.0,) and ei.zero_point == (0,)  # raw pixels, MUL/ADD follow
@@ -218,8 +255,8 @@ def test_synthetic_lite_and_efficientnet_inputs_carry_the_exporters_quantisation
 @pytest.mark.parametrize("name", TFLM_CASES)
 def test_synthetic_model_needs_the_same_tflm_arena(exports, name, tmp_path):
     pytest.importorskip("tflite_micro", reason="needs tflite-micro ([export])")
-    from edgeeff.export.metadata import strip
     from edgeeff.export.tflm import measure_arena
+    from edgeeff.tflite.rewrite import strip
 
     real, fake = tmp_path / "real.tflite", tmp_path / "fake.tflite"
     real.write_bytes(strip(exports[name + "/tflm"]))  # what 'export --format tflm' measures
@@ -245,13 +282,13 @@ def test_synthesis_is_fast_and_seeded():
 
 def test_prefix_and_trained_variants():
     spec = phi_spec(-4, "efficientnet", 10)
-    cg = cost.graph(spec)
-    g = tflite_graph.read(synth.build(spec, n_ops=40))
+    cg = graph(spec)
+    g = reader.read(synth.build(spec, n_ops=40))
     assert [o.name for o in g.ops] == [o.kind for o in cg.ops[:40]]
     out = g.tensors[g.outputs[0]]
     assert out.shape == (1, *cg.shape(cg.ops[39].output)) and out.dtype == "int8"
     # a trained model's dense layer keeps its bias: one more int32 [classes] tensor
-    plain, trained = (tflite_graph.read(synth.build(spec, fc_bias=b)) for b in (False, True))
+    plain, trained = (reader.read(synth.build(spec, fc_bias=b)) for b in (False, True))
     assert len(trained.tensors) == len(plain.tensors) + 1
     fc = next(o for o in trained.ops if o.name == "FULLY_CONNECTED")
     assert trained.tensors[fc.inputs[2]].shape == (10,)
@@ -261,7 +298,7 @@ def test_prefix_and_trained_variants():
 def test_resized_lite0_keeps_same_padding_semantics():
     # odd feature-map sizes (TF "same" padding with stride 2 pads bottom/right): shapes follow
     spec = replace(preset_spec("lite0", 10), resolution=120)
-    g = tflite_graph.read(synth.build(spec))
+    g = reader.read(synth.build(spec))
     shapes = [g.tensors[o.outputs[0]].shape for o in g.ops]
-    assert shapes == [(1, *cost.graph(spec).shape(o.output)) for o in cost.graph(spec).ops]
+    assert shapes == [(1, *graph(spec).shape(o.output)) for o in graph(spec).ops]
     assert (1, 8, 8, 112) in shapes and (1, 4, 4, 192) in shapes  # 15 -> 8 -> 4

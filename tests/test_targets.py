@@ -99,7 +99,7 @@ ns_per_act_byte = 0.5
 
 def test_profile_with_a_latency_table(tmp_path):
     from edgeeff.core.arch import preset_spec
-    from edgeeff.core.cost import graph
+    from edgeeff.core.graph import graph
 
     p = tmp_path / "measured.toml"
     p.write_text(GOOD.replace('throughput = "measured"',

@@ -26,7 +26,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 
 from edgeeff.core.preprocess import Preprocessor
-from edgeeff.device.images import load_preprocessed
+from edgeeff.data.images import load_preprocessed
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "calibration" / "chelsea_0.jpg"

@@ -60,7 +60,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.device.images import load_preprocessed
+    from edgeeff.data.images import load_preprocessed
 
     files = sorted(p for p in (ROOT / "calibration").rglob("*")
                    if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -7,7 +7,10 @@ these names from here, so an artifact is renamed in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from edgeeff.core.errors import EdgeeffError
 
 # file names inside an export folder
 FLOAT_MODEL = "model_float32.tflite"
@@ -54,18 +57,26 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 MODEL_PREFERENCE = {"int8": (INT8_MODEL, FLOAT_MODEL), "float32": (FLOAT_MODEL, INT8_MODEL)}
 
 
-def parse_formats(text: str) -> list[str]:
-    """``--format`` text -> format names, ``tflite`` first (every format starts from it).
+class UnknownFormat(EdgeeffError):
+    """``--format`` names formats that do not exist: ``unknown`` lists them (empty when
+    nothing was named), ``given`` is the text as typed."""
 
-    ValueError naming the unknown ones.
-    """
+    def __init__(self, unknown: list[str], given: str):
+        super().__init__(f"unknown format(s) {', '.join(unknown) or repr(given)} "
+                         f"(choose from {', '.join(FORMATS)} or all)")
+        self.unknown, self.given = unknown, given
+
+
+def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``--format`` text (or a sequence of names) -> format names, ``tflite`` first (every
+    format starts from it). :class:`UnknownFormat` naming the unknown ones."""
+    text = value if isinstance(value, str) else ",".join(value)
     items = [f.strip() for f in text.split(",") if f.strip()]
     if items == ["all"]:
-        return list(FORMATS)
+        return tuple(FORMATS)
     bad = [f for f in items if f not in FORMATS]
     if bad or not items:
-        raise ValueError(f"unknown format(s) {', '.join(bad) or repr(text)} "
-                         f"(choose from {', '.join(FORMATS)} or all)")
+        raise UnknownFormat(bad, text)
     if "tflite" not in items:
         items.insert(0, "tflite")
-    return items
+    return tuple(dict.fromkeys(items))

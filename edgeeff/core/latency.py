@@ -1,7 +1,7 @@
-"""Per-op latency model of the int8 graph: features from the cost graph, coefficients from a
+"""Per-op latency model of the int8 graph: features from :mod:`edgeeff.core.graph`, coefficients from a
 device profile (``edgeeff profile``), predictions in milliseconds. Pure numpy.
 
-The model is nn-Meter's baseline form: the int8 TFLite graph (:func:`edgeeff.core.cost.graph`,
+The model is nn-Meter's baseline form: the int8 TFLite graph (:func:`edgeeff.core.graph.graph`,
 op by op, as the exporter writes it) is split into op types whose kernels behave alike (a 1x1
 convolution is a GEMM, a squeeze-excite convolution on a 1x1 map a GEMV, a depthwise 5x5 is not
 a depthwise 3x3, a broadcast MUL is not an elementwise one, ...), and each op costs
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeeff.core.arch import ModelSpec
-from edgeeff.core.cost import Graph, graph
+from edgeeff.core.graph import Graph, graph
 
 MODEL_FORM = "per-op-linear"
 MODEL_VERSION = 2  # 2: DEQUANTIZE (the CPU model's uint8 input); a version 1 profile has
@@ -39,7 +39,7 @@ GRAPH_UNIT = "us_per_graph"
 # cannot vary independently within a type (weights of an elementwise op) is left out, which
 # keeps the regression well posed.
 OP_TYPES: dict[str, tuple[str, ...]] = {
-    "DEQUANTIZE": ("act_bytes", "fixed"),  # uint8 input -> float32 (cost.py: the CPU form)
+    "DEQUANTIZE": ("act_bytes", "fixed"),  # uint8 input -> float32 (graph.py: the CPU form)
     "QUANTIZE": ("act_bytes", "fixed"),
     "CONV_2D_KxK": ("macs", "act_bytes", "weight_bytes", "fixed"),  # the stem's 3x3 stride 2
     "CONV_2D_1x1": ("macs", "act_bytes", "weight_bytes", "fixed"),  # expand, project, top
@@ -63,16 +63,12 @@ def op_type(g: Graph, i: int) -> str:
     op = g.ops[i]
     k = op.kind
     if k == "CONV_2D":
-        h, w, cin = g.shape(op.inputs[0])
-        cout = g.shape(op.output)[-1]
-        kk = round(math.sqrt(op.weights / (cin * cout)))
-        if kk > 1:
+        if op.kernel > 1:
             return "CONV_2D_KxK"
+        h, w, _ = g.shape(op.inputs[0])
         return "CONV_2D_SE" if h * w == 1 else "CONV_2D_1x1"
     if k == "DEPTHWISE_CONV_2D":
-        c = g.shape(op.inputs[0])[-1]
-        kk = round(math.sqrt(op.weights / c))
-        return "DEPTHWISE_CONV_2D_5x5" if kk >= 5 else "DEPTHWISE_CONV_2D_3x3"
+        return "DEPTHWISE_CONV_2D_5x5" if op.kernel >= 5 else "DEPTHWISE_CONV_2D_3x3"
     if k in ("ADD", "MUL"):
         if len(op.inputs) == 1:  # the second operand is a constant
             return k + "_CONST"

@@ -9,7 +9,7 @@ The object is built from a spec (export, train, ``fit``'s spec file) or read bac
 model's embedded metadata (the runtime, eval, the demo), and is the one description every path
 uses: calibration, training and validation, evaluation, the demo's frame path, the runtime,
 the metadata writer and the ONNX import. Pure numpy; the OpenCV image operations that apply
-its geometry live in :mod:`edgeeff.device.images`.
+its geometry live in :mod:`edgeeff.data.images`.
 """
 
 from __future__ import annotations

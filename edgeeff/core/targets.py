@@ -30,6 +30,7 @@ from edgeeff.core.arch import FAMILIES, ModelSpec
 from edgeeff.core.artifacts import FORMATS
 from edgeeff.core.data import data_dir
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.graph import graph
 from edgeeff.core.latency import LatencyModel
 from edgeeff.core.units import parse_size
 
@@ -71,8 +72,6 @@ class Device:
             return 1000.0 * x / self.int8_macs_per_s
         if self.latency_model is not None:
             return self.latency_model.predict_ms(x)
-        from edgeeff.core.cost import graph
-
         g = graph(x) if isinstance(x, ModelSpec) else x
         return 1000.0 * sum(op.macs for op in g.ops) / self.int8_macs_per_s
 

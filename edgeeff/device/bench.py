@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.device.runtime import Classifier
+from edgeeff.device.runtime import Classifier, resolve_model_path
 
 
 def _peak_rss_bytes() -> int:
@@ -24,7 +24,9 @@ def _peak_rss_bytes() -> int:
 
 
 def bench_model(path: Path, threads: int | None, runs: int, warmup: int,
-                delegate: str | None = None) -> dict:
+                delegate: str | None = None, seconds: float | None = None) -> dict:
+    """Latency percentiles of ``runs`` invokes after ``warmup``; with ``seconds``, as many
+    invokes as fit in about that time instead (at least three)."""
     if runs < 1 or warmup < 0:
         raise EdgeeffError("--runs must be >= 1 and --warmup >= 0")
     clf = Classifier(path, num_threads=threads, delegate=delegate)
@@ -32,6 +34,11 @@ def bench_model(path: Path, threads: int | None, runs: int, warmup: int,
     clf.set_input(rng.integers(0, 256, (clf.resolution, clf.resolution, 3), dtype=np.uint8))
     for _ in range(warmup):
         clf.invoke()
+    if seconds is not None:
+        t = time.perf_counter()
+        clf.invoke()
+        one = max(time.perf_counter() - t, 1e-6)
+        runs = max(3, int(seconds / one))
     lat = np.empty(runs)
     t0 = time.perf_counter()
     for i in range(runs):
@@ -64,6 +71,4 @@ def bench(model: str | Path, threads: int | None = 2, runs: int = 50, warmup: in
         if len(rows) == 2:
             res["int8_speedup_p50"] = round(rows[0]["p50_ms"] / rows[1]["p50_ms"], 2)
         return res
-    from edgeeff.device.runtime import resolve_model_path
-
     return {"models": [bench_model(resolve_model_path(p), threads, runs, warmup, delegate)]}

@@ -12,12 +12,15 @@ Run as ``python -m edgeeff.device.delegate_probe LIBRARY RUNTIME_MODULE``: print
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 import os
 import platform
 import shutil
 import signal
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from edgeeff.core.errors import EdgeeffError
 
@@ -38,9 +41,52 @@ def edgetpu_lib() -> str:
     return os.environ.get(LIB_ENV) or EDGETPU_LIBS.get(platform.system(), "libedgetpu.so.1")
 
 
-def _runtime_version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+# USB vendor:product of a Coral USB Accelerator: before its firmware is loaded (Global Unichip)
+# and after (Google); the M.2 / PCIe Coral is a /dev/apex_N device (the gasket-dkms driver)
+CORAL_USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator (firmware not loaded yet)",
+                 ("18d1", "9302"): "Coral USB Accelerator"}
 
+
+def edgetpu_devices(sys_root: str = "/sys", dev_root: str = "/dev") -> list[str]:
+    """The Edge TPUs attached: USB accelerators (``/sys/bus/usb/devices/*/idVendor``) and
+    PCIe / M.2 ones (``/dev/apex_*``), one description each."""
+    found = []
+    usb = os.path.join(sys_root, "bus", "usb", "devices")
+    try:
+        entries = sorted(os.listdir(usb))
+    except OSError:
+        entries = []
+    for name in entries:
+        try:
+            with open(os.path.join(usb, name, "idVendor")) as f:
+                vendor = f.read().strip().lower()
+            with open(os.path.join(usb, name, "idProduct")) as f:
+                product = f.read().strip().lower()
+        except OSError:
+            continue
+        what = CORAL_USB_IDS.get((vendor, product))
+        if what:
+            found.append(f"{what} (USB {vendor}:{product})")
+    try:
+        apex = sorted(n for n in os.listdir(dev_root) if n.startswith("apex_"))
+    except OSError:
+        apex = []
+    found += [f"Coral PCIe / M.2 ({os.path.join(dev_root, n)})" for n in apex]
+    return found
+
+
+def lib_loadable(lib: str | None = None) -> tuple[bool, str]:
+    """(whether libedgetpu can be loaded, the error if not). Loading the library alone is safe
+    in this process; creating the delegate (:func:`probe`) is what can crash."""
+    lib = lib or edgetpu_lib()
+    try:
+        ctypes.CDLL(lib)
+    except OSError as e:
+        return False, str(e)
+    return True, ""
+
+
+def _runtime_version(module: str) -> str:
     dist = RUNTIME_DISTS.get(module, module)
     try:
         return f"{dist} {version(dist)}"
@@ -107,9 +153,6 @@ def probe(module: str, lib: str | None = None, timeout: float = PROBE_TIMEOUT_S)
 
 
 def _child(lib: str, module: str) -> int:
-    import ctypes
-    import importlib
-
     try:
         handle = ctypes.CDLL(lib)
     except OSError as e:

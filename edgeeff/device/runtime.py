@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ import numpy as np
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
+from edgeeff.core.topk import topk
+from edgeeff.device import delegate_probe
+from edgeeff.tflite import reader
 
 
 def _interpreter_class():
@@ -30,25 +34,35 @@ def _interpreter_class():
         return Interpreter, load_delegate, "tflite_runtime"
     except ImportError:
         raise EdgeeffError(
-            "no TFLite runtime found: pip install 'edgeeff[runtime]' (ai-edge-litert)"
+            "no TFLite runtime found: pip install 'edgeeff[runtime]' (ai-edge-litert; "
+            "tflite-runtime on 32-bit ARM)"
         ) from None
+
+
+def runtime_info() -> tuple[str, str]:
+    """(module name, installed version) of the TFLite runtime :func:`load_interpreter` uses,
+    e.g. ``("ai_edge_litert", "2.3.0")``; the version is empty where the distribution's
+    metadata is missing. EdgeeffError when no runtime is installed."""
+    _, _, name = _interpreter_class()
+    for dist in (name.replace("_", "-"), name):
+        try:
+            return name, version(dist)
+        except PackageNotFoundError:
+            continue
+    return name, ""
 
 
 def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
                      delegate: str | None = None, verified: bool = False):
     """(interpreter, runtime name, delegate name or None), tensors allocated. The model is
     verified before any interpreter sees it, unless the caller already did (``verified``)."""
-    from edgeeff.device import tflite_graph
-
     if not verified and isinstance(model, (bytes, bytearray)):
-        tflite_graph.verify(bytes(model))
+        reader.verify(bytes(model))
     elif not verified:
-        tflite_graph.read_model_file(model)
+        reader.read_model_file(model)
     Interpreter, load_delegate, name = _interpreter_class()
     delegates = []
     if delegate == "edgetpu":
-        from edgeeff.device import delegate_probe
-
         lib = delegate_probe.edgetpu_lib()
         delegate_probe.probe(name, lib)  # in a child first: a mismatched libedgetpu segfaults
         try:
@@ -91,9 +105,7 @@ def _load_error(message: str) -> str:
 
 def read_embedded_metadata(model_bytes: bytes, verified: bool = False) -> dict | None:
     """The JSON edgeeff writes into the model's metadata, if any."""
-    from edgeeff.device import tflite_graph
-
-    data = tflite_graph.metadata_buffer(model_bytes, artifacts.METADATA_NAME,
+    data = reader.metadata_buffer(model_bytes, artifacts.METADATA_NAME,
                                         verified=verified)
     if not data:
         return None
@@ -131,20 +143,18 @@ def resolve_model_path(model: str | Path, prefer: str = "int8", delegate: str | 
 
 def _classifier_io(path: Path, interpreter) -> tuple[dict, dict]:
     """(input, output) details of an image classifier: [1, R, R, 3] in, [1, N] out."""
-    from edgeeff.device.tflite_graph import NotAClassifierError
-
     ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(ins) != 1 or len(outs) != 1:
-        raise NotAClassifierError(path, f"{len(ins)} inputs and {len(outs)} outputs, expected 1 and 1")
+        raise reader.NotAClassifierError(path, f"{len(ins)} inputs and {len(outs)} outputs, expected 1 and 1")
     inp, out = ins[0], outs[0]
     shape, oshape = [int(d) for d in inp["shape"]], [int(d) for d in out["shape"]]
     if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[1] < 1 or shape[3] != 3:
-        raise NotAClassifierError(path, f"input shape {shape}, expected [1, R, R, 3]")
+        raise reader.NotAClassifierError(path, f"input shape {shape}, expected [1, R, R, 3]")
     if len(oshape) != 2 or oshape[0] != 1 or oshape[1] < 1:
-        raise NotAClassifierError(path, f"output shape {oshape}, expected [1, classes]")
+        raise reader.NotAClassifierError(path, f"output shape {oshape}, expected [1, classes]")
     kinds = (np.uint8, np.int8, np.float16, np.float32)
     if inp["dtype"] not in kinds or out["dtype"] not in kinds:
-        raise NotAClassifierError(path, f"{np.dtype(inp['dtype']).name} input and "
+        raise reader.NotAClassifierError(path, f"{np.dtype(inp['dtype']).name} input and "
                                         f"{np.dtype(out['dtype']).name} output, expected "
                                         "uint8, int8 or float")
     return inp, out
@@ -155,10 +165,8 @@ class Classifier:
 
     def __init__(self, model: str | Path, num_threads: int | None = None,
                  delegate: str | None = None):
-        from edgeeff.device import tflite_graph
-
         self.path = Path(model)
-        data = tflite_graph.read_model_file(self.path)  # verified once: ModelFileError if damaged
+        data = reader.read_model_file(self.path)  # verified once: ModelFileError if damaged
         self.metadata = read_embedded_metadata(data, verified=True) or {}
         self.interpreter, self.runtime, self.delegate = load_interpreter(
             self.path, num_threads, delegate, verified=True)
@@ -216,6 +224,6 @@ class Classifier:
         return self.invoke()
 
     def top_k(self, scores: np.ndarray, k: int = 3) -> list[dict]:
-        idx = np.argsort(-scores)[:k]
+        idx = topk(scores, k)  # ties: the lower class index, on every machine
         return [{"index": int(i), "label": self.labels[i], "score": round(float(scores[i]), 4)}
                 for i in idx]

@@ -31,8 +31,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.device import tflite_graph
+from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
+from edgeeff.tflite import reader
 
 # op -> documented limitation ("" = none)
 SUPPORTED = {
@@ -176,7 +178,7 @@ def max_version(op: str, tflite: str) -> int | None:
 
 def op_versions(model: bytes) -> list[tuple[str, int]]:
     """(builtin name, version) of every operator code in the model, in table order."""
-    return tflite_graph.operator_codes(model)
+    return reader.operator_codes(model)
 
 
 def check_op_version(op: str, version: int, on_cpu: bool, runtime: int) -> dict:
@@ -212,7 +214,7 @@ def check_op_version(op: str, version: int, on_cpu: bool, runtime: int) -> dict:
 # --------------------------------------------------------------------------- compatibility
 
 
-def _op_problem(g: tflite_graph.TFLiteGraph, op: tflite_graph.OpInfo) -> str | None:
+def _op_problem(g: reader.TFLiteGraph, op: reader.OpInfo) -> str | None:
     if op.name not in SUPPORTED:
         return "operation not supported by the Edge TPU"
     for t in op.inputs + op.outputs:
@@ -258,7 +260,7 @@ def predict_memory(parameter_bytes: int, usable: int = USABLE_CACHE_BYTES) -> di
 
 def compatibility(model: bytes, runtime: int | None = None) -> dict:
     runtime = check_runtime(runtime)
-    g = tflite_graph.read(model)
+    g = reader.read(model)
     rows, first_cpu = [], None
     for op in g.ops:
         problem = _op_problem(g, op)
@@ -292,7 +294,7 @@ def compatibility(model: bytes, runtime: int | None = None) -> dict:
     }
 
 
-def _constant_bytes(g: tflite_graph.TFLiteGraph, ops) -> int:
+def _constant_bytes(g: reader.TFLiteGraph, ops) -> int:
     seen: set[int] = set()
     for op in ops:
         seen.update(t for t in op.inputs if t >= 0 and g.tensors[t].is_constant)
@@ -446,8 +448,6 @@ def parse_compiler_log(text: str) -> dict:
 
 def compile_model(int8_path: Path, folder: Path, runtime: int = DEFAULT_RUNTIME) -> dict:
     """Run edgetpu_compiler when it is installed; never installs anything itself."""
-    from edgeeff.core.fsutil import write_text_atomic
-
     exe = shutil.which("edgetpu_compiler")
     if exe is None:
         return {"compiled": False, "message": INSTALL_HINT, "edgetpu_runtime": runtime}
@@ -473,9 +473,6 @@ def export(tmp: Path, int8_model: Path, runtime: int | None, log) -> dict:
     """The report (txt + json), the compiler run on ``int8_model`` (the converter's graph,
     whose first op the Edge TPU can map) into ``tmp`` and its parsed log; the model card's
     entry."""
-    from edgeeff.core import artifacts as A
-    from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
-
     runtime = check_runtime(runtime)
     rep = compatibility(Path(int8_model).read_bytes(), runtime)
     if not rep["compiler16_parses"]:

@@ -11,6 +11,7 @@ import works offline.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.optional import require
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.export.frontend import Frontend
+from edgeeff.model.calibrate import load_calibration
+from edgeeff.model.quiet import captured_output, tail
 
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNXSIM_HINT = ("onnx2tf simplifies the graph first when the onnxsim command is installed, which "
@@ -27,8 +33,6 @@ ONNXSIM_HINT = ("onnx2tf simplifies the graph first when the onnxsim command is 
 
 def conversion_error(path, detail: str) -> EdgeeffError:
     """onnx2tf's failure in one line, with the onnxsim hint when that command is missing."""
-    import shutil
-
     hint = "" if shutil.which("onnxsim") else f" ({ONNXSIM_HINT})"
     detail = " | ".join(ln.strip() for ln in detail.splitlines() if ln.strip())
     return EdgeeffError(f"onnx2tf could not convert {path}: {detail[:300]}{hint}")
@@ -45,9 +49,6 @@ def _cwd(path: Path):
 
 
 def _sample_batch(calib_dir: str | None) -> np.ndarray:
-    from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.model.calibrate import load_calibration
-
     cs = load_calibration(calib_dir, Preprocessor(128), num=20, holdout=False)
     x = cs.images.astype(np.float32) / 255.0
     reps = int(np.ceil(20 / len(x)))
@@ -69,14 +70,9 @@ def _parse_norm(text: str | None, default: float, what: str) -> list[float]:
 
 
 def load(path: str, calib_dir: str | None = None, mean: str | None = None,
-         std: str | None = None, workdir: Path | None = None):
+         std: str | None = None, workdir: Path | None = None) -> Frontend:
     """A Frontend for the ONNX model at ``path``; ``mean``/``std`` in 0..255 pixel units."""
-    import onnx
-
-    from edgeeff.core.preprocess import Preprocessor
-    from edgeeff.export import Frontend
-    from edgeeff.model.quiet import captured_output, tail
-
+    onnx = require("onnx", "--from (ONNX import)")
     p = Path(path).resolve()  # before onnx2tf runs in its own working folder
     if not p.is_file():
         raise EdgeeffError(f"ONNX model not found: {path}")
@@ -97,15 +93,12 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
     work = Path(workdir or tempfile.mkdtemp(prefix="edgeeff-onnx2tf-"))
     np.save(work / ONNX2TF_SAMPLE, _sample_batch(calib_dir))
     # onnx2tf rewrites the file it converts (shape inference, onnxsim in place): give it a copy
-    import shutil
-
     copy = work / "input" / p.name
     copy.parent.mkdir(exist_ok=True)
     shutil.copyfile(p, copy)
     log: list[str] = []
+    onnx2tf = require("onnx2tf", "--from (ONNX import)")
     try:
-        import onnx2tf
-
         with _cwd(work), captured_output(log):
             onnx2tf.convert(input_onnx_file_path=str(copy),
                             output_folder_path=str(work / "saved_model"),

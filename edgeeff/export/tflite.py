@@ -3,10 +3,10 @@
 int8 models are full-integer: TFLITE_BUILTINS_INT8 only, batch 1 and static shapes, with
 uint8 input that takes raw RGB pixels and uint8 output (``io="uint8"``, the default: MediaPipe's
 and Coral's convention) or int8 input and output (``io="int8"``: no conversion ops). A uint8
-model's input conversion is then rewritten for CPUs (:func:`cpu_form`, see
-:mod:`edgeeff.core.cost`): the converter's form stays the input of TFLite Micro and the Edge
-TPU compiler. For the lite family the normalisation (x - 127) / 128
-is folded into the input's quantisation (scale 1/128, zero point 127), so the graph starts
+model's input conversion is then rewritten for CPUs (:func:`edgeeff.tflite.rewrite.cpu_form`,
+see :func:`edgeeff.core.graph.input_ops`): the converter's form stays the input of TFLite
+Micro and the Edge TPU compiler. For the lite family the normalisation (x - 127) / 128 is
+folded into the input's quantisation (scale 1/128, zero point 127), so the graph starts
 directly with the stem convolution (and the float32 model takes the normalised image, as TF's own
 Lite models do); for the efficientnet family the per-channel normalisation stays in the graph.
 
@@ -20,11 +20,15 @@ quantizer made the model.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
-from edgeeff.core.cost import IO_TYPES
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.graph import IO_TYPES
 from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.runtime import Classifier
+from edgeeff.model.quiet import captured_output, tail
 
 
 class QuantizationFailed(EdgeeffError):
@@ -37,8 +41,6 @@ class QuantizationFailed(EdgeeffError):
 
 
 def _convert(conv, what: str) -> bytes:
-    from edgeeff.model.quiet import captured_output, tail
-
     log: list[str] = []
     try:
         with captured_output(log):
@@ -51,8 +53,6 @@ def _convert(conv, what: str) -> bytes:
 def _converter(model):
     """A TFLiteConverter for a Keras model, or for a SavedModel folder (ONNX imports)."""
     import tensorflow as tf
-
-    from edgeeff.model.quiet import captured_output
 
     with captured_output():  # Keras 3 prints its SavedModel signature here
         if isinstance(model, str):
@@ -94,8 +94,6 @@ def _shared_quantizer():
     """(calibrator module, mlir_quantize, None), or (None, None, reason) when this TensorFlow
     lacks the internals :func:`quantize_float_model` uses, checked up front by name and
     signature (never by catching errors while quantising)."""
-    import inspect
-
     try:
         from tensorflow.lite.python import convert
         from tensorflow.lite.python.optimize import calibrator
@@ -140,8 +138,6 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocesso
     :func:`convert_int8`, and says so, when it is not None). Any failure while quantising,
     TypeErrors included, is an :class:`EdgeeffError`: it never silently triggers the fallback.
     """
-    from edgeeff.model.quiet import captured_output, tail
-
     dtype = _io_type(io)
     calibrator, mlir_quantize, why = _shared_quantizer()
     if why is not None:
@@ -180,57 +176,6 @@ def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None,
     return _convert(conv, "int8")
 
 
-def cpu_form(model: bytes) -> bytes:
-    """``model`` with its uint8 -> int8 input ``QUANTIZE`` replaced by a ``DEQUANTIZE`` (uint8 ->
-    float32) and a ``QUANTIZE`` (float32 -> int8) to the same int8 tensor.
-
-    XNNPACK runs that pair vectorised and threaded, where TFLite's own uint8 -> int8 kernel is
-    scalar outside ARM NEON (3 % of Lite0 at one thread on x86, more with threads, measured by
-    benchmarks/io_latency.py); both round (q - zp_in) * s_in / s_out to nearest, so the int8
-    tensor holds the same values. A model with no such op (int8 input) is returned unchanged.
-    """
-    from edgeeff.device import tflite_graph
-    from edgeeff.export.metadata import fb_utils
-
-    fu, s = fb_utils()
-    obj = fu.convert_bytearray_to_object(bytearray(model))
-    sg = obj.subgraphs[0]
-
-    def builtin(i):
-        c = obj.operatorCodes[i]
-        return max(c.builtinCode, c.deprecatedBuiltinCode)
-
-    first = [o for o in sg.operators if builtin(o.opcodeIndex) == s.BuiltinOperator.QUANTIZE
-             and len(o.inputs) == 1 and int(o.inputs[0]) in [int(i) for i in sg.inputs]]
-    if not first or sg.tensors[int(first[0].inputs[0])].type != s.TensorType.UINT8:
-        return model
-    q = first[0]
-    src = sg.tensors[int(q.inputs[0])]
-    f = s.TensorT()
-    f.name, f.type, f.hasRank = b"image_float", s.TensorType.FLOAT32, True
-    f.shape = np.array(src.shape, np.int32)
-    f.shapeSignature = None if src.shapeSignature is None else np.array(src.shapeSignature,
-                                                                         np.int32)
-    obj.buffers.append(s.BufferT())
-    f.buffer = len(obj.buffers) - 1
-    sg.tensors.append(f)
-    code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.DEQUANTIZE
-    code.version = 1  # uint8 input
-    obj.operatorCodes.insert(0, code)  # op codes are listed in order of first use
-    for o in sg.operators:
-        o.opcodeIndex += 1
-    deq = s.OperatorT()
-    deq.opcodeIndex = 0
-    deq.inputs = np.array([q.inputs[0]], np.int32)
-    deq.outputs = np.array([len(sg.tensors) - 1], np.int32)
-    q.inputs = np.array([len(sg.tensors) - 1], np.int32)
-    sg.operators.insert(sg.operators.index(q), deq)
-    out = bytes(fu.convert_object_to_bytearray(obj))
-    tflite_graph.verify(out)
-    return out
-
-
 def quant_report(float_path, int8_path, holdout: np.ndarray,
                  labels: list[int] | None = None, labels_note: str | None = None) -> dict:
     """Float vs int8 on held-back images: top-1 agreement, mean |score difference| and, with
@@ -240,8 +185,6 @@ def quant_report(float_path, int8_path, holdout: np.ndarray,
     without labels, the share of images where int8's top-1 differs from float's
     (``100 - agreement %``); ``drop_basis`` says which.
     """
-    from edgeeff.device.runtime import Classifier
-
     if len(holdout) == 0:
         return {"images": 0, "note": "no held-back images"}
     f, q = Classifier(float_path, num_threads=2), Classifier(int8_path, num_threads=2)
@@ -279,8 +222,6 @@ def quant_report(float_path, int8_path, holdout: np.ndarray,
 def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) -> list[dict]:
     """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
     import tensorflow as tf
-
-    from edgeeff.model.quiet import captured_output
 
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_int8_converter(model, images, pp),

@@ -1,4 +1,11 @@
-"""TensorFlow Lite for Microcontrollers: C sources, the op resolver and a measured arena size."""
+"""TensorFlow Lite for Microcontrollers: C sources, the op resolver, a measured arena size, and
+a minimal firmware project around them (``main.cc``, Makefile, CMakeLists.txt, board README).
+
+The project's test input is one calibration image fed exactly as edgeeff's runtime feeds the
+model; its expected output comes from the TFLite interpreter's reference kernels, which
+TFLite Micro's reference and CMSIS-NN kernels match bit for bit (the optimized TFLite CPU
+kernels may differ by one quantum, so they are recorded but not used as the reference).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,19 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tempfile
+from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
+from edgeeff.core.cost import cost
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.device import tflite_graph
+from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgeeff.device.runtime import Classifier
+from edgeeff.model.calibrate import load_calibration
+from edgeeff.tflite import reader
+from edgeeff.tflite.rewrite import strip
 
 # TFLite builtin -> MicroMutableOpResolver method (tflite-micro's micro_mutable_op_resolver.h)
 RESOLVER = {
@@ -22,11 +38,40 @@ RESOLVER = {
     "SUB": "AddSub", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "SQUEEZE": "AddSqueeze",
     "STRIDED_SLICE": "AddStridedSlice", "SUM": "AddSum", "SHAPE": "AddShape", "PACK": "AddPack",
 }
+# TFLite builtin -> the kernel source stem under tensorflow/lite/micro/kernels/ that defines
+# its Register_ function (kernels/cmsis_nn/<stem>.cc replaces it in a CMSIS-NN tree; a
+# <stem>_common.cc beside it is compiled too)
+KERNEL_STEM = {
+    "ADD": "add", "AVERAGE_POOL_2D": "pooling", "CONCATENATION": "concatenation",
+    "CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv", "DEQUANTIZE": "dequantize",
+    "FULLY_CONNECTED": "fully_connected", "HARD_SWISH": "hard_swish", "LOGISTIC": "logistic",
+    "MAX_POOL_2D": "pooling", "MEAN": "reduce", "MUL": "mul", "PAD": "pad",
+    "QUANTIZE": "quantize", "RELU": "activations", "RELU6": "activations", "RESHAPE": "reshape",
+    "SOFTMAX": "softmax", "SUB": "sub", "TANH": "tanh", "TRANSPOSE": "transpose",
+    "SQUEEZE": "squeeze", "STRIDED_SLICE": "strided_slice", "SUM": "reduce", "SHAPE": "shape",
+    "PACK": "pack",
+}
+KERNEL_SUPPORT = ("kernel_util", "micro_tensor_utils")  # used by every kernel
+# ops whose kernels have an int8-only registration (Register_<OP>_INT8: CMSIS-NN's int8 path
+# without the float and int16 code; an alias of the generic one in other trees)
+INT8_REGISTRATION = {"ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D",
+                     "FULLY_CONNECTED", "MAX_POOL_2D", "MUL", "PAD", "SOFTMAX", "TRANSPOSE"}
+# framework sources under tensorflow/ that a firmware does not need (tests, recording)
+FRAMEWORK_EXCLUDE = ("test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_graph.cc",
+                     "fake_micro_context.cc", "recording_micro_allocator.cc",
+                     "recording_single_arena_buffer_allocator.cc")
 ARENA_MARGIN = 0.10  # measured on a 64-bit host, whose structs are larger than an MCU's
 PROBE_TIMEOUT_S = 600
 MEASURED_WITH = "tflite-micro Python interpreter (bisection on arena_size)"
 ESTIMATED_WITH = ("estimate (edgeeff.core.cost tflm_arena_bytes: activations + TFLM structs; "
                   "tflite-micro is not installed here, it has wheels for x86-64 Linux only)")
+EXPECTED_WITH = "TFLite interpreter, reference kernels (BUILTIN_REF)"
+MICRO_EXPECTED_WITH = ("tflite-micro Python interpreter (TFLite's reference kernels aborted on "
+                       "this model)")
+OPTIMIZED_EXPECTED_WITH = ("TFLite interpreter, default optimized kernels (its reference kernels "
+                           "failed; TFLM may differ by one quantum)")
+PROJECT_FILES = ("main.cc", "Makefile", "CMakeLists.txt", "README.md",
+                 "boards/mps2/startup.c", "boards/mps2/link.ld.in")
 
 
 def tflite_micro_available() -> bool:
@@ -37,13 +82,36 @@ def tflite_micro_available() -> bool:
         return False
 
 
-def resolver_methods(model: bytes) -> list[str]:
-    """The exact registrations the graph needs; EdgeeffError naming any op TFLM lacks."""
-    names = tflite_graph.read(model).op_names
+def _ops(model: bytes) -> list[str]:
+    names = reader.read(model).op_names
     missing = [n for n in names if n not in RESOLVER]
     if missing:
         raise EdgeeffError(f"TFLite Micro has no kernel for op(s): {', '.join(missing)}")
-    return [RESOLVER[n] for n in names]
+    return names
+
+
+def resolver_methods(model: bytes) -> list[str]:
+    """The exact registrations the graph needs; EdgeeffError naming any op TFLM lacks."""
+    return [RESOLVER[n] for n in _ops(model)]
+
+
+def kernel_stems(ops: list[str]) -> list[str]:
+    """The kernel source stems a firmware compiles for these ops (see KERNEL_STEM)."""
+    stems = dict.fromkeys(KERNEL_SUPPORT)
+    stems.update(dict.fromkeys(KERNEL_STEM[o] for o in ops))
+    return list(stems)
+
+
+def int8_only_ops(model: bytes) -> set[str]:
+    """Ops in INT8_REGISTRATION whose every instance reads and writes int8 tensors."""
+    g = reader.read(model)
+    ok: dict[str, bool] = {}
+    for op in g.ops:
+        if op.name not in INT8_REGISTRATION:
+            continue
+        io = [g.tensors[i] for i in (op.inputs[:1] + op.outputs) if i >= 0]
+        ok[op.name] = ok.get(op.name, True) and all(t.dtype == "int8" for t in io)
+    return {name for name, good in ok.items() if good}
 
 
 def measure_arena(model_path: Path, invoke_input: Path | None = None) -> dict:
@@ -63,6 +131,19 @@ def measure_arena(model_path: Path, invoke_input: Path | None = None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def fnv1a(data: bytes) -> int:
+    """32-bit FNV-1a, the output hash ``main.cc`` prints."""
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def recommended_arena(arena: int) -> int:
+    """``arena`` plus ARENA_MARGIN, rounded up to 1 KB: the exported kTensorArenaSize."""
+    return int(-(-arena * (1 + ARENA_MARGIN) // 1024) * 1024)
+
+
 def _c_array(data: bytes) -> str:
     lines = []
     for i in range(0, len(data), 16):
@@ -70,12 +151,22 @@ def _c_array(data: bytes) -> str:
     return "\n".join(lines)
 
 
+def _registration(op: str, int8_ops: set[str]) -> str:
+    if op in int8_ops:
+        return f"tflite::Register_{op}_INT8()"
+    return ""
+
+
 def write_sources(model: bytes, folder: Path, name: str, arena: int, methods: list[str],
-                  note: str, arena_note: str | None = None) -> list[Path]:
+                  note: str, arena_note: str | None = None,
+                  int8_ops: set[str] = frozenset()) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    recommended = int(-(-arena * (1 + ARENA_MARGIN) // 1024) * 1024)
+    recommended = recommended_arena(arena)
     arena_note = arena_note or (f"Smallest arena that allocated in tflite-micro's interpreter on "
                                 f"the build host: {arena} bytes.")
+    ops = {RESOLVER[o]: o for o in RESOLVER}
+    lines = "".join(f"  if (resolver.{m}({_registration(ops[m], int8_ops)}) != kTfLiteOk) "
+                    "return kTfLiteError;\n" for m in methods)
     header = f"""// Generated by edgeeff for {name}. {note}
 #ifndef EDGEEFF_MODEL_DATA_H_
 #define EDGEEFF_MODEL_DATA_H_
@@ -86,14 +177,16 @@ extern const unsigned char g_model_data[];
 extern const unsigned int g_model_data_len;
 
 // {arena_note}
-// Recommended size: that plus {int(ARENA_MARGIN * 100)} %, rounded up to 1 KB.
+// Recommended size: that plus {int(ARENA_MARGIN * 100)} %, rounded up to 1 KB. A 32-bit MCU needs
+// a little less than the 64-bit build host (smaller pointers in TFLite Micro's structs).
 constexpr int kTensorArenaSize = {recommended};
 
 using EdgeeffOpResolver = tflite::MicroMutableOpResolver<{len(methods)}>;
 
-// Registers exactly the {len(methods)} kernels this graph uses.
+// Registers exactly the {len(methods)} kernels this graph uses (the int8-only variants where
+// every instance of an op is int8: smaller code with CMSIS-NN, the same kernel elsewhere).
 inline TfLiteStatus RegisterEdgeeffOps(EdgeeffOpResolver& resolver) {{
-""" + "".join(f"  if (resolver.{m}() != kTfLiteOk) return kTfLiteError;\n" for m in methods) + """  return kTfLiteOk;
+""" + lines + """  return kTfLiteOk;
 }
 
 #endif  // EDGEEFF_MODEL_DATA_H_
@@ -106,39 +199,144 @@ alignas(16) const unsigned char g_model_data[] = {{
 }};
 const unsigned int g_model_data_len = {len(model)};
 """
-    from edgeeff.core.fsutil import write_text_atomic
-
     h, cc = folder / "model_data.h", folder / "model_data.cc"
     write_text_atomic(h, header)
     write_text_atomic(cc, source)
     return [h, cc]
 
 
+# --------------------------------------------------------------------------- test input
+def _probe(args: list[str]) -> dict | None:
+    """One tflm_probe subprocess; None when it fails (a runtime may abort on a kernel)."""
+    try:
+        r = subprocess.run([sys.executable, "-m", "edgeeff.export.tflm_probe", *args],
+                           capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def make_test_input(model_path: Path, model: bytes, calib: str | None, preprocessor) -> dict:
+    """One calibration image as edgeeff's runtime feeds ``model_path`` (its Classifier's
+    preprocessing, bound to the input tensor's type and quantisation), and the model's output
+    on it: ``{"input", "output", "optimized_output", "image"}`` (arrays as numpy; an output is
+    None where that TFLite run failed: each runs in a subprocess, as a kernel can abort)."""
+    clf = Classifier(model_path)
+    cal = load_calibration(calib, preprocessor.with_resolution(clf.resolution), 1,
+                           holdout=False)
+    x = np.zeros((1, clf.resolution, clf.resolution, 3), clf.input_dtype)
+    clf.preprocessor.to_input(cal.images[0], x[0], clf.preprocessor.lut())
+    outs = {}
+    with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
+        m, xp = Path(work) / "model.tflite", Path(work) / "input.npy"
+        write_bytes_atomic(m, model)
+        np.save(xp, x)
+        for kind in ("ref", "auto"):
+            rec = _probe([str(m), "--tflite", kind, str(xp)])
+            outs[kind] = None if rec is None else np.array(rec["output"], _out_dtype(model))
+    return {"input": x, "output": outs["ref"], "optimized_output": outs["auto"],
+            "image": f"{cal.source.rstrip('/')}/{cal.files[0]}"}
+
+
+def _out_dtype(model: bytes) -> np.dtype:
+    g = reader.read(model)
+    return np.dtype(g.tensors[g.outputs[0]].dtype)
+
+
+def write_test_input(folder: Path, name: str, t: dict) -> Path:
+    """``test_input.h``: the test input and its expected output, for ``main.cc``."""
+    x, y = t["input"], t["output"]
+    out = y.tobytes()
+    top = int(np.argmax(y.ravel()))
+    text = f"""// Generated by edgeeff for {name}: one calibration image ({t['image']}) as
+// edgeeff's runtime feeds the model ({x.dtype.name}, shape {list(x.shape)}), and the output the
+// .tflite model gives on it ({t['expected_with']}). Included by main.cc only.
+#ifndef EDGEEFF_TEST_INPUT_H_
+#define EDGEEFF_TEST_INPUT_H_
+
+constexpr unsigned int kTestInputLen = {x.nbytes};
+alignas(16) const unsigned char g_test_input[kTestInputLen] = {{
+{_c_array(x.tobytes())}
+}};
+
+// {y.dtype.name} output tensor bytes ({y.size} values)
+constexpr unsigned int kExpectedOutputLen = {len(out)};
+const unsigned char g_expected_output[kExpectedOutputLen] = {{
+{_c_array(out)}
+}};
+constexpr int kExpectedTopClass = {top};
+constexpr unsigned long kExpectedOutputHash = 0x{fnv1a(out):08x}ul;
+
+#endif  // EDGEEFF_TEST_INPUT_H_
+"""
+    path = folder / "test_input.h"
+    write_text_atomic(path, text)
+    return path
+
+
+# --------------------------------------------------------------------------- project
+def _template(rel: str) -> str:
+    return resources.files("edgeeff.export").joinpath("tflm_project", rel).read_text("utf-8")
+
+
+def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list[Path]:
+    """The firmware project around the sources: main.cc, Makefile, CMakeLists.txt, README.md
+    and the QEMU mps2 board files (startup code and linker script template)."""
+    subst = {"@NAME@": name, "@KERNELS@": " ".join(stems),
+             "@EXCLUDE@": " ".join(FRAMEWORK_EXCLUDE), "@ARENA@": str(arena)}
+    written = []
+    for rel in PROJECT_FILES:
+        text = _template(rel + ".in" if rel in ("Makefile", "CMakeLists.txt", "README.md")
+                         else rel)
+        for k, v in subst.items():
+            text = text.replace(k, v)
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+        written.append(path)
+    return written
+
+
 def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
-           io: str = "uint8") -> dict:
-    """C sources for ``model_path`` (without edgeeff's JSON metadata: flash is scarce).
+           io: str = "uint8", calib: str | None = None, preprocessor=None) -> dict:
+    """C sources and the firmware project for ``model_path`` (without edgeeff's JSON metadata:
+    flash is scarce).
 
     The arena is measured with tflite-micro where it is installed; elsewhere (it has wheels
     for x86-64 Linux only) it is edgeeff's estimate for ``spec`` with ``io`` input and output,
-    said in one log line and in ``arena.json``'s ``measured_with``.
+    said in one log line and in ``arena.json``'s ``measured_with``. ``calib`` (a folder, None
+    for the bundled photos) and ``preprocessor`` give the project's test image.
     """
-    from edgeeff.core.fsutil import write_bytes_atomic
-    from edgeeff.export.metadata import strip
-
-    model = strip(tflite_graph.read_model_file(model_path))  # verified before strip parses it
-    methods = resolver_methods(model)
+    model = strip(reader.read_model_file(model_path))  # verified before strip parses it
+    ops = _ops(model)
+    methods = [RESOLVER[n] for n in ops]
     measured = tflite_micro_available()
     if not measured and spec is None:
         raise EdgeeffError("tflite-micro is not installed (it has wheels for x86-64 Linux only) "
                            "and an imported model has no spec to estimate its arena from: "
                            "export --format tflm on an x86-64 Linux machine")
     write_bytes_atomic(folder / "model.tflite", model)
+    t = None
+    if preprocessor is not None:
+        t = make_test_input(model_path, model, calib, preprocessor)
+    probe = None
     if measured:
-        arena = int(measure_arena(folder / "model.tflite")["min_arena_bytes"])
+        with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
+            x_path = None
+            if t is not None:
+                x_path = Path(work) / "input.npy"
+                np.save(x_path, t["input"])
+            probe = measure_arena(folder / "model.tflite")
+            if x_path is not None:  # its own process: the invocation can abort on a model
+                run = _probe([str(folder / "model.tflite"), "--invoke", str(x_path),
+                              "--arena", str(probe["min_arena_bytes"])])
+                if run is not None and "output" in run:
+                    probe["output"] = run["output"]
+        arena = int(probe["min_arena_bytes"])
         arena_note = None
     else:
-        from edgeeff.core.cost import cost
-
         arena = int(cost(spec, io).tflm_arena_bytes)
         arena_note = (f"Estimated arena (edgeeff's cost model; tflite-micro is not installed on the "
                       f"build host): {arena} bytes.")
@@ -147,17 +345,48 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
                 f"kTensorArenaSize uses edgeeff's arena estimate ({arena:,} B) instead of a "
                 "measurement; re-export on x86-64 Linux to measure it")
     files = write_sources(model, folder, name, arena, methods,
-                          "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note)
+                          "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note,
+                          int8_only_ops(model))
+    stems = kernel_stems(ops)
     rec = {
         "min_arena_bytes": arena,
         "arena_margin": ARENA_MARGIN,
-        "recommended_arena_bytes": int(-(-arena * (1 + ARENA_MARGIN) // 1024) * 1024),
+        "recommended_arena_bytes": recommended_arena(arena),
         "model_bytes": len(model),
         "resolver": methods,
+        "kernels": stems,
+        "framework_exclude": list(FRAMEWORK_EXCLUDE),
         "files": ["model.tflite"] + [f.name for f in files],
         "measured_with": MEASURED_WITH if measured else ESTIMATED_WITH,
     }
-    from edgeeff.core.fsutil import write_json_atomic
-
+    if t is not None:
+        micro = None if probe is None or "output" not in probe else \
+            np.array(probe["output"], _out_dtype(model))
+        if t["output"] is not None:
+            out, how = t["output"], EXPECTED_WITH
+        elif micro is not None:
+            out, how = micro, MICRO_EXPECTED_WITH
+        elif t["optimized_output"] is not None:
+            out, how = t["optimized_output"], OPTIMIZED_EXPECTED_WITH
+        else:
+            raise EdgeeffError("no TFLite interpreter could run the int8 model to give the "
+                               "firmware's test input its expected output")
+        t["output"] = out
+        t["expected_with"] = how
+        files.append(write_test_input(folder, name, t))
+        rec["test_input"] = {
+            "image": t["image"], "dtype": t["input"].dtype.name,
+            "shape": list(t["input"].shape),
+            "expected_output": out.ravel().tolist(), "expected_with": how,
+            "output_dtype": out.dtype.name, "top_class": int(np.argmax(out.ravel())),
+            "output_hash": f"{fnv1a(out.tobytes()):08x}",
+        }
+        if t["optimized_output"] is not None:
+            rec["test_input"]["optimized_kernels_max_diff"] = int(np.abs(
+                t["optimized_output"].astype(np.int32) - out.astype(np.int32)).max())
+        if micro is not None:
+            rec["test_input"]["tflm_python_equal"] = micro.tolist() == out.ravel().tolist()
+        files += write_project(folder, name, stems, recommended_arena(arena))
+        rec["files"] = ["model.tflite"] + [f.relative_to(folder).as_posix() for f in files]
     write_json_atomic(folder / "arena.json", rec)
     return rec

@@ -1,10 +1,11 @@
 """Calibration as its own step: pick, decode and preprocess real images, once.
 
-Sampling is seeded and stratified: the images are grouped by class sub-folder (a flat folder is
-one class), each class is shuffled with the seed, one image in :data:`HOLDOUT_EVERY` of every
-class is set aside for the quantization report, and both sets are drawn round-robin over the
-classes (in a seeded order), so a class-folder dataset is represented class by class instead of
-by its first class in sort order.
+Sampling is seeded and stratified: :meth:`ImageFolder.split
+<edgeeff.data.folder.ImageFolder.split>` groups the images by class sub-folder (a flat folder
+is one class), shuffles each class with the seed and sets one image in :data:`HOLDOUT_EVERY` of
+every class aside for the quantization report; both sets are then drawn round-robin over the
+classes (in the split's seeded order), so a class-folder dataset is represented class by class
+instead of by its first class in sort order.
 
 Every calibration run is described by a record (source, counts, files relative to the folder,
 content hash, preprocessing, skipped files) that ends up in the model card, so an int8 model
@@ -23,7 +24,8 @@ import numpy as np
 from edgeeff.core.data import data_dir
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
-from edgeeff.device.images import list_images, load_rgb, resize_crop
+from edgeeff.data.folder import ImageFolder
+from edgeeff.data.images import load_rgb, resize_crop
 
 HOLDOUT_EVERY = 5  # one image in five of each class is held back to compare float and int8
 DEFAULT_SEED = 0
@@ -69,17 +71,17 @@ class CalibrationSet:
 
     def holdout_labels(self, labels: list[str]) -> tuple[list[int] | None, str]:
         """The model's class index of every held-back image, as ``edgeeff eval`` reads labels
-        (class sub-folder names matched to ``labels``, or ImageNet ``<wnid>_`` file names for a
+        (:meth:`ImageFolder.samples <edgeeff.data.folder.ImageFolder.samples>`: class
+        sub-folder names matched to ``labels``, or ImageNet ``<wnid>_`` file names for a
         1000-class model); ``(None, reason)`` when the folder carries no usable labels."""
-        from edgeeff.device.evaluate import labelled_samples
-
         if not self.holdout_files or self.folder is None:
             return None, "no held-back images"
         try:
-            samples = labelled_samples(self.folder, labels)
+            folder = ImageFolder(self.folder)
+            samples = folder.samples(labels)
         except EdgeeffError as e:
             return None, str(e)
-        by_rel = {s.path.relative_to(self.folder).as_posix(): s.label for s in samples}
+        by_rel = {folder.relative(s.path): s.label for s in samples}
         out = [by_rel.get(f) for f in self.holdout_files]
         if any(x is None for x in out):  # pragma: no cover - same listing on both sides
             return None, "held-back files missing from the labelled listing"
@@ -100,27 +102,6 @@ def source_name(folder: Path) -> str:
     except OSError:  # pragma: no cover
         pass
     return f"{folder.resolve().name}/"
-
-
-def _classes(folder: Path, files: list[Path]) -> dict[str, list[Path]]:
-    """Files grouped by their folder relative to ``folder`` ("." for files directly in it)."""
-    groups: dict[str, list[Path]] = {}
-    for p in files:
-        groups.setdefault(p.parent.relative_to(folder).as_posix(), []).append(p)
-    return groups
-
-
-def _split(groups: dict[str, list[Path]], rng: np.random.Generator, holdout: bool):
-    """Per class (in a seeded order): (calibration queue, held-back queue), each shuffled."""
-    order = [sorted(groups)[i] for i in rng.permutation(len(groups))]
-    calib_q, held_q = [], []
-    for key in order:
-        files = [groups[key][i] for i in rng.permutation(len(groups[key]))]
-        m = len(files)
-        n_held = (max(1, m // HOLDOUT_EVERY) if m >= 2 else 0) if holdout else 0
-        held_q.append(files[:n_held])
-        calib_q.append(files[n_held:])
-    return calib_q, held_q
 
 
 def _round_robin(queues: list[list[Path]], want: int, pp: Preprocessor, skipped: list[Path]):
@@ -167,14 +148,8 @@ def load_calibration(folder: str | Path | None, pp: Preprocessor, num: int = 100
     if num < 1:
         raise EdgeeffError(f"--num-calib must be >= 1, got {num}")
     folder = Path(folder) if folder is not None else default_dir()
-    if not folder.is_dir():
-        raise EdgeeffError(f"calibration folder not found: {folder}")
-    files = list_images(folder)
-    if not files:
-        raise EdgeeffError(f"no images (jpg/png/bmp/webp) under {folder}")
-    groups = _classes(folder, files)
-    rng = np.random.default_rng(seed)
-    calib_q, held_q = _split(groups, rng, holdout)
+    images = ImageFolder(folder, what="calibration folder")
+    calib_q, held_q = images.split(1 / HOLDOUT_EVERY if holdout else 0.0, seed)
     skipped: list[Path] = []
     calib, calib_files = _round_robin(calib_q, num, pp, skipped)
     held, held_files = ([], []) if not holdout else _round_robin(
@@ -197,5 +172,5 @@ def load_calibration(folder: str | Path | None, pp: Preprocessor, num: int = 100
         files=rel, holdout_files=held_rel, source=source_name(folder),
         sha256=_manifest_sha256(folder, calib_files + held_files), preprocessor=pp,
         skipped=[p.relative_to(folder).as_posix() for p in skipped], folder=folder,
-        classes=len(groups), seed=seed,
+        classes=len(images.groups), seed=seed,
     )

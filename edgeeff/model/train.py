@@ -19,48 +19,41 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeeff.core import artifacts as A
+from edgeeff.core import specfile
 from edgeeff.core.arch import ModelSpec, expand
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.fsutil import check_out
+from edgeeff.core.fsutil import atomic_dir, check_out, write_json_atomic, write_text_atomic
 from edgeeff.core.preprocess import Preprocessor
-from edgeeff.device.images import list_images, load_rgb, resize_crop
+from edgeeff.data.folder import ImageFolder
+from edgeeff.data.images import load_rgb, resize_crop
+from edgeeff.model.build import build_model
+from edgeeff.model.weights import load_into
 
 FINE_TUNE_FROM_STAGE = 6  # stages 6-7, top_conv and the head are fine-tuned
 
 
-def folder_dataset(data: str | Path) -> tuple[list[Path], list[int], list[str]]:
-    root = Path(data)
-    if not root.is_dir():
-        raise EdgeeffError(f"data folder not found: {data}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and list_images(d))
-    if len(classes) < 2:
-        raise EdgeeffError(f"{data}: need at least two class sub-folders with images")
-    files, labels = [], []
-    for i, c in enumerate(classes):
-        for p in list_images(root / c):
-            files.append(p)
-            labels.append(i)
-    return files, labels, classes
-
-
-def split(labels: list[int], val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, deterministic train/validation indices (at least one validation image per
-    class that has two or more)."""
-    rng = np.random.default_rng(seed)
-    labels_a = np.array(labels)
-    train, val = [], []
-    for c in np.unique(labels_a):
-        idx = rng.permutation(np.flatnonzero(labels_a == c))
-        n_val = max(1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.array(sorted(train)), np.array(sorted(val))
+def folder_dataset(data: str | Path, val_fraction: float, seed: int = 0):
+    """A class-folder dataset's class names and its (train, validation) files and labels:
+    :meth:`ImageFolder.split <edgeeff.data.folder.ImageFolder.split>` holds ``val_fraction``
+    of every class out for validation (at least one image of each class that has two or
+    more); each set is in file order."""
+    folder = ImageFolder(data, min_classes=2)
+    classes = folder.classes()
+    label = {s.path: s.label for s in folder.samples()}
+    kept, held = folder.split(val_fraction, seed)
+    sets = []
+    for queues in (kept, held):
+        files = sorted(p for q in queues for p in q)
+        sets.append((files, [label[p] for p in files]))
+    return classes, sets[0], sets[1]
 
 
 def load_pixels(files: list[Path], pp: Preprocessor) -> tuple[np.ndarray, list[int]]:
@@ -229,11 +222,6 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
           distribute: bool = False, force: bool = False, log=print) -> dict:
     import keras
 
-    from edgeeff.core import specfile
-    from edgeeff.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
-    from edgeeff.model.build import build_model
-    from edgeeff.model.weights import load_into
-
     if epochs < 1:
         raise EdgeeffError("--epochs must be >= 1")
     out = check_out(out, force)
@@ -243,16 +231,14 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     multi_worker = distribute and bool(os.environ.get("TF_CONFIG"))
     name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
     log(f"strategy: {name}, {strategy.num_replicas_in_sync} replicas in sync")
-    files, labels, classes = folder_dataset(data)
+    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(data, val_fraction)
     spec = replace(spec, num_classes=len(classes))
-    tr, va = split(labels, val_fraction)
-    if len(va) == 0:
+    if not va_files:
         raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
-    pixels, ok = load_pixels(files, Preprocessor.for_spec(spec))
-    y = np.array(labels)[ok]
-    keep = {j: i for i, j in enumerate(ok)}
-    tr = np.array([keep[i] for i in tr if i in keep])
-    va = np.array([keep[i] for i in va if i in keep])
+    pixels, ok = load_pixels(tr_files + va_files, Preprocessor.for_spec(spec))
+    y = np.array(tr_labels + va_labels)[ok]
+    is_val = np.array(ok) >= len(tr_files)
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     log(f"train: {len(tr)} images, validation: {len(va)} images, {len(classes)} classes")
     train_ds, val_ds = _datasets(pixels[tr], y[tr], pixels[va], y[va], spec.resolution, batch,
                                  len(classes))
@@ -266,8 +252,6 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     history: dict[str, list] = {}
     chief = not distribute or is_chief()
     if not chief:  # every worker saves (collective ops), but only the chief's files are kept
-        import tempfile
-
         out = Path(tempfile.mkdtemp(prefix="edgeeff-worker-")) / "out"
     with atomic_dir(out, force=force) as tmp:
         ckpt = tmp / A.TRAINED_WEIGHTS
@@ -311,13 +295,11 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
                   "top1": round(100 * val_acc, 2),
                   "top1_basis": f"measured by edgeeff train on {len(va)} validation images",
                   "epochs_run": len(history.get("loss", []))}
-        specfile.write(tmp / A.SPEC_FILE, spec, {
-            "trained": {**result, "weights": A.TRAINED_WEIGHTS, "labels": A.LABELS,
-                        # relative to this spec file: resolves from any working directory
-                        "data": os.path.relpath(Path(data).resolve(), Path(out).resolve())}})
+        specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
+            **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
+            # relative to this spec file: resolves from any working directory
+            data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
     if not chief:
-        import shutil
-
         shutil.rmtree(out.parent, ignore_errors=True)
         log("non-chief worker: done; the chief writes the outputs")
     result["chief"] = chief

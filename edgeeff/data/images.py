@@ -1,5 +1,8 @@
 """Image files and camera frames to model-ready pixels, with OpenCV (no TensorFlow).
 
+OpenCV is the ``runtime`` extra: it is imported when a function first decodes or resizes, so
+listing images and importing this module need only numpy.
+
 Every function applies the geometry of one :class:`~edgeeff.core.preprocess.Preprocessor`
 (shorter side to ``resolution / crop_fraction``, centre crop, RGB), so calibration, training,
 evaluation and the demo feed a model identical pixels.
@@ -12,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeeff.core.optional import require
 from edgeeff.core.preprocess import Preprocessor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def _cv2():
+    return require("cv2", "decoding and resizing images")
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -28,8 +36,7 @@ def load_bgr(path: str | os.PathLike) -> np.ndarray | None:
 
     Grayscale, palette, alpha, 16-bit and CMYK files all come back as 8-bit colour.
     """
-    import cv2
-
+    cv2 = _cv2()
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
@@ -41,8 +48,7 @@ def load_bgr(path: str | os.PathLike) -> np.ndarray | None:
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray | None:
     """HxWx3 RGB uint8, or None when the file cannot be decoded (see :func:`load_bgr`)."""
-    import cv2
-
+    cv2 = _cv2()
     img = load_bgr(path)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -52,8 +58,7 @@ def resize_crop(img: np.ndarray, pp: Preprocessor, crop: int | None = None,
     """Resize the shorter side to ``pp.shorter_side`` and centre-crop a ``crop`` square
     (default ``pp.resolution``; training keeps the whole ``shorter_side`` square to take
     random crops from). Channel order is kept."""
-    import cv2
-
+    cv2 = _cv2()
     h, w = img.shape[:2]
     nh, nw, scale = pp.resize_to(h, w)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
@@ -80,8 +85,7 @@ def frame_into(frame_bgr: np.ndarray, pp: Preprocessor, out_rgb: np.ndarray,
                scratch: np.ndarray | None = None) -> np.ndarray:
     """Camera frame (BGR) -> model crop (RGB), written into ``out_rgb``: the same pixels as
     :func:`load_preprocessed` gives for the same image."""
-    import cv2
-
+    cv2 = _cv2()
     if scratch is None:
         scratch = np.empty_like(out_rgb)
     resize_crop(frame_bgr, pp, out=scratch)

@@ -1,209 +1,19 @@
-"""Read a .tflite flatbuffer: operators, tensors, types, quantisation, constant bytes.
+"""Verify a .tflite flatbuffer before anything reads it: bounds, identifiers, indices, data flow.
 
-Uses the generated flatbuffer schema that ships with the runtime we already depend on
-(ai-edge-litert, else tflite-micro), so no TensorFlow is needed here. That code reads wherever
-an offset points, so :func:`verify` walks every file first (:func:`read`, :func:`metadata_buffer`
-and :func:`read_model_file` call it): a damaged file is a :class:`ModelFileError`, never a
-``struct.error``.
+The generated Python schema reads wherever an offset points (struct.error, IndexError or a
+nonsense value on a damaged file), so every file is walked here first, in the spirit of
+flatbuffers' C++ Verifier: the root offset and "TFL3" identifier, then each table's vtable,
+each field, vector, string and union of the tables edgeeff and the runtimes read, every
+position and length checked against the file size before it is read; then the indices that
+tie the tables together (tensor -> buffer, operator -> opcode and tensors, subgraph and
+signature tensors, metadata -> buffer) and the out-of-flatbuffer buffers of the large-model
+layout. Anything after the flatbuffer (edgeeff appends a zip holding labels.txt) is allowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from edgeeff.core.errors import EdgeeffError
-
-
-def schema():
-    try:
-        from ai_edge_litert import schema_py_generated as s
-    except ImportError:
-        try:
-            from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
-        except ImportError:
-            raise EdgeeffError("reading .tflite files needs ai-edge-litert: "
-                               "pip install 'edgeeff[runtime]'") from None
-    return s
-
-
-_TYPE_NAMES = None
-
-
-def _type_name(code: int) -> str:
-    global _TYPE_NAMES
-    if _TYPE_NAMES is None:
-        t = schema().TensorType
-        _TYPE_NAMES = {v: k for k, v in vars(t).items() if not k.startswith("_")}
-    return _TYPE_NAMES.get(code, str(code)).lower()
-
-
-@dataclass
-class TensorInfo:
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    is_constant: bool
-    nbytes: int
-    scale: tuple[float, ...]
-    zero_point: tuple[int, ...]
-
-
-@dataclass
-class OpInfo:
-    index: int
-    name: str  # builtin name, e.g. "CONV_2D"
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-
-
-@dataclass
-class TFLiteGraph:
-    ops: list[OpInfo]
-    tensors: list[TensorInfo]
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    metadata_names: tuple[str, ...]
-
-    @property
-    def op_names(self) -> list[str]:
-        return sorted({o.name for o in self.ops})
-
-    def constant_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors if t.is_constant)
-
-
-def append_metadata(model_obj, named: dict[str, bytes], buffer_cls=None) -> None:
-    """Add one metadata entry per name to an unpacked model (``schema().ModelT``), each with
-    its own buffer holding ``data``."""
-    import numpy as np
-
-    s = schema()
-    for name, data in named.items():
-        buf = (buffer_cls or s.BufferT)()
-        buf.data = np.frombuffer(data, np.uint8)
-        model_obj.buffers.append(buf)
-        md = s.MetadataT()
-        md.name = name
-        md.buffer = len(model_obj.buffers) - 1
-        model_obj.metadata.append(md)
-
-
-def metadata_buffer(model: bytes, name: str, path=None, verified: bool = False) -> bytes | None:
-    """The bytes of the metadata buffer called ``name`` (e.g. edgeeff's JSON), if any.
-    ``verified``: the caller already ran :func:`verify` on these bytes."""
-    if not verified:
-        verify(model, path)
-    m = schema().Model.GetRootAs(model, 0)
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        if (md.Name() or b"").decode(errors="replace") == name:
-            buf = m.Buffers(md.Buffer())
-            return buf.DataAsNumpy().tobytes() if buf is not None and buf.DataLength() else b""
-    return None
-
-
-def _operator_codes(m, s) -> list[tuple[str, int]]:
-    builtin = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    out = []
-    for i in range(m.OperatorCodesLength()):
-        oc = m.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = builtin.get(code, str(code))
-        if name == "CUSTOM":
-            name = "CUSTOM:" + (oc.CustomCode() or b"").decode(errors="replace")
-        out.append((name, int(oc.Version())))
-    return out
-
-
-def operator_codes(model: bytes, path=None) -> list[tuple[str, int]]:
-    """(builtin name, version) of every operator code, in table order (verified first)."""
-    verify(model, path)
-    s = schema()
-    return _operator_codes(s.Model.GetRootAs(model, 0), s)
-
-
-def read(model: bytes, path=None) -> TFLiteGraph:
-    """The first subgraph of ``model``; :class:`ModelFileError` (naming ``path``) if damaged."""
-    verify(model, path)
-    s = schema()
-    m = s.Model.GetRootAs(model, 0)
-    codes = [name for name, _ in _operator_codes(m, s)]
-    sg = m.Subgraphs(0)
-    tensors = []
-    for i in range(sg.TensorsLength()):
-        t = sg.Tensors(i)
-        buf = m.Buffers(t.Buffer())
-        nbytes = buf.DataLength() if buf is not None else 0
-        if buf is not None and nbytes == 0 and buf.Size():
-            nbytes = buf.Size()  # large models keep data outside the flatbuffer table
-        q = t.Quantization()
-        scale = tuple(q.ScaleAsNumpy().tolist()) if q is not None and q.ScaleLength() else ()
-        zp = tuple(q.ZeroPointAsNumpy().tolist()) if q is not None and q.ZeroPointLength() else ()
-        tensors.append(TensorInfo(
-            index=i, name=(t.Name() or b"").decode(errors="replace"),
-            shape=tuple(t.ShapeAsNumpy().tolist()) if t.ShapeLength() else (),
-            dtype=_type_name(t.Type()), is_constant=nbytes > 0, nbytes=nbytes,
-            scale=scale, zero_point=zp,
-        ))
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        o = sg.Operators(i)
-        ops.append(OpInfo(
-            index=i, name=codes[o.OpcodeIndex()],
-            inputs=tuple(int(x) for x in o.InputsAsNumpy()) if o.InputsLength() else (),
-            outputs=tuple(int(x) for x in o.OutputsAsNumpy()) if o.OutputsLength() else (),
-        ))
-    meta = tuple((m.Metadata(i).Name() or b"").decode(errors="replace") for i in range(m.MetadataLength()))
-    return TFLiteGraph(
-        ops=ops, tensors=tensors,
-        inputs=tuple(int(x) for x in sg.InputsAsNumpy()),
-        outputs=tuple(int(x) for x in sg.OutputsAsNumpy()),
-        metadata_names=meta,
-    )
-
-
-def input_conversion(g: TFLiteGraph) -> tuple[int, ...]:
-    """Indices of the ops that turn a uint8 model input into int8 through float32 (a
-    ``DEQUANTIZE`` of the input whose float output only a ``QUANTIZE`` reads: the CPU form of
-    edgeeff's int8 models, see :mod:`edgeeff.core.cost`), else ()."""
-    deq = [o for o in g.ops if o.name == "DEQUANTIZE" and len(o.inputs) == 1
-           and o.inputs[0] in g.inputs and g.tensors[o.inputs[0]].dtype == "uint8"]
-    if len(deq) != 1 or len(deq[0].outputs) != 1:
-        return ()
-    f = deq[0].outputs[0]
-    readers = [o for o in g.ops if f in o.inputs]
-    if (len(readers) != 1 or readers[0].name != "QUANTIZE" or f in g.outputs
-            or any(g.tensors[t].dtype != "int8" for t in readers[0].outputs)):
-        return ()
-    return deq[0].index, readers[0].index
-
-
-def non_integer_ops(g: TFLiteGraph) -> list[str]:
-    """Ops that touch a float tensor (an int8 model should have none, bar its I/O quantisers:
-    the uint8 input's conversion through float32, :func:`input_conversion`, is not counted)."""
-    bad = []
-    allowed = set(input_conversion(g))
-    for op in g.ops:
-        if op.index in allowed:
-            continue
-        for t in op.inputs + op.outputs:
-            if t >= 0 and g.tensors[t].dtype in ("float32", "float16"):
-                bad.append(f"{op.name}#{op.index}")
-                break
-    return bad
-
-
-# --------------------------------------------------------------------------- verification
-#
-# The generated Python schema reads wherever an offset points (struct.error, IndexError or a
-# nonsense value on a damaged file), so every file is walked here first, in the spirit of
-# flatbuffers' C++ Verifier: the root offset and "TFL3" identifier, then each table's vtable,
-# each field, vector, string and union of the tables edgeeff and the runtimes read, every
-# position and length checked against the file size before it is read; then the indices that
-# tie the tables together (tensor -> buffer, operator -> opcode and tensors, subgraph and
-# signature tensors, metadata -> buffer) and the out-of-flatbuffer buffers of the large-model
-# layout. Anything after the flatbuffer (edgeeff appends a zip holding labels.txt) is allowed.
+from edgeeff.tflite.schema import FILE_IDENTIFIER, SCHEMA_VERSION
 
 
 class ModelFileError(EdgeeffError):
@@ -223,8 +33,6 @@ class NotAClassifierError(ModelFileError):
         self.args = (f"{self.path + ': ' if self.path else ''}not an image classifier ({reason})",)
 
 
-FILE_IDENTIFIER = b"TFL3"
-SCHEMA_VERSION = 3
 MAX_DEPTH = 64  # as flatbuffers::Verifier
 MAX_TABLES = 1_000_000
 _MAX_BYTES = 2**31 - 1  # a flatbuffer addresses at most 2 GB
@@ -590,7 +398,7 @@ def verify(data: bytes, path=None) -> None:
     """Raise :class:`ModelFileError` unless ``data`` is a well-formed TFLite flatbuffer.
 
     After it returns, every table, vector and string the generated schema classes (and
-    :func:`read`) reach lies inside ``data``, every index between them is in range, and every
+    :func:`edgeeff.tflite.reader.read`) reach lies inside ``data``, every index between them is in range, and every
     tensor an operator reads has a source (graph input, operator output, constant data).
     """
     reason = _not_a_flatbuffer(data)
@@ -604,22 +412,3 @@ def verify(data: bytes, path=None) -> None:
             reason = str(e)
     if reason is not None:
         raise ModelFileError(path, reason)
-
-
-def read_model_file(path) -> bytes:
-    """The bytes of the .tflite file at ``path``, verified (ModelFileError otherwise)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_dir():
-        raise ModelFileError(p, "it is a directory")
-    if p.exists() and not p.is_file():  # a FIFO or device would never end
-        raise ModelFileError(p, "not a regular file")
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise EdgeeffError(f"model not found: {p}") from None
-    except OSError as e:
-        raise ModelFileError(p, f"cannot read it: {e.strerror or e}") from None
-    verify(data, p)
-    return data

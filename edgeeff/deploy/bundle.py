@@ -30,9 +30,15 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import edgeeff
 from edgeeff.core import artifacts, targets
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import OutputExists, atomic_dir, write_text_atomic
@@ -105,18 +111,12 @@ class Bundle:
 
 def source_tree() -> Path | None:
     """The folder holding edgeeff's ``pyproject.toml`` when running from source, else None."""
-    import edgeeff
-
     root = Path(edgeeff.__file__).resolve().parent.parent
     meta = _pyproject(root)
     return root if meta is not None and meta.get("project", {}).get("name") == "edgeeff" else None
 
 
 def _pyproject(root: Path) -> dict | None:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
     try:
         return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     except (OSError, ValueError):

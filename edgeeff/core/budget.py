@@ -1,0 +1,247 @@
+"""What a pick is checked against and what it records: budgets, one candidate's costs and
+verdicts, the result of a pick, and the error when nothing fits.
+
+Shared by the phi search (:mod:`edgeeff.core.fit`) and the accuracy ranking of weight-bearing
+models (:mod:`edgeeff.core.rank`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeeff.core import specfile
+from edgeeff.core.accuracy import Prediction, predict
+from edgeeff.core.arch import ModelSpec
+from edgeeff.core.artifacts import SPEC_FILE
+from edgeeff.core.cost import Cost, cost
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.targets import Device
+from edgeeff.core.units import format_size
+from edgeeff.core.zoo import source_for
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_macs: float | None = None
+    max_ram_bytes: int | None = None
+    max_flash_bytes: int | None = None
+    max_latency_ms: float | None = None
+
+    @classmethod
+    def for_device(cls, device: Device, max_mflops=None, max_ram=None, max_flash=None,
+                   max_latency_ms=None) -> Budgets:
+        """The device's budgets with any command-line override applied."""
+        mflops = max_mflops if max_mflops is not None else device.max_mflops
+        for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
+            if v is not None and v <= 0:
+                raise EdgeeffError(f"{name} must be positive, got {v:g}")
+        for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
+            if v is not None and v <= 0:
+                raise EdgeeffError(f"{name} must be positive")
+        return cls(
+            max_macs=None if mflops is None else mflops * 1e6,
+            max_ram_bytes=max_ram if max_ram is not None else device.ram_bytes,
+            max_flash_bytes=max_flash if max_flash is not None else device.flash_bytes,
+            max_latency_ms=max_latency_ms if max_latency_ms is not None else device.max_latency_ms,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "max_mflops": None if self.max_macs is None else self.max_macs / 1e6,
+            "max_ram_bytes": self.max_ram_bytes,
+            "max_flash_bytes": self.max_flash_bytes,
+            "max_latency_ms": self.max_latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: ModelSpec
+    cost: Cost
+    latency_ms: float
+    violations: tuple[str, ...]  # budgets this candidate exceeds
+    ram_bytes: int = 0  # the RAM figure checked (TFLM arena on MCUs, activations elsewhere)
+    weights: str | None = None  # the pretrained backbone this candidate can load, if any
+    accuracy: Prediction | None = None  # predicted top-1 (int8), for weight-bearing ones
+    latency_predicted_ms: float | None = None  # the device profile's prediction
+    latency_source: str = "model"  # "measured" (fit --measure) or "model" (the profile)
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+    @property
+    def top1(self) -> float | None:
+        return None if self.accuracy is None else self.accuracy.top1
+
+    @property
+    def label(self) -> str:
+        s = self.spec
+        if self.weights and self.weights.startswith("trained"):
+            return f"{self.weights} @ {s.resolution}"
+        return f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
+
+    def row(self) -> dict:
+        s, c = self.spec, self.cost
+        return {
+            "name": s.name, "phi": s.phi, "family": s.family, "pretrained": self.weights,
+            "depth": round(s.depth, 4), "width": round(s.width, 4), "resolution": s.resolution,
+            "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
+            "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
+            "tflm_arena_bytes": c.tflm_arena_bytes, "ram_bytes": self.ram_bytes,
+            "latency_ms": round(self.latency_ms, 2), "latency_source": self.latency_source,
+            "latency_predicted_ms": (None if self.latency_predicted_ms is None
+                                     else round(self.latency_predicted_ms, 2)),
+            "violations": list(self.violations),
+            "top1_predicted": None if self.top1 is None else round(self.top1, 1),
+            "top1_basis": None if self.accuracy is None else self.accuracy.basis,
+        }
+
+
+def ram_bytes(c: Cost, device: Device) -> int:
+    """The RAM figure a device's budget is checked against.
+
+    Microcontrollers run TensorFlow Lite Micro, whose arena also holds its tensor and node
+    structs and per-channel kernel data; elsewhere the TFLite arena is the activations.
+    """
+    return c.tflm_arena_bytes if device.kind == "mcu" else c.peak_ram_bytes
+
+
+Measure = Callable[[ModelSpec], float]  # spec -> measured latency, ms (fit --measure)
+
+
+def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
+             measure: Measure | None = None) -> Candidate:
+    """Costs and budget verdicts of one spec. Latency is the device profile's prediction
+    (its per-op model, else MACs over int8 throughput), or, with ``measure``, the spec timed
+    on this machine (hardware in the loop; the prediction is kept next to it)."""
+    c = cost(spec)
+    predicted = device.latency_ms(spec)
+    lat = predicted if measure is None else float(measure(spec))
+    v = []
+    if budgets.max_macs is not None and c.macs > budgets.max_macs:
+        v.append("mflops")
+    if budgets.max_ram_bytes is not None and ram_bytes(c, device) > budgets.max_ram_bytes:
+        v.append("ram")
+    if budgets.max_flash_bytes is not None and c.flash_bytes > budgets.max_flash_bytes:
+        v.append("flash")
+    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
+        v.append("latency")
+    weights = source_for(spec)
+    acc = predict(weights, spec.resolution) if weights else None
+    return Candidate(spec, c, lat, tuple(v), ram_bytes(c, device), weights, acc, predicted,
+                     "model" if measure is None else "measured")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    chosen: Candidate
+    binding: str  # the budget that stops phi from growing ("none" at PHI_MAX)
+    neighbours: list[Candidate]  # sorted by phi, chosen included
+    device: Device
+    budgets: Budgets
+    note: str = ""  # e.g. why another family than the device's preferred one was chosen
+    runner_up: Candidate | None = None  # accuracy-ranked picks: the second best that fits
+    alternative: Candidate | None = None  # weightless pick: the best pretrained one that fits
+    # everything evaluated for an accuracy pick, or for a weightless pick's alternative
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def weightless(self) -> bool:
+        return self.chosen.weights is None
+
+    def unused(self, c: Candidate | None = None) -> dict:
+        """Budget the pick (or ``c``) leaves unused: MACs and latency headroom."""
+        c = c or self.chosen
+        b = self.budgets
+        return {
+            "mflops": None if b.max_macs is None else round((b.max_macs - c.cost.macs) / 1e6, 1),
+            "latency_ms": (None if b.max_latency_ms is None
+                           else round(b.max_latency_ms - c.latency_ms, 2)),
+        }
+
+    def summary(self, spec_file: str = SPEC_FILE) -> dict:
+        """What ``fit --json`` prints and the spec file records about the choice."""
+        ch = self.chosen
+        s = specfile.summary(ch.spec, ch.cost, self.device.key, self.binding)
+        s.update(latency_ms=round(ch.latency_ms, 2), latency_source=ch.latency_source,
+                 latency_predicted_ms=round(ch.latency_predicted_ms, 2),
+                 latency_basis=self.device.latency_basis, ram_bytes=ch.ram_bytes,
+                 ram_model="tflm_arena" if self.device.kind == "mcu" else "activations",
+                 budgets=self.budgets.to_dict(), weights=ch.weights,
+                 top1_predicted=None if ch.top1 is None else round(ch.top1, 1),
+                 top1_basis=None if ch.accuracy is None else ch.accuracy.basis,
+                 unused=self.unused())
+        if self.runner_up is not None:
+            s["runner_up"] = self.runner_up.row()
+        if self.weightless:
+            s["weights_hint"] = self.weights_hint(str(spec_file))
+            s["pretrained_alternative"] = (None if self.alternative is None
+                                           else self.alternative.row())
+        if self.note:
+            s["note"] = self.note
+        return s
+
+    def weights_hint(self, spec_file: str = SPEC_FILE) -> str:
+        """One line for a pick without ImageNet weights: how to get weights, and what to pick
+        instead if pretrained accuracy matters more than the largest phi."""
+        ch = self.chosen
+        line = (f"{ch.label} has no ImageNet weights: train it on your data with "
+                f"'edgeeff train --data DIR --spec {spec_file}'")
+        alt = self.alternative
+        if alt is not None:
+            line += (f"; the best pretrained model within the same budgets is {alt.spec.preset} @ "
+                     f"{alt.spec.resolution} px, predicted top-1 {alt.top1:.1f} % int8 "
+                     f"('edgeeff fit --pretrained')")
+        return line
+
+    def write_spec(self, path) -> None:
+        """The spec file ``export`` and ``train`` take, with this choice recorded."""
+        fitted = specfile.Fitted.from_summary(self.summary(path), self.device.to_dict())
+        specfile.write(path, specfile.SpecFile(self.chosen.spec, fit=fitted))
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """How far one candidate is over one budget: ``needed`` and ``limit`` in the budget's
+    unit (MFLOPs for ``mflops``, bytes for ``ram`` and ``flash``, ms for ``latency``)."""
+
+    budget: str
+    needed: float
+    limit: float
+
+    def __str__(self) -> str:
+        if self.budget == "mflops":
+            return f"mflops: needs {self.needed:.1f} M > {self.limit:g} M"
+        if self.budget in ("ram", "flash"):
+            return (f"{self.budget}: needs {format_size(int(self.needed))} > "
+                    f"{format_size(int(self.limit))} (short by "
+                    f"{(self.needed - self.limit) / 1024:.0f} KB)")
+        return f"latency: needs {self.needed:.1f} ms > {self.limit:g} ms"
+
+
+def shortfalls(cand: Candidate, budgets: Budgets) -> dict[str, Shortfall]:
+    """One :class:`Shortfall` per budget ``cand`` violates, keyed by budget name."""
+    c = cand.cost
+    figures = {"mflops": (c.mflops, (budgets.max_macs or 0) / 1e6),
+               "ram": (cand.ram_bytes, budgets.max_ram_bytes),
+               "flash": (c.flash_bytes, budgets.max_flash_bytes),
+               "latency": (cand.latency_ms, budgets.max_latency_ms)}
+    return {b: Shortfall(b, *figures[b]) for b in cand.violations}
+
+
+class NothingFits(EdgeeffError):
+    """Even the smallest candidate exceeds a budget. Carries the data, not just the message:
+    ``device``, ``family``, ``smallest`` (the :class:`Candidate` tried) and ``limits`` (a
+    :class:`Shortfall` per violated budget, keyed by budget name)."""
+
+    def __init__(self, device: Device, family: str, smallest: Candidate,
+                 limits: dict[str, Shortfall], what: str, hint: str = ""):
+        self.device, self.family, self.smallest, self.limits = device, family, smallest, limits
+        self.shortfall = "; ".join(str(x) for x in limits.values())
+        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}")
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        return tuple(self.limits)

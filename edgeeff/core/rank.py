@@ -1,0 +1,99 @@
+"""Rank weight-bearing models by accuracy: the pretrained backbones at every input size, and
+models ``edgeeff train`` produced, by the top-1 they measured.
+
+The phi search (:mod:`edgeeff.core.fit`) picks the largest model that fits; this picks the
+most accurate one that fits, because more MACs spent on a backbone far below its native
+resolution buy less accuracy than fewer MACs near it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from edgeeff.core import specfile
+from edgeeff.core.accuracy import Prediction
+from edgeeff.core.arch import preset_spec
+from edgeeff.core.budget import Budgets, Candidate, FitResult, Measure, NothingFits, evaluate, shortfalls
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.targets import Device
+from edgeeff.core.zoo import AVAILABLE
+
+PRETRAINED_MIN_RESOLUTION = 96
+PRETRAINED_ABOVE_NATIVE = 16  # the accuracy curves are measured up to native + 16 px
+
+
+def pretrained_candidates(device: Device, budgets: Budgets, num_classes: int = 1000,
+                          measure: Measure | None = None) -> list[Candidate]:
+    """Every pretrained backbone (lite0/1/2) at every multiple of 8 px from 96 px to 16 px
+    above its native resolution (convolution weights do not depend on the input size)."""
+    out = []
+    for name in AVAILABLE:
+        native = preset_spec(name).resolution
+        for r in range(PRETRAINED_MIN_RESOLUTION, native + PRETRAINED_ABOVE_NATIVE + 1, 8):
+            out.append(evaluate(preset_spec(name, num_classes, r), device, budgets, measure))
+    return out
+
+
+def trained_candidate(path: str, device: Device, budgets: Budgets,
+                      measure: Measure | None = None) -> Candidate:
+    """A model ``edgeeff train`` produced, ranked by the top-1 it measured on its validation
+    images (recorded in its spec file)."""
+    doc = specfile.read(path)
+    spec, t = doc.spec, doc.trained
+    if t is None or t.top1 is None:
+        raise EdgeeffError(f"{path}: not a spec file written by 'edgeeff train' "
+                           "(no measured accuracy)")
+    top1 = t.top1
+    basis = t.top1_basis or "measured by edgeeff train on its validation images"
+    c = evaluate(spec, device, budgets, measure)
+    name = Path(path).resolve().parent.name
+    return replace(c, weights=f"trained:{name}", accuracy=Prediction(top1, top1, basis))
+
+
+def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
+                   family: str | None = None, trained: tuple[str, ...] = (),
+                   pretrained: bool = True, measure: Measure | None = None) -> FitResult:
+    """The pretrained candidate with the highest predicted top-1 that meets every budget.
+
+    More MACs spent on a backbone far below its native resolution buy less accuracy than
+    fewer MACs near it (Lite2 at 160 px loses to Lite0 at 192 px), so candidates are ranked
+    by predicted int8 ImageNet top-1 (:mod:`edgeeff.core.accuracy`), not by MACs. The result
+    names the runner-up, and the binding budget is what stops the next more accurate one.
+    """
+    if pretrained and family not in (None, "lite"):
+        raise EdgeeffError("--pretrained weights exist only for the lite family")
+    cands = pretrained_candidates(device, budgets, num_classes, measure) if pretrained else []
+    cands += [trained_candidate(p, device, budgets, measure) for p in trained]
+    if not cands:
+        raise EdgeeffError("no weight-bearing candidates: give --pretrained or --trained SPEC")
+    ranked = sorted(cands, key=lambda c: (-c.top1, c.cost.macs))
+    fitting = [c for c in ranked if c.fits]
+    if not fitting:
+        smallest = min(cands, key=lambda c: c.cost.macs)
+        raise NothingFits(device, "lite", smallest, shortfalls(smallest, budgets),
+                          f"pretrained {smallest.spec.preset} at {smallest.spec.resolution}px")
+    best = fitting[0]
+    runner = fitting[1] if len(fitting) > 1 else None
+    better = [c for c in ranked if c.top1 > best.top1 and not c.fits]
+    if better:
+        nxt = min(better, key=lambda c: c.cost.macs)  # the cheapest more accurate candidate
+        binding = "+".join(nxt.violations)
+    else:
+        binding = "none (the most accurate candidate fits)"
+    shown = {id(c) for c in (best, runner)}
+    rows = [best] + ([runner] if runner else [])
+    for name in AVAILABLE:  # per backbone: its best fitting size and the next size up
+        own = [c for c in cands if c.weights == name]
+        fit_own = [c for c in own if c.fits]
+        top = max(fit_own, key=lambda c: c.top1) if fit_own else None
+        nxt_up = next((c for c in own if not c.fits and (top is None or c.spec.resolution >
+                                                             top.spec.resolution)), None)
+        for c in (top, nxt_up):
+            if c is not None and id(c) not in shown:
+                rows.append(c)
+                shown.add(id(c))
+    rows += [c for c in cands if c.weights not in AVAILABLE and id(c) not in shown]
+    rows.sort(key=lambda c: c.cost.macs)
+    return FitResult(best, binding, rows, device, budgets, runner_up=runner,
+                     candidates=tuple(cands))

@@ -1,0 +1,29 @@
+"""``edgeeff demo``: live classification of a camera, a video, an image folder or the sample clip.
+
+``sources`` (where frames come from), ``capture`` (the thread that reads and preprocesses
+them), ``loop`` (inference, output, summary) and ``serve`` (``--serve``: the browser view).
+"""
+
+from edgeeff.device.demo import capture, loop, serve, sources
+from edgeeff.device.demo.capture import _END, QUEUE_SIZE, _Capture
+from edgeeff.device.demo.loop import CAMERA_TIMEOUT_S, default_threads, need_cv2, open_source, run_demo
+from edgeeff.device.demo.serve import DemoServer, ServeError, exposure_warning, overlay, parse_address
+from edgeeff.device.demo.sources import (
+    RECONNECT_DELAYS_S,
+    DemoError,
+    ImageFolderSource,
+    LoopingSource,
+    PiCameraSource,
+    ReconnectingSource,
+    Source,
+    VideoSource,
+    sample_clip,
+)
+
+__all__ = [
+    "CAMERA_TIMEOUT_S", "QUEUE_SIZE", "RECONNECT_DELAYS_S", "DemoError", "DemoServer",
+    "ImageFolderSource", "LoopingSource", "PiCameraSource", "ReconnectingSource", "ServeError",
+    "Source", "VideoSource", "_END", "_Capture", "capture", "default_threads",
+    "exposure_warning", "loop", "need_cv2", "open_source", "overlay", "parse_address",
+    "run_demo", "sample_clip", "serve", "sources",
+]

@@ -1,0 +1,185 @@
+"""``edgeeff demo``: classify a camera, a video file or an image folder, live.
+
+Needs only a TFLite runtime and OpenCV (``pip install 'edgeeff[runtime]'``), never TensorFlow.
+Capture runs in its own thread and hands frames over a bounded queue; a live camera drops the
+stale frame instead of lagging, a file or folder is processed frame by frame. Each frame is
+cropped, resized and colour-converted straight into the interpreter's input buffer.
+
+Damaged input does not end the run: a video frame that fails to decode, an unreadable image
+in a folder, is skipped and counted (``skipped_frames`` in the summary). A camera that stops
+delivering ends the run with exit code 1 after a clean shutdown, or, with ``reconnect=True``
+(``--reconnect``), is closed and reopened with backoff, each attempt reported as an event
+(``{"event": "reconnect", "attempt": n, ...}``, a JSON line in headless/JSON mode).
+
+With a :class:`~edgeeff.device.demo.serve.DemoServer` (``--serve``) every result is also
+handed to the server, which streams it to browsers from its own threads; a finite source then
+loops so the page never goes blank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import time
+from collections import deque
+
+import numpy as np
+
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.device.demo import sources
+from edgeeff.device.demo.capture import _END, _Capture
+from edgeeff.device.demo.serve import overlay
+from edgeeff.device.demo.sources import DemoError, LoopingSource, ReconnectingSource, Source
+
+CAMERA_TIMEOUT_S = 5.0
+
+
+def need_cv2() -> None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise EdgeeffError("the demo needs OpenCV: pip install 'edgeeff[runtime]'") from None
+
+
+def default_threads() -> int:
+    """Interpreter threads: every core but one (kept for capture and decoding), at most 4."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def open_source(source: str) -> Source:
+    """The source named on the command line (looked up here so tests can stand in for it)."""
+    return sources.open_source(source)
+
+
+def _report_event(ev: dict, as_lines: bool, out, err) -> None:
+    if as_lines:
+        out.write(json.dumps(ev) + "\n")
+        out.flush()
+    else:
+        res = "reconnected" if ev["ok"] else f"failed ({ev['error']})"
+        print(f"edgeeff demo: {ev['source']} lost ({ev['reason']}); reconnect attempt "
+              f"{ev['attempt']} after {ev['delay_s']:g} s: {res}", file=err)
+
+
+def _next_item(cap: _Capture, src: Source, on_event):
+    """The next queued frame (or _END); events queued before it are reported first. No frame
+    for CAMERA_TIMEOUT_S is an error, except while a reconnecting source is reopening."""
+    deadline = time.monotonic() + CAMERA_TIMEOUT_S
+    while True:
+        try:
+            item = cap.q.get(timeout=0.1)
+        except queue.Empty:
+            reconnecting = getattr(src, "reconnecting", None)
+            if reconnecting is not None and reconnecting.is_set():
+                deadline = time.monotonic() + CAMERA_TIMEOUT_S
+            elif time.monotonic() > deadline:
+                raise DemoError(f"{src.name} delivered no frame for {CAMERA_TIMEOUT_S:.0f}s"
+                                ) from None
+            continue
+        if isinstance(item, dict):
+            on_event(item)
+            deadline = time.monotonic() + CAMERA_TIMEOUT_S
+            continue
+        return item
+
+
+def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
+             max_frames: int | None, out=None, err=None, reconnect: bool = False,
+             server=None) -> dict:
+    """Classify every frame of ``source``; the summary (frames, FPS, drops, skips) as a dict.
+
+    ``headless``: no window, one JSON line per frame on ``out`` (``as_json``: those lines as
+    well as the window). ``server``, a started :class:`DemoServer`, receives every result
+    instead of a window; a finite source then starts again when it ends.
+    """
+    out, err = out or sys.stdout, err or sys.stderr  # the streams of the moment, not of import
+    src = open_source(source)
+    if server is not None and not src.live:
+        src = LoopingSource(lambda: open_source(source), src)
+    if reconnect:
+        if src.live:
+            src = ReconnectingSource(lambda: open_source(source), src)
+        else:
+            print(f"edgeeff demo: --reconnect applies to cameras; {src.name} is read once",
+                  file=err)
+    show = not headless and server is None
+    if show:
+        import cv2
+
+        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not \
+                os.environ.get("WAYLAND_DISPLAY"):
+            src.close()
+            raise EdgeeffError("no display found: run with --headless (JSON lines on stdout)")
+    info = (f"{clf.path.name} on {clf.runtime}"
+            f"{' + ' + clf.delegate if clf.delegate else ''}, input {clf.resolution}px "
+            f"{np.dtype(clf.input_dtype).name}{' (raw pixels)' if clf.raw_pixel_input else ''}, "
+            f"source {src.name}")
+    print(f"edgeeff demo: {info}", file=err)
+    if server is not None:
+        server.info = info
+    lines = headless or as_json
+    cap = _Capture(src, clf.preprocessor)
+    cap.start()
+    times: deque = deque(maxlen=30)
+    n, lat_sum, t_prev = 0, 0.0, time.perf_counter()
+    t_start = t_prev
+    try:
+        while max_frames is None or n < max_frames:
+            item = _next_item(cap, src, lambda ev: _report_event(ev, lines, out, err))
+            if item is _END:
+                if cap.error is not None:
+                    raise cap.error if isinstance(cap.error, EdgeeffError) else DemoError(
+                        f"{src.name} failed: {cap.error}")
+                break
+            frame, slot = item
+            clf.set_input(cap.bufs[slot])  # one copy into the interpreter's input
+            cap.release(slot)
+            t = time.perf_counter()
+            scores = clf.invoke()
+            latency = (time.perf_counter() - t) * 1000.0
+            now = time.perf_counter()
+            times.append(now - t_prev)
+            t_prev = now
+            fps = len(times) / sum(times) if sum(times) > 0 else 0.0
+            top = clf.top_k(scores, top_k)
+            n += 1
+            lat_sum += latency
+            if lines or server is not None:
+                payload = {"frame": n, "top": top, "latency_ms": round(latency, 3),
+                           "fps": round(fps, 2)}
+                line = json.dumps(payload)
+                if lines:
+                    out.write(line + "\n")
+                    out.flush()
+                if server is not None:
+                    server.publish(frame, payload, line)
+            if show:
+                import cv2
+
+                cv2.imshow("edgeeff", overlay(frame, top, latency, fps))
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+    finally:
+        cap.stop_event.set()
+        # let the capture thread leave its read before the source is released under it
+        # (releasing a VideoCapture mid-read can abort the process)
+        cap.join(timeout=2.0)
+        src.close()
+        if show:
+            import cv2
+
+            cv2.destroyAllWindows()
+    wall = time.perf_counter() - t_start
+    skipped = src.skipped + cap.skipped
+    summary = {"frames": n, "fps": round(n / wall, 2) if wall > 0 else 0.0,
+               "mean_latency_ms": round(lat_sum / n, 3) if n else None,
+               "dropped_frames": cap.dropped, "skipped_frames": skipped,
+               "reconnects": getattr(src, "reconnects", 0), "runtime": clf.runtime}
+    print(f"edgeeff demo: {n} frames, {summary['fps']} FPS end to end, mean inference "
+          f"{summary['mean_latency_ms']} ms, {cap.dropped} stale frames dropped, "
+          f"{skipped} undecodable skipped"
+          + (f", {summary['reconnects']} reconnects" if reconnect and src.live else ""),
+          file=err)
+    return summary

@@ -1,0 +1,149 @@
+"""The exported TFLite Micro project compiles, allocates and runs: on the host (g++) and on an
+emulated Cortex-M7 (Arm GCC + CMSIS-NN under QEMU mps2-an500), with outputs equal to the
+.tflite model's int8 output.
+
+Needs the TFLM source trees in ../shared/tflm/ (and for the M7 test arm-none-eabi-gcc,
+newlib and qemu-system-arm: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi
+qemu-system-arm); each test skips with the reason where they are absent. TFLM objects are
+cached under ~/.cache/edgeeff/tflm/, so only the first run on a machine compiles the library.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeeff.deploy import firmware as fw
+from tests.conftest import ROOT, needs, run_cli, seed_everything
+
+TFLM = fw.repo_tflm_dir()
+
+
+def _need_tree(name: str) -> Path:
+    tree = TFLM / name
+    if not (tree / "tensorflow" / "lite" / "micro").is_dir():
+        pytest.skip(f"{tree} is absent (the shared TFLite Micro source trees)")
+    return tree
+
+
+def _need_tools(*tools: str) -> None:
+    for t in tools:
+        if shutil.which(t) is None:
+            pytest.skip(f"{t} is not installed (apt-get install {fw.PACKAGES.get(t, t)})")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    """The smallest model: EfficientNet-Lite phi -8 (72 px), 10 classes, random weights."""
+    _need_tree("host")
+    needs("tensorflow")
+    needs("tflite_micro")
+    from edgeeff.core.arch import phi_spec
+    from edgeeff.export import ExportRequest, run
+
+    out = tmp_path_factory.mktemp("fw") / "export"
+    seed_everything(0)
+    run(ExportRequest(spec=phi_spec(-8, "lite", 10), weights="none", int8=True,
+                      calib=str(ROOT / "calibration"), num_calib=4, formats=["tflm"], out=out),
+        log=lambda m: None)
+    return out
+
+
+def _c_bytes(header: str, name: str) -> bytes:
+    body = re.search(name + r"\[[^\]]*\] = \{(.*?)\};", header, re.S).group(1)
+    return bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+def _tflite_reference_output(export: Path) -> list[int]:
+    """The .tflite model's output on the project's embedded test input, computed here with
+    the TFLite interpreter's reference kernels (independently of the exporter's record)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    header = (export / "tflm" / "test_input.h").read_text()
+    it = Interpreter(model_path=str(export / "tflm" / "model.tflite"),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    x = np.frombuffer(_c_bytes(header, "g_test_input"), np.uint8).view(d["dtype"])
+    it.set_tensor(d["index"], x.reshape(d["shape"]))
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).ravel().tolist()
+
+
+def test_project_files_written(export):
+    proj = export / "tflm"
+    for f in ("main.cc", "Makefile", "CMakeLists.txt", "README.md", "test_input.h",
+              "boards/mps2/startup.c", "boards/mps2/link.ld.in"):
+        assert (proj / f).is_file(), f
+    for f in ("Makefile", "CMakeLists.txt", "README.md"):
+        text = (proj / f).read_text()
+        assert not re.search(r"@(NAME|KERNELS|EXCLUDE|ARENA)@", text), f
+    kernels = re.search(r"^KERNELS := (.*)$", (proj / "Makefile").read_text(), re.M).group(1)
+    assert "conv" in kernels.split() and "depthwise_conv" in kernels.split()
+
+
+def test_host_build_runs_with_the_tflite_output(export):
+    _need_tools("g++", "size")
+    rep = fw.firmware(export, "host", run=True)
+    r = rep["run"]
+    assert r["error"] is None and r["exit_code"] == 0, r
+    assert r["output"] == _tflite_reference_output(export)
+    assert r["output_equal"] and r["firmware_match"] and r["output_hash_check"]
+    assert r["arena_used"] <= rep["kTensorArenaSize"]
+    assert fw.passed(rep)
+
+
+def test_makefile_compiles_the_same_sources(export):
+    """The Makefile users build with lists what 'edgeeff firmware' compiles."""
+    _need_tools("make")
+    tree = _need_tree("host")
+    r = subprocess.run(["make", "-n", f"TFLM_DIR={tree}"], cwd=export / "tflm",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    made = {Path(m).relative_to(tree) for m in re.findall(r" -c (\S+)", r.stdout)
+            if m.startswith(str(tree))}
+    import json
+
+    rec = json.loads((export / "tflm" / "arena.json").read_text())
+    assert made == set(fw.library_sources(tree, rec["kernels"], rec["framework_exclude"]))
+
+
+def test_too_small_arena_gives_the_firmwares_message(export):
+    _need_tools("g++", "size")
+    rep = fw.firmware(export, "host", run=True, arena=32 * 1024)
+    r = rep["run"]
+    assert r["exit_code"] == 3
+    assert "arena too small" in r["error"] and "32768-byte" in r["error"]
+    assert not r["output_equal"] and not fw.passed(rep)
+
+
+def test_cortex_m7_under_qemu_bit_for_bit(export):
+    _need_tree("cortex-m7-cmsis-nn")
+    _need_tools("arm-none-eabi-g++", "arm-none-eabi-size", "qemu-system-arm")
+    rep = fw.firmware(export, "cortex-m7", run=True, device="stm32h743")
+    r = rep["run"]
+    assert r["ran"] and r["error"] is None, r
+    assert r["output"] == _tflite_reference_output(export)
+    assert r["output_equal"] and r["firmware_match"]
+    # the exported arena allocates on the 32-bit target, which needs less than the 64-bit host
+    assert r["arena_used"] <= rep["kTensorArenaSize"]
+    assert r["arena_used"] < rep["arena_host_python"]
+    s, d = rep["sizes"], rep["device"]
+    assert s["flash"] > s["model"] and s["ram"] > r["arena_size"]
+    assert d["flash_fits"] and d["ram_fits"] and fw.passed(rep)
+
+
+def test_missing_cross_compiler_is_one_line(export, tmp_path):
+    _need_tree("cortex-m7-cmsis-nn")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    r = run_cli("firmware", str(export), "--target", "cortex-m7", env={"PATH": str(empty)},
+                timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == ("edgeeff: error: arm-none-eabi-g++ not found on PATH: sudo apt-get "
+                                "install gcc-arm-none-eabi libnewlib-arm-none-eabi")
