@@ -61,6 +61,22 @@ def test_dotted_out_name_archives_as_out_name_and_cli_prints_real_paths(export_d
     assert (tmp_path / "other.tar.gz").read_text() == "keep" and not (tmp_path / "other").exists()
 
 
+def test_run_sh_on_32_bit_pi_os_asks_for_the_apt_packages_it_needs(export_dir, tmp_path):
+    # An armv7l CPU cannot exist here: EDGEEFF_ARCH stands in for `uname -m` on 32-bit Pi OS.
+    # The venv is a plain one without numpy/OpenCV, as on a Pi before the apt packages.
+    out = tmp_path / "b"
+    assert run_cli("bundle", str(export_dir), "--target", "pi-zero-2w", "--out", str(out)).returncode == 0
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {**os.environ, "EDGEEFF_VENV": str(venv), "EDGEEFF_ARCH": "armv7l"}
+    r = subprocess.run(["sh", str(out / "run.sh"), "--headless"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "sudo apt install -y python3-numpy python3-opencv python3-psutil python3-click python3-rich")
+    assert "[runtime]" not in r.stderr  # never the PyPI route that would try to compile numpy
+
+
 def test_bad_wheel_option_is_one_line(export_dir, tmp_path):
     bogus = tmp_path / "numpy-1.0-py3-none-any.whl"
     bogus.write_bytes(b"")

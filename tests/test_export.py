@@ -166,7 +166,10 @@ def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
     h = (out / "tflm" / "model_data.h").read_text()
     cc = (out / "tflm" / "model_data.cc").read_text()
     assert f"kTensorArenaSize = {arena['recommended_arena_bytes']}" in h
-    assert "AddConv2D()" in h and "AddDepthwiseConv2D()" in h and "AddSoftmax()" in h
+    # the int8-only registrations where every instance of the op is int8 (CMSIS-NN's int8 path)
+    assert "AddConv2D(tflite::Register_CONV_2D_INT8())" in h
+    assert "AddDepthwiseConv2D(tflite::Register_DEPTHWISE_CONV_2D_INT8())" in h
+    assert "AddSoftmax(" in h
     assert "MicroMutableOpResolver<" in h and "alignas(16)" in cc
     stripped = out / "tflm" / "model.tflite"  # the int8 model less edgeeff's JSON metadata
     size = stripped.stat().st_size

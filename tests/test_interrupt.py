@@ -37,16 +37,32 @@ def _start_export(tmp_path: Path, out: Path, calib: Path) -> tuple[subprocess.Po
     return proc, tmpdir
 
 
-def _wait_for_partial(proc, parent: Path, out: Path, timeout: float = 300) -> None:
+def _wait_for_line(proc, text: str, timeout: float = 300) -> None:
+    """Read the export's stderr until a line containing ``text`` (the rest stays in the pipe)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if list(parent.glob(f".{out.name}.*.partial")):
+        line = proc.stderr.readline()
+        if text in line:
             return
-        if proc.poll() is not None:
-            pytest.fail(f"export ended before it was interrupted: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
+        if not line and proc.poll() is not None:
+            pytest.fail(f"export ended before it printed {text!r}")
     proc.kill()
-    pytest.fail("no .partial folder appeared")
+    pytest.fail(f"no {text!r} line")
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: Ctrl-C while the quantization report runs the "
+                   "TFLite interpreter is lost: the export finishes and the process then dies of "
+                   "SIGINT (exit -2), also before the layout change")
+def test_interrupt_during_the_quantization_report_stops_the_export(tmp_path):
+    needs("tensorflow")
+    calib = _calib_folder(tmp_path)
+    out = tmp_path / "out"
+    proc, _ = _start_export(tmp_path, out, calib)
+    _wait_for_line(proc, "quantization report")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and not out.exists(), err[-2000:]
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -55,8 +71,8 @@ def test_interrupt_mid_export_leaves_nothing_behind(tmp_path, sig, code):
     calib = _calib_folder(tmp_path)
     out = tmp_path / "out"
     proc, tmpdir = _start_export(tmp_path, out, calib)
-    _wait_for_partial(proc, tmp_path, out)
-    time.sleep(0.3)  # into the conversion
+    _wait_for_line(proc, "calibration:")
+    time.sleep(0.3)  # into the quantization (TensorFlow's converter, its temporary folders)
     proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=120)

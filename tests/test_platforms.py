@@ -69,8 +69,12 @@ def test_quickstart_and_test_installs_keep_tflite_micro_here():
 def test_runtime_extra_never_pulls_tensorflow():
     for platform in cp.PLATFORMS:
         kept, _ = cp.requirements(PYPROJECT, "runtime", platform, "3.11")
-        assert _names(kept) == {"numpy", "click", "rich", "ai-edge-litert",
-                                "opencv-python-headless", "psutil"}
+        # 32-bit Pi OS gets tflite-runtime (ai-edge-litert has no armv7l wheel)
+        runtime = "tflite-runtime" if cp.PLATFORMS[platform].marker_env("3.11")["platform_machine"] == "armv7l" \
+            else "ai-edge-litert"
+        assert _names(kept) == {"numpy", "click", "rich", "tflite", "flatbuffers", runtime,
+                                "opencv-python-headless", "psutil"}, platform
+        assert not _names(kept) & {"tensorflow", "tf-keras", "onnx", "onnx2tf"}
 
 
 def test_markers_are_evaluated_for_the_target_not_this_host():

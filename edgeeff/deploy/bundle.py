@@ -62,8 +62,22 @@ if [ ! -f "$STAMP" ]; then
         echo "run.sh: creating $VENV" >&2
         python3 -m venv --system-site-packages "$VENV"
     fi
-    echo "run.sh: installing $(basename "$WHEEL") [runtime] into $VENV" >&2
-    "$VENV/bin/python" -m pip install "$WHEEL[runtime]" >&2
+    case "${{EDGEEFF_ARCH:-$(uname -m)}}" in
+    armv7l|armv6l)
+        # 32-bit Raspberry Pi OS: PyPI has no armv7l wheel of numpy, OpenCV or ai-edge-litert;
+        # they come from apt, tflite-runtime and the pure-Python parts from the index.
+        if ! "$VENV/bin/python" -c "import numpy, cv2, click, rich" 2>/dev/null; then
+            echo "run.sh: on 32-bit Raspberry Pi OS first run: sudo apt install -y python3-numpy python3-opencv python3-psutil python3-click python3-rich" >&2
+            exit 2
+        fi
+        echo "run.sh: installing tflite-runtime and $(basename "$WHEEL") into $VENV (32-bit recipe)" >&2
+        "$VENV/bin/python" -m pip install --no-deps tflite-runtime==2.14.0 tflite flatbuffers >&2
+        ;;
+    *)
+        echo "run.sh: installing $(basename "$WHEEL") [runtime] into $VENV" >&2
+        "$VENV/bin/python" -m pip install "$WHEEL[runtime]" >&2
+        ;;
+    esac
     # this bundle's edgeeff, even over an installed edgeeff of the same version
     "$VENV/bin/python" -m pip install --no-deps --force-reinstall "$WHEEL" >&2
     rm -f "$VENV"/.edgeeff-bundle-*
