@@ -55,6 +55,8 @@ def fit_table(res, spec_file: str = "edgeeff.json") -> None:
     if b.max_latency_ms is not None:
         limits.append(f"latency {b.max_latency_ms:g} ms")
     ram_note = " (RAM = TFLite Micro arena)" if res.device.kind == "mcu" else ""
+    if b.basis:
+        ram_note += f" ({b.basis})"
     t = Table(title=f"{res.device.name} ({res.device.key}): " + ", ".join(limits) + ram_note)
     measured = any(c.latency_source == "measured" for c in res.neighbours)
     cols = ["model", "depth", "width", "res", "MFLOPs", "params", "flash", "peak RAM",

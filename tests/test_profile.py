@@ -196,3 +196,54 @@ def test_fit_prints_profile_strings_verbatim(tmp_path):
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
     assert "2.3.0 [custom build], 2 threads" in " ".join(r.stdout.split())
+
+
+# --------------------------------------------------------------------------- thread cap, settle
+
+
+def test_cap_threads_caps_requests_above_the_usable_cores():
+    from edgeeff.device.profile.host import cap_threads
+
+    threads, note = cap_threads(4, cores=2)
+    assert threads == 2
+    assert note.startswith("timing with 2 threads, not 4: this machine runs 2 at once")
+    threads, note = cap_threads(3, cores=1)
+    assert threads == 1 and note.startswith("timing with 1 thread, not 3")
+    assert "\n" not in note
+
+
+def test_cap_threads_leaves_requests_at_or_below_the_cores_alone():
+    from edgeeff.device.profile.host import cap_threads, usable_cores
+
+    assert cap_threads(2, cores=2) == (2, None)
+    assert cap_threads(1, cores=4) == (1, None)
+    assert cap_threads(None, cores=1) == (None, None)  # the runtime's default is left alone
+    n = usable_cores()
+    assert cap_threads(n) == (n, None)
+    assert cap_threads(n + 3)[0] == n
+
+
+def test_settle_never_reports_less_than_the_fastest_wall_clock_invoke():
+    from edgeeff.device.profile.timing import settle
+
+    # recorded on a 2-core machine timing 4 threads: the run-queue correction subtracted the
+    # waits the oversubscription itself caused
+    wall = [11.6, 11.9, 12.4, 11.7, 13.0]
+    net = [2.1, 2.4, 2.0, 2.9, 2.2]
+    assert settle(wall, net) == 11.6
+
+
+def test_settle_reports_the_median_net_time_otherwise():
+    from edgeeff.device.profile.timing import net_ms, settle
+
+    # recorded under background load: some invokes waited for a CPU, the net times did not
+    wall = [5.2, 9.8, 5.3, 12.1, 5.1]
+    net = [5.1, 5.2, 5.25, 5.3, 5.05]
+    assert settle(wall, net) == 5.2
+    assert settle([5.0, 6.0, 7.0], []) == 6.0  # nothing to subtract: the median wall time
+    assert settle([], []) == 0.0
+    # one invoke of 10 ms whose longest thread wait was 4 ms (ns in schedstat): 6 ms net;
+    # threads that came or went (-1) are left out, and a net time never goes below zero
+    assert net_ms(0.010, [0, 1_000_000], [4_000_000, 2_000_000]) == pytest.approx(6.0)
+    assert net_ms(0.010, [-1, 0], [50_000_000, 0]) == pytest.approx(10.0)
+    assert net_ms(0.001, [0], [5_000_000]) == 0.0

@@ -27,7 +27,8 @@ def test_all_bundled_profiles_load_with_sources():
     assert REQUIRED_DEVICES <= set(devs)
     for d in devs.values():
         assert d.ram_bytes > 0 and d.flash_bytes > 0 and d.int8_macs_per_s > 0
-        assert set(d.sources) == {"ram", "flash", "throughput", "latency_budget"}
+        runtime = {"runtime"} if d.kind == "mcu" else set()
+        assert set(d.sources) == {"ram", "flash", "throughput", "latency_budget"} | runtime
     for mcu in ("esp32-s3", "stm32h743", "nrf52840", "rp2040", "stm32f746"):
         assert devs[mcu].family == "lite" and "tflm" in devs[mcu].formats
     assert "edgetpu" in devs["coral-usb"].formats
@@ -155,3 +156,74 @@ def test_dumps_writes_toml_that_parses_back():
     data = {"name": 'a "quoted"\nname', "n": 3, "x": 1e-05, "y": 2.0, "flag": True,
             "list": ["tflite", "tflm"], "t": {"a": 1, "deep": {"b": "c"}}}
     assert tomllib.loads(targets.dumps(data)) == data
+
+
+RESERVE = 'runtime_flash = "136KB"\nruntime_ram = "4KB"\n'
+RESERVE_SOURCE = 'runtime = "measured from the ELF"\n'
+
+
+def with_reserve(reserve=RESERVE, source=RESERVE_SOURCE):
+    head, _, tail = GOOD.partition("[sources]\n")
+    return head + reserve + "[sources]\n" + tail + source
+
+
+def test_runtime_reserve_parses_and_every_mcu_profile_has_one():
+    d = targets.parse_profile(with_reserve(), "board", "board.toml")
+    assert (d.runtime_flash_bytes, d.runtime_ram_bytes) == (136 * 1024, 4 * 1024)
+    assert d.to_dict()["runtime_flash_bytes"] == 136 * 1024
+    for d in targets.load_all():
+        has = d.runtime_flash_bytes > 0 and d.runtime_ram_bytes > 0
+        assert has == (d.kind == "mcu"), d.key
+
+
+@pytest.mark.parametrize("text,key", [
+    (with_reserve(RESERVE.replace('"136KB"', '"-4KB"')), "runtime_flash"),
+    (with_reserve(RESERVE.replace('"4KB"', '"lots"')), "runtime_ram"),
+    (with_reserve(RESERVE.replace('"136KB"', '"1MB"')), "runtime_flash"),  # all of the flash
+    (with_reserve(source=""), "sources.runtime"),
+])
+def test_bad_runtime_reserve_exits_2_naming_the_key(tmp_path, text, key):
+    from tests.conftest import run_cli
+
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(EdgeeffError) as e:
+        targets.load(str(p))
+    assert str(p) in str(e.value) and f"'{key}'" in str(e.value)
+    if key == "runtime_flash" and "-4KB" in text:  # and the CLI: one line, exit 2
+        r = run_cli("fit", "--device", str(p), "--out", str(tmp_path / "s.json"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "runtime_flash" in r.stderr and not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("key,classes", [("nrf52840", 10), ("stm32f746", 1000),
+                                         ("stm32h743", 1000)])
+def test_fit_takes_the_runtime_reserve_out_of_flash_and_ram(key, classes):
+    from dataclasses import replace
+
+    from edgeeff.core.budget import Budgets
+    from edgeeff.core.fit import fit
+
+    dev = targets.load(key)
+    b = Budgets.for_device(dev)
+    assert b.max_flash_bytes == dev.flash_bytes - dev.runtime_flash_bytes
+    assert b.max_ram_bytes == dev.ram_bytes - dev.runtime_ram_bytes
+    res = fit(dev, b, num_classes=classes)
+    ch = res.chosen
+    assert ch.cost.flash_bytes + dev.runtime_flash_bytes <= dev.flash_bytes
+    assert ch.ram_bytes + dev.runtime_ram_bytes <= dev.ram_bytes
+    s = res.summary()
+    assert s["runtime_flash_bytes"] == dev.runtime_flash_bytes and "runtime" in s["budget_basis"]
+    # without the reserve the pick (flash-bound on these boards) would leave no room for it
+    bare = replace(dev, runtime_flash_bytes=0, runtime_ram_bytes=0)
+    res0 = fit(bare, Budgets.for_device(bare), num_classes=classes)
+    assert res0.chosen.spec != ch.spec
+    assert res0.chosen.cost.flash_bytes + dev.runtime_flash_bytes > dev.flash_bytes
+
+
+def test_max_flash_below_the_runtime_reserve_is_bad_input():
+    from edgeeff.core.budget import Budgets
+
+    dev = targets.load("nrf52840")
+    with pytest.raises(EdgeeffError, match="runtime takes 136.0 KB"):
+        Budgets.for_device(dev, max_flash=100 * 1024)

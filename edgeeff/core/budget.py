@@ -27,11 +27,16 @@ class Budgets:
     max_ram_bytes: int | None = None
     max_flash_bytes: int | None = None
     max_latency_ms: float | None = None
+    # taken out of the flash and RAM budgets above: what the runtime itself needs (the
+    # device profile's runtime_flash / runtime_ram), so the model gets only the rest
+    runtime_flash_bytes: int = 0
+    runtime_ram_bytes: int = 0
 
     @classmethod
     def for_device(cls, device: Device, max_mflops=None, max_ram=None, max_flash=None,
                    max_latency_ms=None) -> Budgets:
-        """The device's budgets with any command-line override applied."""
+        """The device's budgets with any command-line override applied, less the runtime's
+        reserve where the profile has one (an override is the whole chip's figure too)."""
         mflops = max_mflops if max_mflops is not None else device.max_mflops
         for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
             if v is not None and v <= 0:
@@ -39,12 +44,31 @@ class Budgets:
         for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
             if v is not None and v <= 0:
                 raise EdgeeffError(f"{name} must be positive")
+        ram = max_ram if max_ram is not None else device.ram_bytes
+        flash = max_flash if max_flash is not None else device.flash_bytes
+        for name, total, reserve in (("--max-ram", ram, device.runtime_ram_bytes),
+                                     ("--max-flash", flash, device.runtime_flash_bytes)):
+            if reserve and total <= reserve:
+                raise EdgeeffError(f"{name} {format_size(total)} leaves nothing for the model: "
+                                   f"{device.name}'s runtime takes {format_size(reserve)}")
         return cls(
             max_macs=None if mflops is None else mflops * 1e6,
-            max_ram_bytes=max_ram if max_ram is not None else device.ram_bytes,
-            max_flash_bytes=max_flash if max_flash is not None else device.flash_bytes,
+            max_ram_bytes=ram - device.runtime_ram_bytes,
+            max_flash_bytes=flash - device.runtime_flash_bytes,
             max_latency_ms=max_latency_ms if max_latency_ms is not None else device.max_latency_ms,
+            runtime_flash_bytes=device.runtime_flash_bytes,
+            runtime_ram_bytes=device.runtime_ram_bytes,
         )
+
+    @property
+    def basis(self) -> str:
+        """How the flash and RAM budgets were derived (empty without a runtime reserve)."""
+        if not (self.runtime_flash_bytes or self.runtime_ram_bytes):
+            return ""
+        return (f"flash and RAM budgets are the model's: the device's less the runtime's "
+                f"{format_size(self.runtime_flash_bytes)} flash and "
+                f"{format_size(self.runtime_ram_bytes)} RAM (the profile's runtime_flash, "
+                f"runtime_ram)")
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +76,8 @@ class Budgets:
             "max_ram_bytes": self.max_ram_bytes,
             "max_flash_bytes": self.max_flash_bytes,
             "max_latency_ms": self.max_latency_ms,
+            "runtime_flash_bytes": self.runtime_flash_bytes,
+            "runtime_ram_bytes": self.runtime_ram_bytes,
         }
 
 
@@ -118,7 +144,6 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
     on this machine (hardware in the loop; the prediction is kept next to it)."""
     c = cost(spec)
     predicted = device.latency_ms(spec)
-    lat = predicted if measure is None else float(measure(spec))
     v = []
     if budgets.max_macs is not None and c.macs > budgets.max_macs:
         v.append("mflops")
@@ -126,12 +151,16 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
         v.append("ram")
     if budgets.max_flash_bytes is not None and c.flash_bytes > budgets.max_flash_bytes:
         v.append("flash")
-    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
+    # a spec the static budgets already exclude is not timed: fit --measure times only
+    # candidates that could be chosen (its latency then stays the profile's prediction)
+    timed = measure is not None and not v
+    lat = float(measure(spec)) if timed else predicted
+    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms and (timed or measure is None):
         v.append("latency")
     weights = source_for(spec)
     acc = predict(weights, spec.resolution) if weights else None
     return Candidate(spec, c, lat, tuple(v), ram_bytes(c, device), weights, acc, predicted,
-                     "model" if measure is None else "measured")
+                     "measured" if timed else "model")
 
 
 @dataclass(frozen=True)
@@ -170,6 +199,9 @@ class FitResult:
                  latency_basis=self.device.latency_basis, ram_bytes=ch.ram_bytes,
                  ram_model="tflm_arena" if self.device.kind == "mcu" else "activations",
                  budgets=self.budgets.to_dict(), weights=ch.weights,
+                 runtime_flash_bytes=self.budgets.runtime_flash_bytes,
+                 runtime_ram_bytes=self.budgets.runtime_ram_bytes,
+                 budget_basis=self.budgets.basis or "the device's flash and RAM",
                  top1_predicted=None if ch.top1 is None else round(ch.top1, 1),
                  top1_basis=None if ch.accuracy is None else ch.accuracy.basis,
                  unused=self.unused())

@@ -1,5 +1,10 @@
 """Device profiles: ``targets/*.toml`` shipped with edgeeff, or a user's own file by path.
 
+An MCU profile may reserve flash and RAM for the runtime itself (``runtime_flash = "136KB"``,
+``runtime_ram = "4KB"``, with ``sources.runtime`` saying where the figures come from): TFLite
+Micro's interpreter and kernels take flash next to the model's flatbuffer and static RAM next to
+the arena, so :class:`edgeeff.core.budget.Budgets` checks the model against what is left.
+
 A profile may carry a ``[latency]`` table (written by ``edgeeff profile`` on the device): a
 per-op latency model (:mod:`edgeeff.core.latency`) that :meth:`Device.latency_ms` uses for a
 spec or graph instead of the flat ``int8_macs_per_s`` estimate. Its schema::
@@ -42,9 +47,10 @@ else:  # pragma: no cover - exercised on 3.10 only
 KINDS = ("sbc", "accelerator", "phone", "mcu")
 
 REQUIRED = ("name", "kind", "ram", "flash", "int8_macs_per_s", "family", "formats", "sources")
-OPTIONAL = ("max_latency_ms", "max_mflops", "description", "latency")
+OPTIONAL = ("max_latency_ms", "max_mflops", "description", "latency", "runtime_flash",
+            "runtime_ram")
 SOURCE_KEYS = ("ram", "flash", "throughput")
-OPTIONAL_SOURCE_KEYS = ("latency", "latency_budget")
+OPTIONAL_SOURCE_KEYS = ("latency", "latency_budget", "runtime")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,10 @@ class Device:
     path: str = ""
     latency_model: LatencyModel | None = None  # the profile's [latency] table, if any
     description: str | None = None
+    # flash and static RAM the on-device runtime itself takes (TFLite Micro's code, rodata and
+    # data; its data and bss outside the arena): fit checks the model against what is left
+    runtime_flash_bytes: int = 0
+    runtime_ram_bytes: int = 0
 
     def latency_ms(self, x) -> float:
         """Estimated int8 latency, ms, of a :class:`ModelSpec` or cost ``Graph`` (the per-op
@@ -96,6 +106,8 @@ class Device:
             "flash_bytes": self.flash_bytes, "int8_macs_per_s": self.int8_macs_per_s,
             "family": self.family, "formats": list(self.formats), "sources": dict(self.sources),
             "max_latency_ms": self.max_latency_ms, "max_mflops": self.max_mflops,
+            "runtime_flash_bytes": self.runtime_flash_bytes,
+            "runtime_ram_bytes": self.runtime_ram_bytes,
         }
         if self.latency_model is not None:
             d["latency"] = self.latency_model.to_toml_dict()
@@ -154,6 +166,18 @@ def parse_profile(text: str, key: str, where: str) -> Device:
         if not isinstance(src.get(k), str) or not src[k].strip():
             raise bad(f"sources.{k}", "missing: say where this number comes from")
     opt = {}
+    for k, total in (("runtime_flash", "flash"), ("runtime_ram", "ram")):
+        if k not in data:
+            continue
+        try:
+            n = parse_size(data[k])
+        except ValueError as e:
+            raise bad(k, str(e)) from None
+        if n >= sizes[total]:
+            raise bad(k, f"must be less than {total} ({data[total]}): it is reserved out of it")
+        if not isinstance(src.get("runtime"), str) or not src["runtime"].strip():
+            raise bad("sources.runtime", f"missing: say where {k} comes from")
+        opt[f"{k}_bytes"] = n
     for k in ("max_latency_ms", "max_mflops"):
         if k in data:
             v = data[k]

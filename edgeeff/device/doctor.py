@@ -35,6 +35,7 @@ MIN_FREE_RAM = 200 * 1024 * 1024  # below this the demo may be killed or swap
 MIN_FREE_DISK = 100 * 1024 * 1024  # room for a model and a bundle
 RUNTIME_HINT = ("pip install 'edgeeff[runtime]' (on 32-bit Raspberry Pi OS: "
                 "pip install tflite-runtime)")
+BENCH_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "throughput_per_s", "runs", "threads", "runtime")
 VENV_HINT = "recreate the venv with --system-site-packages (python3 -m venv --system-site-packages)"
 
 
@@ -48,6 +49,7 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = False
+    data: dict | None = None  # figures behind ``detail`` where there are some (the benchmark)
 
     def problem(self) -> str | None:
         """The one line a failed check prints: what is wrong and what to do."""
@@ -81,6 +83,15 @@ def check_platform() -> list[Check]:
         Check("python", True, f"{platform.python_version()} at {sys.executable}"
               + (f" (venv {sys.prefix})" if in_venv() else "")),
     ]
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` would find a module. A finder that raises (a broken install, an
+    import hook) counts as not importable rather than ending doctor with a traceback."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def in_venv() -> bool:
@@ -130,14 +141,15 @@ def xnnpack_in_log(stderr: str) -> bool:
     return "XNNPACK delegate" in stderr
 
 
-def check_xnnpack(runtime: Check) -> Check:
+def check_xnnpack(runtime: Check, child: str = XNNPACK_CHILD) -> Check:
     """Loads a tiny synthetic int8 model in a child (the runtime logs to the C stderr) and
-    looks for the line the runtime prints when it applies XNNPACK."""
+    looks for the line the runtime prints when it applies XNNPACK. ``child``: the Python code
+    the child runs (runtime module in ``argv[1]``, the model on stdin)."""
     if not runtime.ok:
         return Check("xnnpack", False, "not checked: no TFLite runtime", RUNTIME_HINT)
     module = runtime.detail.split()[0]
     try:
-        r = subprocess.run([sys.executable, "-c", XNNPACK_CHILD, module],
+        r = subprocess.run([sys.executable, "-c", child, module],
                            input=synth.build(TINY, metadata=False), capture_output=True,
                            timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -154,7 +166,7 @@ def check_xnnpack(runtime: Check) -> Check:
 
 
 def check_opencv() -> Check:
-    if importlib.util.find_spec("cv2") is not None:
+    if _importable("cv2"):
         try:
             import cv2
 
@@ -195,7 +207,7 @@ def _open_device(path: str) -> None:
 def check_cameras(dev_root: str = "/dev", sites: tuple[str, ...] = SYSTEM_SITES) -> list[Check]:
     """picamera2 importable, and every ``/dev/video*`` opened for reading and writing."""
     out = []
-    if importlib.util.find_spec("picamera2") is not None:
+    if _importable("picamera2"):
         out.append(Check("picamera2", True, "importable (--source picamera)"))
     else:
         site = _hidden_system_package("picamera2", sites)
@@ -309,6 +321,10 @@ def check_model(model: str, runtime: Check, threads: int | None = None,
     about ``seconds`` with the demo's threads."""
     try:
         path = resolve_model_path(model)
+    except EdgeeffError as e:  # missing file, a folder without a model, not a .tflite name
+        return [Check("model", False, str(e), "check the path: a .tflite file or an export "
+                      "folder (edgeeff export --int8)", required=True)]
+    try:
         verify(path.read_bytes(), path)
     except OSError as e:
         return [Check("model", False, f"cannot read {model}: {e.strerror or e}",
@@ -332,7 +348,7 @@ def check_model(model: str, runtime: Check, threads: int | None = None,
     out.append(Check("benchmark", True, f"p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
                      f"{r['throughput_per_s']} inferences/s over {r['runs']} invokes "
                      f"({threads} thread{'s' if threads != 1 else ''}, {r['runtime']})",
-                     required=True))
+                     required=True, data={k: r[k] for k in BENCH_FIELDS if k in r}))
     return out
 
 
