@@ -67,7 +67,8 @@ if [ ! -f "$STAMP" ]; then
         # 32-bit Raspberry Pi OS: PyPI has no armv7l wheel of numpy, OpenCV or ai-edge-litert;
         # they come from apt, tflite-runtime and the pure-Python parts from the index.
         if ! "$VENV/bin/python" -c "import numpy, cv2, click, rich" 2>/dev/null; then
-            echo "run.sh: on 32-bit Raspberry Pi OS first run: sudo apt install -y python3-numpy python3-opencv python3-psutil python3-click python3-rich" >&2
+            APT="python3-numpy python3-opencv python3-psutil python3-click python3-rich"
+            echo "run.sh: on 32-bit Raspberry Pi OS first run: sudo apt install -y $APT" >&2
             exit 2
         fi
         echo "run.sh: installing tflite-runtime and $(basename "$WHEEL") into $VENV (32-bit recipe)" >&2
