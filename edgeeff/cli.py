@@ -295,10 +295,14 @@ def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs,
 @click.option("--data", required=True, help="Labelled images: class sub-folders or <wnid>_*.JPEG.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(model, data, threads, as_json) -> None:
-    """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model."""
+@click.option("--plot", "plot_file", metavar="FILE",
+              help="Also draw the confusion matrix (row-normalised heatmap) to a .png or .svg file.")
+def eval_cmd(model, data, threads, as_json, plot_file) -> None:
+    """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model, with
+    per-class precision/recall/F1, the confusion matrix and the most confused pairs."""
 
-
+    if plot_file:
+        plot.check_path(plot_file)  # a wrong suffix fails before the evaluation
     if model.endswith(".keras"):
         _quiet_tensorflow()
 
@@ -308,10 +312,16 @@ def eval_cmd(model, data, threads, as_json) -> None:
     with Progress(transient=True, disable=as_json) as prog:
         task = prog.add_task("evaluating", total=None)
         res = evaluate.evaluate(runner, data, progress=lambda n: prog.advance(task, n))
+    if plot_file:
+        cm = res["confusion"]
+        plot.plot_confusion(cm["labels"], cm["matrix"], plot_file,
+                            title=f"{res['model']}: top-1 {res['top1']:.1%} on {res['images']} images")
     if as_json:
         _emit_json(res)
     else:
         report.eval_table(res)
+        if plot_file:
+            click.echo(f"wrote {plot_file}")
 
 
 # --------------------------------------------------------------------------- device side

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+
 from edgeeff.core.budget import FitResult
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic
@@ -78,6 +80,51 @@ def plot_fit(res: FitResult, path: str | Path) -> Path:
     ax.set_title(f"edgeeff fit: {res.device.name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    plt.close(fig)
+    out = Path(path)
+    write_bytes_atomic(out, buf.getvalue())
+    return out
+
+
+def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "") -> Path:
+    """``eval --plot``: the confusion matrix as a heatmap, rows true and columns predicted.
+
+    Colours are row-normalised (each true class's share of predictions, so rare classes show as
+    clearly as common ones); the counts are written in the cells (up to 40 classes) and the
+    labels on the axes (up to 80).
+    """
+    fmt = check_path(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+    cm = np.asarray(matrix, np.int64).reshape(len(labels), len(labels))
+    n = len(labels)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    side = min(24.0, max(4.5, 0.45 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=110)
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= 40:
+        size = 8 if n <= 15 else 6 if n <= 25 else 4.5
+        for t, p in zip(*np.nonzero(cm)):
+            ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=size,
+                    color="white" if share[t, p] > 0.5 else "black")
+    if n <= 80:
+        ticks = np.arange(n)
+        fs = 8 if n <= 20 else 6 if n <= 40 else 4
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=fs)
+        ax.set_yticks(ticks, labels, fontsize=fs)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "edgeeff eval: confusion matrix")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)

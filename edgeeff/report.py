@@ -164,16 +164,47 @@ def export_summary(card: dict, out) -> None:
 
 
 def eval_table(res: dict) -> None:
+    """The accuracy table, per-class precision/recall/F1 (over 30 classes: the 15 lowest F1),
+    the confusion matrix (up to 12 classes) and the most confused pairs with an example file."""
+    per_class_rows, matrix_classes = 30, 12
     t = Table(title=f"{res['model']} ({res['runtime']})")
     for col in ("images", "top-1", "top-5", "images/s", "inference images/s"):
         t.add_column(col, justify="right")
     t.add_row(str(res["images"]), f"{res['top1']:.1%}", f"{res['top5']:.1%}",
               f"{res['images_per_s']:.1f}", f"{res['inference_images_per_s']:.1f}")
     console.print(t)
+    rows = res.get("per_class", [])
+    if rows:
+        shown = rows
+        title = f"Per class (macro F1 {res['macro_f1']:.3f})"
+        if len(rows) > per_class_rows:
+            shown = sorted(rows, key=lambda r: (r["f1"], -r["support"]))[:per_class_rows // 2]
+            title += f": the {len(shown)} lowest F1 of {len(rows)} classes (--json for all)"
+        pc = Table(title=title)
+        pc.add_column("class")
+        for col in ("precision", "recall", "F1", "support"):
+            pc.add_column(col, justify="right")
+        for r in shown:
+            pc.add_row(escape(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                       f"{r['f1']:.3f}", str(r["support"]))
+        console.print(pc)
+    cm = res.get("confusion")
+    if cm and 0 < len(cm["labels"]) <= matrix_classes:
+        seen = " (classes seen)" if res.get("confusion_classes") == "seen" else ""
+        mt = Table(title=f"Confusion matrix{seen}: rows true, columns predicted (by number)")
+        mt.add_column("true")
+        for j in range(len(cm["labels"])):
+            mt.add_column(str(j), justify="right")
+        for j, (lab, row) in enumerate(zip(cm["labels"], cm["matrix"])):
+            mt.add_row(f"{j} {escape(lab)}",
+                       *[(f"[bold]{v}[/]" if i == j else str(v)) if v else "[dim].[/]"
+                         for i, v in enumerate(row)])
+        console.print(mt)
     if res["most_confused"]:
         console.print("most frequent errors (true -> predicted):")
         for e in res["most_confused"][:5]:
-            console.print(f"  {e['true']} -> {e['predicted']} ({e['count']})")
+            ex = f", e.g. {escape(e['examples'][0])}" if e.get("examples") else ""
+            console.print(f"  {escape(e['true'])} -> {escape(e['predicted'])} ({e['count']}){ex}")
 
 
 def bench_table(res: dict) -> None:
