@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from edgeeff.core import fit as fitmod
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.units import parse_size
+from edgeeff.data.folder import ImageFolder
 from edgeeff.deploy import bundle as bundlemod
 from edgeeff.deploy import firmware as fw
 from edgeeff.device import bench, doctor, evaluate
@@ -35,6 +37,7 @@ from edgeeff.export import ExportRequest, click_options
 from edgeeff.export import run as run_export
 from edgeeff.model import keras_eval, quiet
 from edgeeff.model import train as trainmod
+from edgeeff.model import tune as tunemod
 
 
 class _Size(click.ParamType):
@@ -138,6 +141,22 @@ def main() -> None:
 
 def _emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """For the block, everything written to stdout (TensorFlow's converter and C++ logging
+    included) goes to stderr, so that a command's --json stdout stays one JSON document."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 # --------------------------------------------------------------------------- devices / fit / info
@@ -252,8 +271,36 @@ def export(**options) -> None:
     report.export_summary(card.to_dict(), str(req.out))
 
 
+class _PhaseBars(trainmod.Phases):
+    """rich progress bars for ``train``: one per phase and one overall, each with an ETA. The
+    overall bar weighs each phase's units by a rough cost (seconds a unit took here), so its
+    ETA is right within a phase's error, not a unit count."""
+
+    COST = {"load": 0.004, "features": 0.010, "train": 1.3}
+
+    def __init__(self, prog: Progress):
+        self.prog, self.tasks, self.overall = prog, {}, None
+
+    def plan(self, phases):
+        total = sum(self.COST.get(k, 1.0) * n for k, (_, n) in phases.items())
+        self.overall = self.prog.add_task("overall", total=total)
+        for k, (label, n) in phases.items():
+            self.tasks[k] = self.prog.add_task(label, total=n, start=k == "load")
+
+    def report(self, phase, n=1):
+        task = self.tasks.get(phase)
+        if task is None:
+            return
+        self.prog.start_task(task)
+        self.prog.advance(task, n)
+        self.prog.advance(self.overall, n * self.COST.get(phase, 1.0))
+
+
 @main.command("train")
 @click.option("--data", required=True, help="Image folder with one sub-folder per class.")
+@click.option("--val", "val_dir", metavar="DIR",
+              help="A validation folder with the same class sub-folders (a dataset's own "
+                   "validation split); without it --val-split of --data is held out.")
 @click.option("--spec", "spec_file", help="Spec file from 'edgeeff fit'.")
 @click.option("--preset", help="b0..b7 or lite0..lite4 (default lite0).")
 @click.option("--phi", type=float)
@@ -262,17 +309,28 @@ def export(**options) -> None:
 @click.option("--weights", default="auto", show_default=True,
               help="auto (imagenet where the architecture has weights, else inherit for the "
                    "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1),
+              help=f"Passes over every view [default: {trainmod.Recipe.epochs}; "
+                   "10 with --distribute].")
+@click.option("--views", type=click.IntRange(min=1),
+              help=f"Crops of each training image whose frozen features are computed once: "
+                   f"the centre and random resized ones [default: {trainmod.Recipe.views}].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute]")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Views, shuffling and the --val-split hold-out.")
 @click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Early stopping patience (epochs without better val accuracy).")
+              help="Early stopping patience with --distribute (epochs without better val "
+                   "accuracy); the default recipe keeps the best epoch of its schedule.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run whose state is in OUT.resume/.")
 @click.option("--distribute", is_flag=True,
               help="tf.distribute: MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG.")
 @click.option("--out", default="edgeeff-train", show_default=True)
 @click.option("--force", is_flag=True)
-def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs, batch_size,
-              val_split, patience, distribute, out, force) -> None:
+def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights, epochs, views,
+              batch_size, seed, val_split, patience, resume, distribute, out, force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
 
     check_out(out, force)
@@ -280,14 +338,102 @@ def train_cmd(data, spec_file, preset, phi, family, resolution, weights, epochs,
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
     _quiet_tensorflow()
-
-    res = trainmod.train(data, spec, weights, out, epochs=epochs, batch=batch_size, val_fraction=val_split,
-                patience=patience, distribute=distribute, force=force,
-                log=lambda m: click.echo(m, err=True))
+    with Progress(*Progress.get_default_columns(), transient=True,
+                  console=Console(stderr=True)) as prog:
+        res = trainmod.train(data, spec, weights, out, epochs=epochs, batch=batch_size,
+                             val_fraction=val_split, patience=patience, distribute=distribute,
+                             force=force, log=lambda m: prog.console.print(m, highlight=False, markup=False,
+                                                             soft_wrap=True),
+                             val_dir=val_dir, resume=resume, views=views, seed=seed,
+                             phases=_PhaseBars(prog))
+    if res["chief"]:
+        try:
+            hist = json.loads((Path(out) / A.TRAIN_HISTORY).read_text())
+            plot.plot_history(hist, Path(out) / "history.png")
+        except EdgeeffError as e:  # no matplotlib: history.json has the same figures
+            click.echo(f"no history.png: {e}", err=True)
     wrote = (f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)"
              if res["chief"] else "non-chief worker: the chief writes the outputs")
     click.echo(f"validation accuracy {res['val_accuracy']:.1%} on {res['val_images']} images; "
                + wrote)
+
+
+@main.command("tune")
+@click.option("--device", "device_name", required=True,
+              help="A bundled profile name or a .toml profile: its budgets bound the candidates.")
+@click.option("--data", required=True, help="Image folder with one sub-folder per class.")
+@click.option("--val", "val_dir", metavar="DIR", help="A validation folder (same classes).")
+@click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--max-mflops", type=float, help="As in 'fit'.")
+@click.option("--max-ram", type=SIZE, help="As in 'fit'.")
+@click.option("--max-flash", type=SIZE, help="As in 'fit'.")
+@click.option("--max-latency-ms", type=float, help="As in 'fit' (default: the device's).")
+@click.option("--budget-minutes", type=click.FloatRange(min=0.5), default=15.0,
+              show_default=True, help="Time for ranking candidates; the pick's full training "
+                                      "follows.")
+@click.option("--per-backbone", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Resolutions tried per pretrained backbone (fit's pick is always tried).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default="edgeeff-tune", show_default=True,
+              help="Folder for tune.json, tune.png, train/ and export/.")
+@click.option("--plot", "plot_file", help="The accuracy-latency plot [default: OUT/tune.png].")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--force", is_flag=True)
+def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_flash,
+             max_latency_ms, budget_minutes, per_backbone, seed, out, plot_file, as_json,
+             force) -> None:
+    """Rank the pretrained candidates that fit a device on your data, train and export the best."""
+    out = check_out(out, force)
+    plot_file = Path(plot_file) if plot_file else out / "tune.png"
+    plot.check_path(plot_file)
+    device = targets.load(device_name)
+    budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
+    n_classes = len(ImageFolder(data, min_classes=2).classes())
+    cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
+    _quiet_tensorflow()
+    with _stdout_to_stderr():
+        doc = _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes,
+                    out, plot_file)
+    if as_json:
+        _emit_json(doc)
+    else:
+        report.tune_table(doc)
+        click.echo(f"wrote {out}/ (tune.json, {plot_file.name}, train/, export/)")
+
+
+def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes, out,
+          plot_file) -> dict:
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
+        f"({', '.join(c.spec.name for c in cands)})")
+    rows, classes = tunemod.rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes, log)
+    ranked = [r for r in rows if r["rank_top1"] is not None]
+    pick = max(ranked, key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+    fit_pick = rows[0]
+    spec = next(c.spec for c in cands if c.spec.name == pick["name"])
+    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; fit's "
+        f"pick {fit_pick['name']} {fit_pick['rank_top1']:.1%}); training it fully")
+    out.mkdir(parents=True, exist_ok=True)
+    tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
+                        log=log, val_dir=val_dir, seed=seed)
+    pick["val_top1"] = tr["val_accuracy"]
+    card = run_export(ExportRequest(spec_file=str(out / "train" / A.SPEC_FILE), int8=True,
+                                    out=out / "export", force=True), log=log)
+    pick["int8_top1"] = None
+    if val_dir:
+        res = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)
+        pick["int8_top1"] = res["top1"]
+    doc = {"device": device.key, "budgets": budgets.to_dict(),
+           "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
+           "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
+           "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
+           "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
+    fsutil.write_json_atomic(out / "tune.json", doc)
+    try:
+        plot.plot_tune(doc, plot_file)
+    except EdgeeffError as e:
+        log(f"no plot: {e}")
+    return doc
 
 
 @main.command("eval")

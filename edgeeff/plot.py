@@ -132,3 +132,82 @@ def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "")
     out = Path(path)
     write_bytes_atomic(out, buf.getvalue())
     return out
+
+
+def plot_history(history: dict, path: str | Path) -> Path:
+    """``train``'s loss and accuracy curves by epoch (``history.json``'s figures)."""
+    fmt = check_path(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgeeffError("plots need matplotlib: pip install 'edgeeff[plot]'") from None
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key, ax in (("loss", ax_l), ("val_loss", ax_l), ("accuracy", ax_a),
+                    ("val_accuracy", ax_a)):
+        ys = history.get(key)
+        if ys:
+            ax.plot(range(1, len(ys) + 1), ys, marker="o",
+                    label=key.replace("val_", "validation ").replace("_", " "))
+    for ax, title in ((ax_l, "loss"), (ax_a, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_tune(doc: dict, path: str | Path) -> Path:
+    """``tune``: every candidate's validation top-1 (head on cached features) against its
+    latency on the device, the latency budget line, the pick (and its fully trained figures)
+    and fit's pick."""
+    fmt = check_path(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in doc["candidates"]:
+        if c["rank_top1"] is None:
+            continue
+        col = COLORS.get(c["preset"], "#7f7f7f")
+        ax.scatter(c["latency_ms"], 100 * c["rank_top1"], color=col, s=40, zorder=3)
+        ax.annotate(f"{c['preset']} {c['resolution']}", (c["latency_ms"], 100 * c["rank_top1"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    pick = doc["pick"]
+    ax.scatter(pick["latency_ms"], 100 * pick["rank_top1"], s=220, facecolors="none",
+               edgecolors="black", linewidths=1.5, zorder=4, label=f"pick: {pick['name']}")
+    for key, mark, lab in (("val_top1", "*", "pick, trained: float"),
+                           ("int8_top1", "P", "pick, trained: int8")):
+        if pick.get(key) is not None:
+            ax.scatter(pick["latency_ms"], 100 * pick[key], marker=mark, s=120, color="black",
+                       zorder=5, label=f"{lab} {pick[key]:.1%}")
+    fitp = doc.get("fit_pick")
+    if fitp and fitp["name"] != pick["name"]:
+        ax.scatter(fitp["latency_ms"], 100 * fitp["rank_top1"], s=160, marker="s",
+                   facecolors="none", edgecolors="#9467bd", zorder=4, label="fit's pick")
+    lim = doc.get("budgets", {}).get("max_latency_ms")
+    if lim:
+        ax.axvline(lim, color="red", ls="--", lw=1, label=f"latency budget {lim:g} ms")
+    ax.set_xlabel(f"int8 latency on {doc['device']} (ms, {doc.get('latency_source', 'model')})")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"edgeeff tune: {len(doc['candidates'])} candidates that fit {doc['device']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return Path(path)

@@ -218,3 +218,24 @@ def bench_table(res: dict) -> None:
     console.print(t)
     if "int8_speedup_p50" in res:
         console.print(f"int8 speed-up over float32 (p50): {res['int8_speedup_p50']:.2f}x")
+
+
+def tune_table(doc: dict) -> None:
+    t = Table(title=f"edgeeff tune: candidates that fit {doc['device']}")
+    for col in ("candidate", "latency ms", "ImageNet top-1 (pred.)", "head on cached features",
+                ""):
+        t.add_column(col, justify="left" if col in ("candidate", "") else "right")
+    pick = doc["pick"]
+    for c in doc["candidates"]:
+        r = "not ranked (budget)" if c["rank_top1"] is None else f"{c['rank_top1']:.1%}"
+        mark = "pick" if c["name"] == pick["name"] else ""
+        if c["name"] == doc["fit_pick"]["name"]:
+            mark = (mark + ", " if mark else "") + "fit's pick"
+        t.add_row(c["name"], f"{c['latency_ms']:.1f}", f"{c['imagenet_top1_predicted']:.1f}",
+                  r, mark)
+    console.print(t)
+    q = pick.get("int8_top1")
+    console.print(f"pick {pick['name']}: trained {pick['val_top1']:.1%} float"
+                  + (f", {q:.1%} int8" if q is not None else "") + " on the validation images; "
+                  f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
+                  f"({doc['fit_pick']['name']}) in the ranking")

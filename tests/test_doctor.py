@@ -310,3 +310,19 @@ def test_low_memory_and_disk():
     assert not low.ok and "50 MB free" in low.detail and "less than 100 MB" in low.detail
     assert doctor.check_disk(".", free=doctor.MIN_FREE_DISK).ok
     assert doctor.check_memory().ok and doctor.check_disk().ok  # this machine has plenty
+
+
+def test_demo_threads_follow_the_cpu_affinity(monkeypatch):
+    """The demo's default interpreter threads come from the cores this process may use (a
+    taskset or container cpuset), not the machine's count."""
+    from edgeeff.device.demo import loop
+
+    for cores, want in ((1, 1), (2, 1), (3, 2), (16, 4)):
+        monkeypatch.setattr(loop, "usable_cores", lambda c=cores: c)
+        assert loop.default_threads() == want
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this OS")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from edgeeff.device.profile.host import usable_cores; print(usable_cores())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr

@@ -97,3 +97,26 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
     rows.sort(key=lambda c: c.cost.macs)
     return FitResult(best, binding, rows, device, budgets, runner_up=runner,
                      candidates=tuple(cands))
+
+
+def tune_shortlist(device: Device, budgets: Budgets, num_classes: int,
+                   per_backbone: int = 2, measure: Measure | None = None) -> list[Candidate]:
+    """What ``edgeeff tune`` trains: of the pretrained candidates that meet every budget, each
+    backbone's ``per_backbone`` largest resolutions spaced 16 px or more apart (a few pixels
+    change little), and always fit's own pick; ordered by predicted top-1, best first (fit's
+    pick first)."""
+    cands = [c for c in pretrained_candidates(device, budgets, num_classes, measure) if c.fits]
+    if not cands:
+        raise EdgeeffError(f"no pretrained candidate meets {device.key}'s budgets")
+    pick = max(cands, key=lambda c: (c.top1, -c.cost.macs))
+    chosen = [pick]
+    for name in AVAILABLE:
+        own = sorted((c for c in cands if c.weights == name), key=lambda c: -c.spec.resolution)
+        taken = [c for c in chosen if c.weights == name]
+        for c in own:
+            if len(taken) >= per_backbone:
+                break
+            if all(abs(c.spec.resolution - t.spec.resolution) >= 16 for t in taken):
+                taken.append(c)
+                chosen.append(c)
+    return sorted(chosen, key=lambda c: (c is not pick, -c.top1, c.cost.macs))

@@ -1,18 +1,18 @@
 """``edgeeff train``: transfer learning on a folder of images (one sub-folder per class).
 
-Two phases, as Keras' own fine-tuning guide recommends:
+The default recipe fine-tunes stages 6-7, ``top_conv`` and a new head of an ImageNet-pretrained
+network with every BatchNormalization layer in inference mode, so the stages below are a fixed
+function of the crop: :mod:`edgeeff.model.features` runs them once per training *view* (centre
+crop plus random resized crops), and the epochs train the top on those cached features
+(AdamW, linear warm-up then cosine decay, label smoothing). Images are decoded and resized once
+with the model's :class:`Preprocessor`; validation uses the centre crop that export, eval and
+the demo use. Each epoch saves its state to ``OUT.resume/`` (``--resume`` continues there; Ctrl-C
+keeps it); the output folder, written at once at the end, holds ``model.keras``,
+``model.weights.h5`` (the best validation epoch), ``labels.txt``, ``history.json`` (+ ``history.png``
+with matplotlib) and ``edgeeff.json``, a spec file that ``export`` takes directly.
 
-1. a new classifier head on the frozen pretrained backbone;
-2. fine-tuning of the last blocks and the head at a 10x lower learning rate, with every
-   BatchNormalization layer kept in inference mode (frozen statistics), so small batches do
-   not destroy the pretrained statistics.
-
-Images are decoded and resized once with the model's :class:`Preprocessor` (shorter side to
-``resolution / crop_fraction``, the whole centre square kept), cached as uint8, then a tf.data
-pipeline random-crops and flips them for training, and centre-crops them for validation
-(exactly the crop evaluation, calibration and the demo use), with prefetching. The output folder holds
-``model.keras``, ``model.weights.h5`` (best validation accuracy), ``labels.txt``,
-``history.json`` and ``edgeeff.json``, a spec file that ``export`` takes directly.
+``--distribute`` keeps the two-phase recipe on full images every epoch (Keras' fine-tuning guide:
+new head on the frozen backbone, then the top stages at a 10x lower rate) under tf.distribute.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +35,35 @@ from edgeeff.core.fsutil import atomic_dir, check_out, write_json_atomic, write_
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.data.folder import ImageFolder
 from edgeeff.data.images import load_rgb, resize_crop
+from edgeeff.device.profile.host import usable_cores
+from edgeeff.model import features as F
 from edgeeff.model.build import build_model
+from edgeeff.model.features import FINE_TUNE_FROM
 from edgeeff.model.weights import load_into
 
-FINE_TUNE_FROM_STAGE = 6  # stages 6-7, top_conv and the head are fine-tuned
+FINE_TUNE_FROM_STAGE = FINE_TUNE_FROM
 
 
-def folder_dataset(data: str | Path, val_fraction: float, seed: int = 0):
+def folder_dataset(data: str | Path, val_fraction: float, seed: int = 0,
+                   val_dir: str | Path | None = None):
     """A class-folder dataset's class names and its (train, validation) files and labels:
+    with ``val_dir``, that folder (same class names) is the validation set; else
     :meth:`ImageFolder.split <edgeeff.data.folder.ImageFolder.split>` holds ``val_fraction``
     of every class out for validation (at least one image of each class that has two or
     more); each set is in file order."""
     folder = ImageFolder(data, min_classes=2)
     classes = folder.classes()
     label = {s.path: s.label for s in folder.samples()}
+    if val_dir is not None:
+        vfolder = ImageFolder(val_dir)
+        extra = sorted(set(vfolder.classes()) - set(classes))
+        if extra:
+            raise EdgeeffError(f"--val {val_dir}: class folder(s) {', '.join(extra[:5])} "
+                               f"are not in --data {data}")
+        vs = vfolder.samples(classes)
+        files = sorted(label)
+        return classes, (files, [label[p] for p in files]), \
+            ([s.path for s in vs], [s.label for s in vs])
     kept, held = folder.split(val_fraction, seed)
     sets = []
     for queues in (kept, held):
@@ -56,17 +72,23 @@ def folder_dataset(data: str | Path, val_fraction: float, seed: int = 0):
     return classes, sets[0], sets[1]
 
 
-def load_pixels(files: list[Path], pp: Preprocessor) -> tuple[np.ndarray, list[int]]:
+def load_pixels(files: list[Path], pp: Preprocessor,
+                progress=None) -> tuple[np.ndarray, list[int]]:
     """uint8 RGB images resized as ``pp`` does, keeping the whole ``pp.shorter_side`` centre
     square (random training crops come from it; its centre ``pp.resolution`` crop is the
-    evaluation crop)."""
-    out, ok = [], []
-    for i, p in enumerate(files):
+    evaluation crop). Decoded on every core (OpenCV releases the GIL)."""
+    def one(p):
         img = load_rgb(p)
-        if img is None:
-            continue
-        out.append(resize_crop(img, pp, crop=pp.shorter_side))
-        ok.append(i)
+        return None if img is None else resize_crop(img, pp, crop=pp.shorter_side)
+
+    out, ok = [], []
+    with ThreadPoolExecutor(max(1, min(8, usable_cores()))) as ex:
+        for i, sq in enumerate(ex.map(one, files)):
+            if progress:
+                progress(1)
+            if sq is not None:
+                out.append(sq)
+                ok.append(i)
     if not out:
         raise EdgeeffError("no readable training images")
     return np.stack(out), ok
@@ -217,13 +239,277 @@ def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
             layer.trainable = stage >= FINE_TUNE_FROM_STAGE or name.startswith("top_")
 
 
-def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int = 10,
-          batch: int = 32, val_fraction: float = 0.2, patience: int = 3,
-          distribute: bool = False, force: bool = False, log=print) -> dict:
+@dataclass(frozen=True)
+class Recipe:
+    """The default (cached-feature) recipe; README "Transfer learning" says why each value.
+
+    ``epochs`` are passes over all ``views`` of every training image; the learning rate warms
+    up linearly over the first ``warmup`` of the steps, then follows a cosine to zero.
+    """
+
+    epochs: int = 2
+    views: int = 4
+    batch: int = 64
+    lr: float = 1e-3
+    warmup: float = 0.1
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+def resume_dir(out: str | Path) -> Path:
+    """Where an unfinished run keeps its state: ``OUT.resume/`` beside ``OUT``."""
+    out = Path(out)
+    return out.with_name(out.name + ".resume")
+
+
+class Phases:
+    """Progress of a training run by phase (``load``, ``features``, ``train``), each with its
+    number of units; ``report(phase, n)`` is called as units finish. The CLI draws bars with
+    ETAs from it; the default does nothing."""
+
+    def plan(self, phases: dict[str, tuple[str, int]]) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def report(self, phase: str, n: int = 1) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def _config_key(data, val, spec: ModelSpec, weights: str, r: Recipe) -> dict:
+    return {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None,
+            "spec": asdict(spec),
+            "weights": weights, "recipe": asdict(r)}
+
+
+def _save_state(state_dir: Path, model, opt, state: dict) -> None:
+    """Last epoch's weights, optimizer slots and history, each file replaced atomically, the
+    state file last (it names a consistent set)."""
+    tmp_w = state_dir / ".last.weights.h5"
+    model.save_weights(str(tmp_w))
+    os.replace(tmp_w, state_dir / "last.weights.h5")
+    tmp_o = state_dir / ".optimizer.npz"
+    with open(tmp_o, "wb") as f:
+        np.savez(f, *[np.asarray(v) for v in opt.variables])
+    os.replace(tmp_o, state_dir / "optimizer.npz")
+    write_json_atomic(state_dir / "state.json", state)
+
+
+def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int | None = None,
+          batch: int | None = None, val_fraction: float = 0.2, patience: int = 3,
+          distribute: bool = False, force: bool = False, log=print, val_dir: str | None = None,
+          resume: bool = False, views: int | None = None, seed: int = 0,
+          phases: Phases | None = None) -> dict:
+    """Fine-tune ``spec`` on a class-folder dataset; writes ``out`` (see the module docstring).
+
+    Without ``distribute``: the cached-feature recipe (:class:`Recipe`, :mod:`features`),
+    resumable (``resume``) and interruptible (Ctrl-C keeps the state in :func:`resume_dir`).
+    With ``distribute``: the two-phase tf.distribute recipe on full images, every epoch.
+    """
+    if epochs is not None and epochs < 1:
+        raise EdgeeffError("--epochs must be >= 1")
+    if distribute:
+        if resume:
+            raise EdgeeffError("--resume works without --distribute only")
+        return _train_full(data, spec, weights, out, epochs or 10, batch or 32, val_fraction,
+                           patience, distribute, force, log, val_dir)
+    r = Recipe(**{k: v for k, v in (("epochs", epochs), ("batch", batch), ("views", views),
+                                    ("seed", seed)) if v is not None})
+    return _train_cached(data, spec, weights, out, r, val_fraction, force, log, val_dir, resume,
+                         phases or Phases())
+
+
+def _load(data, val_dir, val_fraction, spec, seed, phases, log):
+    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(
+        data, val_fraction, seed, val_dir)
+    spec = replace(spec, num_classes=len(classes))
+    if not va_files:
+        raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
+    phases.report("load", 0)
+    pixels, ok = load_pixels(tr_files + va_files, Preprocessor.for_spec(spec),
+                             progress=lambda n: phases.report("load", n))
+    y = np.array(tr_labels + va_labels)[ok]
+    is_val = np.array(ok) >= len(tr_files)
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if not len(va):
+        raise EdgeeffError("no readable validation images")
+    src = f"--val {val_dir}" if val_dir else f"{val_fraction:.0%} of --data"
+    log(f"train: {len(tr)} images, validation: {len(va)} images ({src}), {len(classes)} classes")
+    return classes, spec, pixels, y, tr, va
+
+
+def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fraction: float,
+                  force: bool, log, val_dir, resume: bool, phases: Phases) -> dict:
     import keras
 
-    if epochs < 1:
-        raise EdgeeffError("--epochs must be >= 1")
+    out = check_out(out, force)
+    state_dir = resume_dir(out)
+    key = _config_key(data, val_dir, spec, weights, r)
+    state = None
+    if resume:
+        try:
+            state = json.loads((state_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            raise EdgeeffError(f"nothing to resume: {state_dir} holds no interrupted run") from None
+        if state.get("config") != key:
+            raise EdgeeffError(f"--resume: {state_dir} is a run with other data, model or "
+                               "settings; start over with --force")
+    elif (state_dir / "state.json").is_file():
+        if not force:
+            raise EdgeeffError(f"{state_dir} holds an interrupted run: continue it with "
+                               "--resume, or start over with --force")
+        shutil.rmtree(state_dir)
+    else:  # stopped before its first epoch: nothing worth keeping
+        shutil.rmtree(state_dir, ignore_errors=True)
+    classes, spec, pixels, y, tr, va = _load(data, val_dir, val_fraction, spec, r.seed, phases,
+                                             log)
+    n_tr = len(tr)
+    steps_per_epoch = -(-n_tr * r.views // r.batch)
+    phases.plan({"load": ("decoding images", len(pixels)),
+                 "features": (f"frozen stages 1-{FINE_TUNE_FROM - 1}, {r.views} views",
+                              n_tr * r.views + len(va)),
+                 "train": (f"stages {FINE_TUNE_FROM}+ and head, {r.epochs} epochs",
+                           steps_per_epoch * r.epochs)})
+    model = build_model(spec)
+    desc = load_into(model, spec, weights, auto_inherit=True)
+    head = model.get_layer("predictions")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])  # uniform start
+    for layer in model.layers:  # BN in inference mode: the statistics the features came from
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    trunk, top = F.split(model, spec)
+    runner = F.TrunkRunner(trunk)
+    log(f"features: stages 1-{FINE_TUNE_FROM - 1} frozen, run once per view on {runner.runtime}")
+    report = lambda n: phases.report("features", n)  # noqa: E731
+    x_val = runner(F.centre(pixels[va], spec.resolution), report)
+    sq = pixels[tr]
+    del pixels
+    feats = None
+    for v, view in enumerate(F.views(sq, spec.resolution, r.views, r.seed)):
+        f = runner(view, report)
+        if feats is None:
+            feats = np.empty((r.views * n_tr,) + f.shape[1:], np.float16)
+        feats[v * n_tr:(v + 1) * n_tr] = f
+    del sq
+    y_tr, y_va = np.tile(y[tr], r.views), y[va]
+    total = steps_per_epoch * r.epochs
+    warm = max(1, int(total * r.warmup))
+    sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
+                                                   warmup_target=r.lr, warmup_steps=warm)
+    opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
+    top.compile(optimizer=opt, metrics=["accuracy"],
+                loss=keras.losses.SparseCategoricalCrossentropy()
+                if r.label_smoothing == 0 else _smoothed(len(classes), r.label_smoothing))
+    train_ds, val_ds = _feature_datasets(feats, y_tr, x_val, y_va, r, len(classes))
+    history: dict[str, list] = {}
+    best, best_epoch, start = -1.0, 0, 0
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        model.load_weights(str(state_dir / "last.weights.h5"))
+        opt.build(top.trainable_variables)
+        with np.load(state_dir / "optimizer.npz") as z:
+            for var, i in zip(opt.variables, range(len(z.files))):
+                var.assign(z[f"arr_{i}"])
+        history, best, best_epoch, start = (state["history"], state["best"],
+                                            state["best_epoch"], state["epoch"])
+        phases.report("train", start * steps_per_epoch)
+        log(f"resumed after epoch {start} of {r.epochs} (best val_accuracy {best:.4f})")
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            phases.report("train", 1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal best, best_epoch
+            for k, v in (logs or {}).items():
+                history.setdefault(k, []).append(float(v))
+            acc = float(logs["val_accuracy"])
+            if acc > best:
+                best, best_epoch = acc, epoch + 1
+                model.save_weights(str(state_dir / ".best.weights.h5"))
+                os.replace(state_dir / ".best.weights.h5", state_dir / "best.weights.h5")
+            _save_state(state_dir, model, opt, {"config": key, "epoch": epoch + 1,
+                                                "history": history, "best": best,
+                                                "best_epoch": best_epoch})
+            log(f"epoch {epoch + 1}/{r.epochs}: loss {logs['loss']:.4f}, accuracy "
+                f"{logs['accuracy']:.4f}, val_accuracy {acc:.4f}"
+                f"{' (best)' if best_epoch == epoch + 1 else ''}")
+
+    if start < r.epochs:
+        log(f"training stages {FINE_TUNE_FROM}+ and the head: {r.epochs} epochs x "
+            f"{steps_per_epoch} steps of {r.batch}, AdamW, warm-up + cosine, lr {r.lr:g}")
+        try:
+            top.fit(train_ds, validation_data=val_ds, epochs=r.epochs, initial_epoch=start,
+                    callbacks=[Checkpoint()], verbose=0, shuffle=False)
+        except KeyboardInterrupt:
+            done = "no epoch finished" if best < 0 else \
+                f"best val_accuracy {best:.4f} (epoch {best_epoch}) kept"
+            log(f"interrupted: {done} in {state_dir}/; continue with --resume")
+            raise
+    model.load_weights(str(state_dir / "best.weights.h5"))
+    val_acc = best
+    result = _write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, len(va),
+                            val_acc, extra={"best_epoch": best_epoch, "recipe": asdict(r)})
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return result | {"chief": True}
+
+
+def _smoothed(num_classes: int, eps: float):
+    """Label-smoothed cross-entropy on integer labels (Keras' smoothing needs one-hot)."""
+    import keras
+
+    base = keras.losses.CategoricalCrossentropy(label_smoothing=eps)
+
+    def loss(y_true, y_pred):
+        y = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                              num_classes)
+        return base(y, y_pred)
+
+    return loss
+
+
+def _feature_datasets(feats, y_tr, x_val, y_va, r: Recipe, num_classes: int):
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    cast = lambda a, b: (tf.cast(a, tf.float32), b)  # noqa: E731
+    train = (tf.data.Dataset.from_tensor_slices((feats, y_tr.astype(np.int32)))
+             .shuffle(len(feats), seed=r.seed, reshuffle_each_iteration=True)
+             .batch(r.batch).map(cast, num_parallel_calls=auto).prefetch(auto))
+    val = (tf.data.Dataset.from_tensor_slices((x_val, y_va.astype(np.int32))).batch(128)
+           .map(cast).cache())
+    return train, val
+
+
+def _write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, n_va, val_acc,
+                   extra=None) -> dict:
+    """model.keras, model.weights.h5, labels.txt, history.json, edgeeff.json,
+    all at once (:func:`atomic_dir`)."""
+    for layer in model.layers:
+        layer.trainable = True
+    with atomic_dir(out, force=force) as tmp:
+        model.save(str(tmp / A.TRAINED_KERAS))
+        model.save_weights(str(tmp / A.TRAINED_WEIGHTS))
+        write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
+        write_json_atomic(tmp / A.TRAIN_HISTORY, history)
+        result = {"classes": classes, "train_images": int(n_tr), "val_images": int(n_va),
+                  "val_accuracy": round(val_acc, 4), "weights_from": desc,
+                  "top1": round(100 * val_acc, 2),
+                  "top1_basis": f"measured by edgeeff train on {n_va} validation images",
+                  "epochs_run": len(history.get("loss", []))}
+        specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
+            **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
+            # relative to this spec file: resolves from any working directory
+            data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
+    return result | (extra or {})
+
+
+def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: int,
+                val_fraction: float, patience: int, distribute: bool, force: bool, log,
+                val_dir) -> dict:
+    """Two phases on full images every epoch (new head, then the top stages at a 10x lower
+    rate), under a tf.distribute strategy."""
+    import keras
+
     out = check_out(out, force)
     # the strategy first: MultiWorkerMirroredStrategy must configure collective ops before
     # TensorFlow runs anything (the datasets below would initialise its context)
@@ -231,7 +517,7 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
     multi_worker = distribute and bool(os.environ.get("TF_CONFIG"))
     name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
     log(f"strategy: {name}, {strategy.num_replicas_in_sync} replicas in sync")
-    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(data, val_fraction)
+    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(data, val_fraction, 0, val_dir)
     spec = replace(spec, num_classes=len(classes))
     if not va_files:
         raise EdgeeffError("too few images for a validation split (need 2+ in some class)")

@@ -32,6 +32,7 @@ from edgeeff.device.demo import sources
 from edgeeff.device.demo.capture import _END, _Capture
 from edgeeff.device.demo.serve import overlay
 from edgeeff.device.demo.sources import DemoError, LoopingSource, ReconnectingSource, Source
+from edgeeff.device.profile.host import usable_cores
 
 CAMERA_TIMEOUT_S = 5.0
 
@@ -44,8 +45,9 @@ def need_cv2() -> None:
 
 
 def default_threads() -> int:
-    """Interpreter threads: every core but one (kept for capture and decoding), at most 4."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """Interpreter threads: every core this process may use (its CPU affinity: ``taskset``, a
+    container's cpuset) but one, kept for capture and decoding; at most 4."""
+    return max(1, min(4, usable_cores() - 1))
 
 
 def open_source(source: str) -> Source:

