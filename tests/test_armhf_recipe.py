@@ -125,9 +125,9 @@ def test_demo_eval_bench_on_tflite_runtime_alone(armhf_venv, model, tmp_path):
 
 def test_profile_and_fit_measure_timer_on_tflite_runtime_alone(armhf_venv, tmp_path):
     """``profile`` writes synthetic graphs with edgeeff's own writer and times them with
-    tflite-runtime; ``fit --measure``'s timer does the same for one candidate. (The whole
-    ``fit --measure`` search is not run here: its bisection times phi 8, and tflite-runtime
-    2.14's x86 wheel runs int8 graphs far slower than on ARM, over ten minutes in all.)"""
+    tflite-runtime; ``fit --measure``'s timer does the same for one candidate, then a whole
+    ``fit --measure`` search runs under a MAC budget (tflite-runtime 2.14's x86 wheel runs int8
+    graphs far slower than on ARM: unbounded, the search took over ten minutes)."""
     out = tmp_path / "board.toml"
     r = _edgeeff(armhf_venv, "profile", "--quick", "--threads", "1", "--out", str(out), "--json",
                  cwd=tmp_path, timeout=600)
@@ -141,3 +141,11 @@ def test_profile_and_fit_measure_timer_on_tflite_runtime_alone(armhf_venv, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     runtime, ms = r.stdout.split()
     assert runtime == "tflite_runtime" and float(ms) > 0
+    # the whole fit --measure search: a MAC budget keeps the timed candidates small (fit times
+    # only candidates that pass the static budgets), so it ends in seconds even here
+    r = _edgeeff(armhf_venv, "fit", "--device", "pi4", "--max-mflops", "10", "--measure",
+                 "--threads", "1", "--json", "--out", str(tmp_path / "fit.json"), cwd=tmp_path,
+                 timeout=600)
+    pick = json.loads(r.stdout)
+    assert pick["latency_source"] == "measured" and 0 < pick["latency_ms"]
+    assert pick["mflops"] <= 10 and (tmp_path / "fit.json").is_file()

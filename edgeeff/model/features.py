@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeeff.core.arch import ModelSpec, expand
+from edgeeff.device.profile.host import usable_cores
 from edgeeff.device.runtime import load_interpreter
 from edgeeff.model.quiet import captured_output
 
@@ -49,6 +50,7 @@ class TrunkRunner:
 
     def __init__(self, trunk, threads: int | None = None):
         self.keras = trunk
+        threads = threads or usable_cores()  # the runtime's default is one thread
         self.runtime = "keras"
         try:
             import tensorflow as tf
