@@ -1,8 +1,11 @@
-"""``fit --plot``: the decision as a picture (matplotlib, from the ``[plot]`` extra).
+"""Decisions and results as pictures (matplotlib, from the ``[plot]`` extra, imported lazily).
 
-Every pretrained candidate (lite0/1/2 at each resolution) on predicted top-1 against latency
-(or MACs where no latency budget is set), the budget line, the pick and the runner-up; for a
-pick without weights, its position on the cost axis as a dashed line.
+- ``fit --plot``: every pretrained candidate (lite0/1/2 at each resolution) on predicted top-1
+  against latency (or MACs where no latency budget is set), the budget line, the pick and the
+  runner-up; for a pick without weights, its position on the cost axis as a dashed line.
+- ``eval --plot``: the confusion matrix as a row-normalised heatmap with counts.
+- ``train``'s ``history.png``: loss and accuracy by epoch.
+- ``tune``'s ``tune.png``: each candidate's validation top-1 against its device latency.
 """
 
 from __future__ import annotations
