@@ -180,9 +180,14 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    ranked = [100 * c["rank_top1"] for c in doc["candidates"] if c["rank_top1"] is not None]
+    floor = min(ranked) - 2 if ranked else 0.0
     for c in doc["candidates"]:
-        if c["rank_top1"] is None:
+        if c["rank_top1"] is None:  # shown too, on the floor: it fits but was not ranked
+            ax.scatter(c["latency_ms"], floor, marker="x", color="#7f7f7f", s=40, zorder=3)
+            ax.annotate(f"{c['preset']} {c['resolution']} (not ranked)", (c["latency_ms"], floor),
+                        textcoords="offset points", xytext=(5, 4), fontsize=8, color="#7f7f7f")
             continue
         col = COLORS.get(c["preset"], "#7f7f7f")
         ax.scatter(c["latency_ms"], 100 * c["rank_top1"], color=col, s=40, zorder=3)
@@ -207,7 +212,7 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(f"edgeeff tune: {len(doc['candidates'])} candidates that fit {doc['device']}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=110)
