@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "clothing-small")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--tune-from", type=Path, metavar="DIR",
+                    help="Report an earlier 'edgeeff tune --out DIR' instead of running it.")
     ap.add_argument("--reuse", action="store_true",
                     help="Take a seed's figures from an earlier run in --work (seedN.json).")
     ap.add_argument("--no-page", action="store_true")
@@ -110,20 +112,25 @@ def main() -> None:
               f"{'met' if ok_acc else 'NOT met'}; training <= {TARGET_MINUTES:.0f} min: "
               f"{'met' if ok_time else 'NOT met'}; drop <= {100 * TARGET_DROP:.1f} pt: "
               f"{'met' if ok_drop else 'NOT met'}."]
-    if a.tune:
-        tj = work / "tune.json"
-        r, t_tune = cli("tune", "--device", "pi4", "--data", str(train_dir), "--val",
-                        str(val_dir), "--out", str(work / "tune"), "--force", "--json")
-        tj.write_text(r.stdout)
-        doc = json.loads(r.stdout)
-        lines += ["", f"`edgeeff tune --device pi4` ({t_tune / 60:.1f} min in all):", "",
+    if a.tune or a.tune_from:
+        if a.tune_from:  # an earlier `edgeeff tune --out DIR` run on the same folders
+            doc, took = json.loads((a.tune_from / "tune.json").read_text()), "an earlier run"
+        else:
+            r, t_tune = cli("tune", "--device", "pi4", "--data", str(train_dir), "--val",
+                            str(val_dir), "--out", str(work / "tune"), "--force", "--json")
+            doc, took = json.loads(r.stdout), f"{t_tune / 60:.1f} min in all"
+        lines += ["", f"`edgeeff tune --device pi4` ({took}):", "",
                   "| candidate | latency ms | ranking top-1 (head on cached features) | pick |",
                   "|---|---|---|---|"]
         for c in doc["candidates"]:
-            lines.append(f"| {c['name']} | {c['latency_ms']:.1f} | {c['rank_top1']:.1%} | "
+            rk = "not ranked (budget)" if c["rank_top1"] is None else f"{c['rank_top1']:.1%}"
+            lines.append(f"| {c['name']} | {c['latency_ms']:.1f} | {rk} | "
                          f"{'**pick**' if c['name'] == doc['pick']['name'] else ''} |")
-        lines.append(f"\nPick {doc['pick']['name']}: int8 top-1 on validation/ "
-                     f"{doc['pick']['int8_top1']:.1%} after full training.")
+        p = doc["pick"]
+        lines.append(f"\nPick {p['name']}: after full training {p['val_top1']:.1%} "
+                     f"float, {p['int8_top1']:.1%} int8 on validation/; fit's pick "
+                     f"{doc['fit_pick']['name']} ranked {doc['vs_fit_pick_points']:.1f} points "
+                     "below it.")
     body = "\n".join(lines)
     print(body)
     if not a.no_page:
