@@ -31,15 +31,31 @@ def check_path(path: str | Path) -> str:
     return fmt
 
 
-def plot_fit(res: FitResult, path: str | Path) -> Path:
-    fmt = check_path(path)
+def _pyplot(what: str = "--plot needs"):
+    """matplotlib's pyplot on the file-only Agg backend, or one line on how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+        raise EdgeeffError(f"{what} matplotlib: pip install 'edgeeff[plot]'") from None
+    return plt
+
+
+def _save(plt, fig, path: str | Path, fmt: str, dpi: float | None = None) -> Path:
+    """Render ``fig`` in memory, close it, and write the file in one atomic step."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    out = Path(path)
+    write_bytes_atomic(out, buf.getvalue())
+    return out
+
+
+def plot_fit(res: FitResult, path: str | Path) -> Path:
+    fmt = check_path(path)
+    plt = _pyplot()
     b = res.budgets
     by_latency = b.max_latency_ms is not None or b.max_macs is None
 
@@ -84,12 +100,7 @@ def plot_fit(res: FitResult, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt)
-    plt.close(fig)
-    out = Path(path)
-    write_bytes_atomic(out, buf.getvalue())
-    return out
+    return _save(plt, fig, path, fmt)
 
 
 def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "") -> Path:
@@ -100,13 +111,7 @@ def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "")
     labels on the axes (up to 80).
     """
     fmt = check_path(path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+    plt = _pyplot()
     cm = np.asarray(matrix, np.int64).reshape(len(labels), len(labels))
     n = len(labels)
     rows = cm.sum(axis=1, keepdims=True)
@@ -129,24 +134,13 @@ def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "")
     ax.set_ylabel("true")
     ax.set_title(title or "edgeeff eval: confusion matrix")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt)
-    plt.close(fig)
-    out = Path(path)
-    write_bytes_atomic(out, buf.getvalue())
-    return out
+    return _save(plt, fig, path, fmt)
 
 
 def plot_history(history: dict, path: str | Path) -> Path:
     """``train``'s loss and accuracy curves by epoch (``history.json``'s figures)."""
     fmt = check_path(path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeeffError("plots need matplotlib: pip install 'edgeeff[plot]'") from None
+    plt = _pyplot("plots need")
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6))
     for key, ax in (("loss", ax_l), ("val_loss", ax_l), ("accuracy", ax_a),
                     ("val_accuracy", ax_a)):
@@ -161,11 +155,7 @@ def plot_history(history: dict, path: str | Path) -> Path:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return Path(path)
+    return _save(plt, fig, path, fmt, dpi=110)
 
 
 def plot_tune(doc: dict, path: str | Path) -> Path:
@@ -173,13 +163,7 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     latency on the device, the latency budget line, the pick (and its fully trained figures)
     and fit's pick."""
     fmt = check_path(path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeeffError("--plot needs matplotlib: pip install 'edgeeff[plot]'") from None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     ranked = [100 * c["rank_top1"] for c in doc["candidates"] if c["rank_top1"] is not None]
     floor = min(ranked) - 2 if ranked else 0.0
@@ -214,8 +198,4 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return Path(path)
+    return _save(plt, fig, path, fmt, dpi=110)

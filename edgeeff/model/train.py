@@ -41,8 +41,6 @@ from edgeeff.model.build import build_model
 from edgeeff.model.features import FINE_TUNE_FROM
 from edgeeff.model.weights import load_into
 
-FINE_TUNE_FROM_STAGE = FINE_TUNE_FROM
-
 
 def folder_dataset(data: str | Path, val_fraction: float, seed: int = 0,
                    val_dir: str | Path | None = None):
@@ -236,7 +234,7 @@ def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
         else:
             name = layer.name
             stage = next((st for pre, st in stages.items() if name.startswith(pre)), 0)
-            layer.trainable = stage >= FINE_TUNE_FROM_STAGE or name.startswith("top_")
+            layer.trainable = stage >= FINE_TUNE_FROM or name.startswith("top_")
 
 
 @dataclass(frozen=True)
@@ -318,7 +316,9 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
                          phases or Phases())
 
 
-def _load(data, val_dir, val_fraction, spec, seed, phases, log):
+def load_split(data, val_dir, val_fraction, spec, seed, phases, log):
+    """Class names, ``spec`` with their number, every image decoded once as ``spec``'s
+    squares, their labels, and the indices of the training and of the validation images."""
     classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(
         data, val_fraction, seed, val_dir)
     spec = replace(spec, num_classes=len(classes))
@@ -360,7 +360,7 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
         shutil.rmtree(state_dir)
     else:  # stopped before its first epoch: nothing worth keeping
         shutil.rmtree(state_dir, ignore_errors=True)
-    classes, spec, pixels, y, tr, va = _load(data, val_dir, val_fraction, spec, r.seed, phases,
+    classes, spec, pixels, y, tr, va = load_split(data, val_dir, val_fraction, spec, r.seed, phases,
                                              log)
     n_tr = len(tr)
     steps_per_epoch = -(-n_tr * r.views // r.batch)
@@ -482,25 +482,33 @@ def _feature_datasets(feats, y_tr, x_val, y_va, r: Recipe, num_classes: int):
 
 def _write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, n_va, val_acc,
                    extra=None) -> dict:
-    """model.keras, model.weights.h5, labels.txt, history.json, edgeeff.json,
-    all at once (:func:`atomic_dir`)."""
+    """:func:`_write_files` into ``out``, all at once (:func:`atomic_dir`)."""
+    with atomic_dir(out, force=force) as tmp:
+        result = _write_files(tmp, out, model, spec, classes, history, data, desc, n_tr, n_va,
+                              val_acc)
+    return result | (extra or {})
+
+
+def _write_files(tmp: Path, out, model, spec, classes, history, data, desc, n_tr, n_va,
+                 val_acc) -> dict:
+    """model.keras, model.weights.h5, labels.txt, history.json and edgeeff.json into ``tmp``
+    (the folder that becomes ``out``); returns the figures recorded in the spec file."""
     for layer in model.layers:
         layer.trainable = True
-    with atomic_dir(out, force=force) as tmp:
-        model.save(str(tmp / A.TRAINED_KERAS))
-        model.save_weights(str(tmp / A.TRAINED_WEIGHTS))
-        write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
-        write_json_atomic(tmp / A.TRAIN_HISTORY, history)
-        result = {"classes": classes, "train_images": int(n_tr), "val_images": int(n_va),
-                  "val_accuracy": round(val_acc, 4), "weights_from": desc,
-                  "top1": round(100 * val_acc, 2),
-                  "top1_basis": f"measured by edgeeff train on {n_va} validation images",
-                  "epochs_run": len(history.get("loss", []))}
-        specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
-            **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
-            # relative to this spec file: resolves from any working directory
-            data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
-    return result | (extra or {})
+    model.save(str(tmp / A.TRAINED_KERAS))
+    model.save_weights(str(tmp / A.TRAINED_WEIGHTS))
+    write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
+    write_json_atomic(tmp / A.TRAIN_HISTORY, history)
+    result = {"classes": classes, "train_images": int(n_tr), "val_images": int(n_va),
+              "val_accuracy": round(val_acc, 4), "weights_from": desc,
+              "top1": round(100 * val_acc, 2),
+              "top1_basis": f"measured by edgeeff train on {n_va} validation images",
+              "epochs_run": len(history.get("loss", []))}
+    specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
+        **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
+        # relative to this spec file: resolves from any working directory
+        data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
+    return result
 
 
 def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: int,
@@ -568,23 +576,10 @@ def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: in
                 history.setdefault(k, []).extend(float(x) for x in v)
         if ckpt.is_file():
             model.load_weights(str(ckpt))
-        for layer in model.layers:
-            layer.trainable = True
         val_acc = (history["val_accuracy"][int(np.argmax(history["val_accuracy"]))]
                    if multi_worker else float(model.evaluate(val_ds, verbose=0)[1]))
-        model.save(str(tmp / A.TRAINED_KERAS))
-        model.save_weights(str(ckpt))
-        write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
-        write_json_atomic(tmp / A.TRAIN_HISTORY, history)
-        result = {"classes": classes, "train_images": int(len(tr)), "val_images": int(len(va)),
-                  "val_accuracy": round(val_acc, 4), "weights_from": desc,
-                  "top1": round(100 * val_acc, 2),
-                  "top1_basis": f"measured by edgeeff train on {len(va)} validation images",
-                  "epochs_run": len(history.get("loss", []))}
-        specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
-            **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
-            # relative to this spec file: resolves from any working directory
-            data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
+        result = _write_files(tmp, out, model, spec, classes, history, data, desc, len(tr),
+                              len(va), val_acc)
     if not chief:
         shutil.rmtree(out.parent, ignore_errors=True)
         log("non-chief worker: done; the chief writes the outputs")

@@ -20,11 +20,10 @@ from dataclasses import replace
 import numpy as np
 
 from edgeeff.core.budget import Candidate
-from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.model import features as F
 from edgeeff.model.build import build_model
-from edgeeff.model.train import folder_dataset, load_pixels
+from edgeeff.model.train import Phases, load_split
 from edgeeff.model.weights import load_into
 
 HEAD_EPOCHS = 40
@@ -56,24 +55,18 @@ def _head_top1(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> float:
 
 
 def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, seed: int = 0,
-         budget_s: float | None = None, log=print, progress=None) -> tuple[list[dict], list[str]]:
+         budget_s: float | None = None, log=print, phases: Phases | None = None) -> tuple[list[dict], list[str]]:
     """One row per candidate (name, spec, latency, predicted ImageNet top-1, ``rank_top1`` on
     the user's validation images, seconds), in ``cands``' order; candidates not reached within
     ``budget_s`` get ``rank_top1`` None. Also returns the class names."""
     import keras
 
-    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(
-        data, val_fraction, seed, val_dir)
-    if not va_files:
-        raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
     largest = max(cands, key=lambda c: c.spec.resolution)
-    pp = Preprocessor.for_spec(largest.spec)
     t0 = time.perf_counter()
-    pixels, ok = load_pixels(tr_files + va_files, pp, progress)
-    y = np.array(tr_labels + va_labels)[ok]
-    is_val = np.array(ok) >= len(tr_files)
-    log(f"decoded {len(pixels)} images at {pp.shorter_side} px in "
-        f"{time.perf_counter() - t0:.0f} s")
+    classes, _, pixels, y, tr, va = load_split(data, val_dir, val_fraction, largest.spec, seed,
+                                               phases or Phases(), log)
+    log(f"decoded {len(pixels)} images at {Preprocessor.for_spec(largest.spec).shorter_side} px "
+        f"in {time.perf_counter() - t0:.0f} s")
     rows = []
     for c in cands:
         spec = replace(c.spec, num_classes=len(classes))
@@ -93,10 +86,10 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         sq = _resized(pixels, Preprocessor.for_spec(spec).shorter_side)
         centre = F.centre(sq, spec.resolution)
         f_all = runner(centre).astype(np.float32)
-        f_flip = runner(np.ascontiguousarray(centre[~is_val][:, :, ::-1])).astype(np.float32)
-        x_tr = np.concatenate([f_all[~is_val], f_flip])
-        y_tr = np.concatenate([y[~is_val], y[~is_val]])
-        row["rank_top1"] = round(_head_top1(x_tr, y_tr, f_all[is_val], y[is_val], len(classes),
+        f_flip = runner(np.ascontiguousarray(centre[tr][:, :, ::-1])).astype(np.float32)
+        x_tr = np.concatenate([f_all[tr], f_flip])
+        y_tr = np.concatenate([y[tr], y[tr]])
+        row["rank_top1"] = round(_head_top1(x_tr, y_tr, f_all[va], y[va], len(classes),
                                             seed), 4)
         row["seconds"] = round(time.perf_counter() - t, 1)
         log(f"{spec.name}: head on cached features {row['rank_top1']:.1%} "
