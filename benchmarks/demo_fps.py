@@ -13,6 +13,7 @@ interpreter threads leave one core to the capture thread; both measurements use 
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import tempfile
@@ -24,23 +25,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _demo_bench import model_path, start_viewers, stop_viewers, webcam_clip  # noqa: E402
 
 
-def _opt(argv, name, default):
-    return type(default)(argv[argv.index(name) + 1]) if name in argv else default
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", metavar="EXPORT_DIR | MODEL.tflite",
+                    help="an export directory (its model_int8.tflite) or a .tflite; "
+                         "default: export Lite0 int8 first, in a subprocess")
+    ap.add_argument("--frames", type=int, default=300, metavar="N",
+                    help="frames per run (default 300)")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="interpreter threads (default: the demo's, all usable cores but one)")
+    ap.add_argument("--no-docs", action="store_true",
+                    help="do not write the demo_fps section of docs/benchmarks.md")
+    return ap.parse_args(argv)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse(argv)
     import numpy as np
 
     from edgeeff.device.demo import DemoServer, default_threads, run_demo
     from edgeeff.device.runtime import Classifier
 
-    frames = _opt(argv, "--frames", 300)
-    threads = _opt(argv, "--threads", default_threads())
-    opts = {"--frames", "--threads"}
-    args = [a for i, a in enumerate(argv) if not a.startswith("--")
-            and (i == 0 or argv[i - 1] not in opts)]
+    frames = a.frames
+    threads = a.threads if a.threads is not None else default_threads()
     with tempfile.TemporaryDirectory() as d:
-        model = model_path(args, Path(d))
+        model = model_path([a.model] if a.model else [], Path(d))
         video = webcam_clip(Path(d) / "clip.avi", frames)
         clf = Classifier(model, num_threads=threads)
         clf.set_input(np.zeros((clf.resolution, clf.resolution, 3), np.uint8))
@@ -79,7 +89,7 @@ def main(argv: list[str]) -> int:
           f"{h:.1f} FPS, served to one viewer {s:.1f} FPS ({frames} frames, {threads} threads)")
     print(f"ratio end-to-end / interpreter-only: headless {h / i:.2f}, served {s / i:.2f} "
           f"(target >= 0.95)")
-    if "--no-docs" not in argv:
+    if not a.no_docs:
         from _page import write_section
 
         write_section("demo_fps", "Demo end to end vs interpreter only",

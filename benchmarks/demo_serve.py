@@ -15,6 +15,7 @@ Usage: python benchmarks/demo_serve.py [EXPORT_DIR | MODEL.tflite] [--frames N]
 
 from __future__ import annotations
 
+import argparse
 import io
 import signal
 import sys
@@ -26,10 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _demo_bench import model_path, rss_bytes, start_viewers, stop_viewers, webcam_clip  # noqa: E402
-
-
-def _opt(argv, name, default):
-    return type(default)(argv[argv.index(name) + 1]) if name in argv else default
 
 
 def _mb(n: int) -> str:
@@ -114,21 +111,37 @@ def soak(clf, minutes: float, viewers: int) -> dict:
     return res
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", metavar="EXPORT_DIR | MODEL.tflite",
+                    help="an export directory (its model_int8.tflite) or a .tflite; "
+                         "default: export Lite0 int8 first, in a subprocess")
+    ap.add_argument("--frames", type=int, default=300, metavar="N",
+                    help="frames per FPS run (default 300)")
+    ap.add_argument("--minutes", type=float, default=10.0, metavar="M",
+                    help="length of the RSS soak (default 10)")
+    ap.add_argument("--viewers", type=int, default=5, metavar="N",
+                    help="viewers in the FPS runs and the soak (default 5)")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="interpreter threads (default: the demo's, all usable cores but one)")
+    ap.add_argument("--no-soak", action="store_true", help="measure FPS only, skip the soak")
+    ap.add_argument("--no-docs", action="store_true",
+                    help="do not write the demo_serve section of docs/benchmarks.md")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse(argv)
     import numpy as np
 
     from edgeeff.device.demo import default_threads
     from edgeeff.device.runtime import Classifier
 
-    frames = _opt(argv, "--frames", 300)
-    minutes = _opt(argv, "--minutes", 10.0)
-    viewers = _opt(argv, "--viewers", 5)
-    threads = _opt(argv, "--threads", default_threads())
-    opts = {"--frames", "--minutes", "--viewers", "--threads"}
-    args = [a for i, a in enumerate(argv) if not a.startswith("--")
-            and (i == 0 or argv[i - 1] not in opts)]
+    frames, minutes, viewers = a.frames, a.minutes, a.viewers
+    threads = a.threads if a.threads is not None else default_threads()
     with tempfile.TemporaryDirectory() as d:
-        model = model_path(args, Path(d))
+        model = model_path([a.model] if a.model else [], Path(d))
         clf = Classifier(model, num_threads=threads)
         clf.set_input(np.zeros((clf.resolution, clf.resolution, 3), np.uint8))
         for _ in range(20):
@@ -139,8 +152,8 @@ def main(argv: list[str]) -> int:
         r = fps_ratio(clf, video, frames, viewers)
         print(f"headless {r['headless']:.1f} FPS, served to {viewers} viewers "
               f"{r['served']:.1f} FPS: ratio {r['ratio']:.2f} (target >= 0.9)", flush=True)
-        s = None if "--no-soak" in argv else soak(clf, minutes, viewers)
-    if "--no-docs" not in argv:
+        s = None if a.no_soak else soak(clf, minutes, viewers)
+    if not a.no_docs:
         from _page import write_section
 
         body = (f"| run | FPS |\n|---|---|\n| headless | {r['headless']:.1f} |\n"

@@ -12,6 +12,7 @@ measured process).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -59,14 +60,19 @@ def soak(model: Path, minutes: float, threads: int | None) -> dict:
             "frames": frames, "minutes": elapsed / 60, "samples": samples}
 
 
-def main(argv: list[str]) -> int:
-    minutes = float(argv[argv.index("--minutes") + 1]) if "--minutes" in argv else 10.0
-    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
-    opts = {"--minutes", "--threads"}
-    args = [a for i, a in enumerate(argv) if not a.startswith("--")
-            and (i == 0 or argv[i - 1] not in opts)]
-    if args:
-        soak(Path(args[0]), minutes, threads)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", type=Path, metavar="EXPORT_DIR | MODEL.tflite",
+                    help="an export directory or a .tflite; default: export Lite0 int8 first, "
+                         "in a subprocess")
+    ap.add_argument("--minutes", type=float, default=10.0, metavar="N",
+                    help="how long to loop the sample clip (default 10)")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="interpreter threads (default: the demo's, all usable cores but one)")
+    a = ap.parse_args(argv)
+    minutes, threads = a.minutes, a.threads
+    if a.model is not None:
+        soak(a.model, minutes, threads)
         return 0
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "lite0"

@@ -11,13 +11,19 @@ Usage: python benchmarks/export_speed.py [--calib DIR]
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", metavar="DIR",
+                    help="calibration images for both int8 conversions (default: the bundled "
+                         "ones)")
+    a = ap.parse_args(argv)
     from edgeeff.model.quiet import captured_output, import_tensorflow
 
     tf = import_tensorflow()
@@ -30,7 +36,7 @@ def main(argv: list[str]) -> int:
     from edgeeff.model.calibrate import load_calibration
     from edgeeff.model.pretrained import load_imagenet
 
-    calib = argv[argv.index("--calib") + 1] if "--calib" in argv else None
+    calib = a.calib
     spec = preset_spec("lite0")
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "exp"

@@ -7,6 +7,7 @@ Usage: python benchmarks/fit_speed.py [N]
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,11 @@ def best_of(cmd: list[str], n: int) -> float:
     return best
 
 
-def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 5
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n", nargs="?", type=int, default=5, metavar="N",
+                    help="runs of each command; the best counts (default 5)")
+    n = ap.parse_args(argv).n
     with tempfile.TemporaryDirectory() as d:
         fit = best_of([sys.executable, "-m", "edgeeff.cli", "fit", "--device", "pi4",
                        "--max-mflops", "400", "--out", f"{d}/s.json"], n)

@@ -13,6 +13,7 @@ Prints one Markdown table (and the JSON records with --json).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -100,10 +101,21 @@ def row(rec: dict) -> str:
             f"{f['build']['seconds']:g} s | {run} |")
 
 
-def main(argv: list[str]) -> int:
-    as_json = "--json" in argv
-    work = Path(argv[argv.index("--work") + 1]) if "--work" in argv else None
-    names = [a for a in argv if a in DEVICES] or list(DEVICES)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("devices", nargs="*", metavar="DEVICE",
+                    help=f"MCU profiles to build (default: all of {', '.join(DEVICES)}; only a "
+                         "full run writes its section of docs/benchmarks.md)")
+    ap.add_argument("--work", type=Path, metavar="DIR",
+                    help="keep the specs, exports and firmware here (default: a temporary "
+                         "directory)")
+    ap.add_argument("--json", action="store_true", help="also print the JSON records")
+    a = ap.parse_intermixed_args(argv)  # devices before and after the options, as before
+    unknown = [d for d in a.devices if d not in DEVICES]
+    if unknown:
+        ap.error(f"unknown device {', '.join(unknown)} (choose from {', '.join(DEVICES)})")
+    as_json, work = a.json, a.work
+    names = a.devices or list(DEVICES)
     with tempfile.TemporaryDirectory(prefix="edgeeff-mcu-") as tmp:
         work = work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ edgeeff.cost and their ratios. Usage: python benchmarks/mcu_ram.py [--quick]
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -39,11 +40,15 @@ def measure(spec, workdir: Path) -> dict:
             "arena": arena, "est_flash": c.flash_bytes, "flash": len(model)}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help=f"only the first 3 of the {len(MODELS)} models")
+    a = ap.parse_args(argv)
     from edgeeff.model.quiet import import_tensorflow
 
     import_tensorflow()
-    models = MODELS[:3] if "--quick" in argv else MODELS
+    models = MODELS[:3] if a.quick else MODELS
     print(f"{'model':<34} {'classes':>7} {'est arena':>10} {'TFLM arena':>10} {'ratio':>6} "
           f"{'est flash':>10} {'.tflite':>10} {'ratio':>6}")
     worst_ram = worst_flash = 0.0
