@@ -24,7 +24,7 @@ def machine() -> str:
 
 def write_section(name: str, title: str, body: str, command: str, page: Path = PAGE) -> None:
     """Replace (or append) section ``name`` of the benchmarks page with ``body`` (markdown)."""
-    block = (f"<!-- BEGIN {name} -->\n## {title}\n\n`{command}` — {machine()}\n\n{body.strip()}\n"
+    block = (f"<!-- BEGIN {name} -->\n## {title}\n\n`{command.strip()}` — {machine()}\n\n{body.strip()}\n"
              f"<!-- END {name} -->")
     text = page.read_text(encoding="utf-8") if page.exists() else "# Benchmarks\n"
     pat = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)

@@ -3,10 +3,12 @@
 or the embedded metadata, and an explicit quantizer fallback."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from edgeeff.core.arch import phi_spec
+from edgeeff.core.preprocess import CROP_FRACTION
 from tests.conftest import ROOT, needs, seed_everything
 from tests.helpers import strings
 from tests.test_calibrate import CLASSES, class_folders
@@ -146,6 +148,34 @@ def test_trained_spec_calibrates_on_its_training_data(tmp_path, monkeypatch):
     req = ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
                         out=tmp_path / "o").prepared()
     assert req.calib is None and "bundled" in req.calib_note
+
+
+def test_trained_crop_reaches_export_and_keras_eval(tmp_path):
+    """A spec file's trained crop (``edgeeff train`` records its own) is what export builds the
+    model's preprocessing from and what eval of the .keras model crops with; a spec file
+    without one keeps the family default."""
+    from edgeeff.model.keras_eval import _preprocessor
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.weights.h5").write_bytes(b"")
+    (model / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    trained = specfile.Trained(weights="model.weights.h5", labels="labels.txt")
+    for crop, want in ((1.0, 1.0), (None, CROP_FRACTION)):
+        specfile.write(model / "edgeeff.json", specfile.SpecFile(
+            SPEC, trained=replace(trained, crop_fraction=crop)))
+        doc = specfile.read(model / "edgeeff.json")
+        assert doc.trained.crop_fraction == crop
+        assert doc.preprocessor().crop_fraction == want
+        assert json.loads((model / "edgeeff.json").read_text())["preprocessing"][
+            "crop_fraction"] == want
+        req = ExportRequest(spec_file=str(model / "edgeeff.json"), int8=True,
+                            out=tmp_path / "o").prepared()
+        assert req.crop_fraction == crop
+        pp = _preprocessor(model / "model.keras", 96)
+        assert (pp.crop_fraction, pp.resolution) == (want, 96)
+    (model / "edgeeff.json").write_text("{damaged")
+    assert _preprocessor(model / "model.keras", 96).crop_fraction == CROP_FRACTION
 
 
 def test_quantizer_fallback_is_explicit_and_recorded(tmp_path, monkeypatch):

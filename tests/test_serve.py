@@ -217,6 +217,29 @@ def test_a_client_that_does_not_read_never_stalls_publish(served):
         s.close()
 
 
+def _nice(tid: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat line)."""
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_server_threads_yield_the_cpu_to_inference(served):
+    """The encoder, the accept loop and every client thread run SERVE_NICE below the thread
+    that publishes (the inference loop), which keeps its priority."""
+    _wait(lambda: served.latest is not None, what="a first frame")
+    client = _raw_client(served, "/stream.mjpg")
+    assert client.recv(4096).startswith(b"HTTP/1.0 200")
+    _wait(lambda: served.clients == 1, what="a client")
+    mine = _nice(threading.get_native_id())
+    server_threads = [t for t in served._threads] + list(served._client_threads)
+    assert len(server_threads) == 3
+    for t in server_threads:
+        assert _nice(t.native_id) == min(19, mine + serve.SERVE_NICE), t.name
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    client.close()
+
+
 def test_address_parsing_and_the_network_warning():
     assert serve.parse_address("8000") == ("127.0.0.1", 8000)
     assert serve.parse_address("0.0.0.0:8000") == ("0.0.0.0", 8000)

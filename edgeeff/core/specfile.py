@@ -85,6 +85,7 @@ class Trained:
     classes: list[str] | None = None
     weights_from: str | None = None
     epochs_run: int | None = None
+    crop_fraction: float | None = None  # its evaluation crop (absent: the family default)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -117,9 +118,15 @@ class SpecFile:
         p = self.folder / self.trained.data  # an absolute ``data`` stays itself
         return p if p.is_dir() else None
 
+    def preprocessor(self) -> Preprocessor:
+        """How pixels reach this model: the family's, with a trained model's own crop."""
+        pp = Preprocessor.for_spec(self.spec)
+        cf = None if self.trained is None else self.trained.crop_fraction
+        return pp if cf is None else replace(pp, crop_fraction=float(cf))
+
     def to_dict(self) -> dict:
         doc = {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(),
-               "preprocessing": Preprocessor.for_spec(self.spec).to_dict()}
+               "preprocessing": self.preprocessor().to_dict()}
         if self.fit is not None:
             doc["fit"] = self.fit.to_dict()
         if self.trained is not None:
@@ -183,7 +190,8 @@ _TYPES = {
     Fitted: {"device": str, "binding": str, "device_profile": dict},
     Trained: {"weights": str, "labels": str, "data": str, "top1": _NUMBER, "top1_basis": str,
               "val_accuracy": _NUMBER, "val_images": int, "train_images": int,
-              "classes": _STR_LIST, "weights_from": str, "epochs_run": int},
+              "classes": _STR_LIST, "weights_from": str, "epochs_run": int,
+              "crop_fraction": _NUMBER},
 }
 
 

@@ -8,7 +8,7 @@ care which.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from edgeeff.core.arch import ModelSpec
@@ -38,8 +38,10 @@ class Frontend:
         return self.preprocessor.resolution
 
 
-def from_spec(spec: ModelSpec, weights: str, log=print) -> Frontend:
-    """Build ``spec`` once, load its weights, and derive the int8 graph variant."""
+def from_spec(spec: ModelSpec, weights: str, log=print,
+              crop_fraction: float | None = None) -> Frontend:
+    """Build ``spec`` once, load its weights, and derive the int8 graph variant;
+    ``crop_fraction``: a trained model's own evaluation crop (its spec file's)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
         model = build_model(spec, training_dropout=False)
@@ -53,5 +55,7 @@ def from_spec(spec: ModelSpec, weights: str, log=print) -> Frontend:
         bare = build_model(spec, include_preprocessing=False, training_dropout=False)
         bare.set_weights(model.get_weights())
         model, pp = bare, Preprocessor.for_spec(spec, normalized=True)
+    if crop_fraction is not None:
+        pp = replace(pp, crop_fraction=float(crop_fraction))
     return Frontend(name=spec.name, num_classes=spec.num_classes, model=model, preprocessor=pp,
                     weights=desc, spec=spec, source={"built_from": "spec"})

@@ -114,7 +114,7 @@ def frontend(req: ExportRequest, work: Path, log: Log) -> Frontend:
         return req.frontend
     if req.onnx is not None:
         return onnx.load(req.onnx, req.calib, req.mean, req.std, work)
-    return from_spec(req.spec, req.weights, log)
+    return from_spec(req.spec, req.weights, log, req.crop_fraction)
 
 
 def to_float(fe: Frontend) -> bytes:

@@ -137,6 +137,7 @@ class ExportRequest:
     spec: ModelSpec | None = None
     frontend: Frontend | None = None
     calib_note: str | None = None  # where the default calibration folder came from
+    crop_fraction: float | None = None  # a trained model's own crop (from its spec file)
 
     def __post_init__(self):
         self.formats = A.parse_formats(self.formats)
@@ -172,6 +173,7 @@ class ExportRequest:
             if self.weights == "auto":
                 changes["weights"] = doc.trained_weights()
             changes["labels_file"] = self.labels_file or doc.trained_labels()
+            changes["crop_fraction"] = doc.trained.crop_fraction
             if self.calib is None:
                 changes["calib"], changes["calib_note"] = _training_data(doc)
         return replace(self, **changes).check()

@@ -6,14 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.core import artifacts
+from edgeeff.core import artifacts, specfile
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 
 
+def _preprocessor(path: Path, resolution: int) -> Preprocessor:
+    """The crop the model was trained with: from the spec file ``edgeeff train`` wrote beside
+    it, else edgeeff's default centre crop."""
+    spec_file = path.parent / artifacts.SPEC_FILE
+    if spec_file.is_file():
+        try:
+            return specfile.read(spec_file).preprocessor().with_resolution(resolution)
+        except EdgeeffError:  # a damaged or foreign spec file: the model still evaluates
+            pass
+    return Preprocessor(resolution)
+
+
 class KerasRunner:
     """A ``.keras`` model (e.g. written by ``edgeeff train``): it takes raw 0..255 pixels,
-    normalising inside, with edgeeff's centre-crop preprocessing."""
+    normalising inside, with the centre crop it was trained with."""
 
     def __init__(self, path: str | Path):
         import keras
@@ -22,7 +34,7 @@ class KerasRunner:
         if not path.is_file():
             raise EdgeeffError(f"model not found: {path}")
         self.model = keras.models.load_model(path, compile=False)
-        self.preprocessor = Preprocessor(int(self.model.input_shape[1]))
+        self.preprocessor = _preprocessor(path, int(self.model.input_shape[1]))
         n = int(self.model.output_shape[-1])
         lab = path.parent / artifacts.LABELS
         self.labels = (lab.read_text().splitlines() if lab.is_file() else

@@ -325,7 +325,7 @@ def load_split(data, val_dir, val_fraction, spec, seed, phases, log):
     if not va_files:
         raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
     phases.report("load", 0)
-    pixels, ok = load_pixels(tr_files + va_files, Preprocessor.for_spec(spec),
+    pixels, ok = load_pixels(tr_files + va_files, F.preprocessor(spec),
                              progress=lambda n: phases.report("load", n))
     y = np.array(tr_labels + va_labels)[ok]
     is_val = np.array(ok) >= len(tr_files)
@@ -506,6 +506,7 @@ def _write_files(tmp: Path, out, model, spec, classes, history, data, desc, n_tr
               "epochs_run": len(history.get("loss", []))}
     specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
         **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
+        crop_fraction=F.TRAIN_CROP_FRACTION,
         # relative to this spec file: resolves from any working directory
         data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
     return result
@@ -529,7 +530,7 @@ def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: in
     spec = replace(spec, num_classes=len(classes))
     if not va_files:
         raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
-    pixels, ok = load_pixels(tr_files + va_files, Preprocessor.for_spec(spec))
+    pixels, ok = load_pixels(tr_files + va_files, F.preprocessor(spec))
     y = np.array(tr_labels + va_labels)[ok]
     is_val = np.array(ok) >= len(tr_files)
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)

@@ -20,7 +20,6 @@ from dataclasses import replace
 import numpy as np
 
 from edgeeff.core.budget import Candidate
-from edgeeff.core.preprocess import Preprocessor
 from edgeeff.model import features as F
 from edgeeff.model.build import build_model
 from edgeeff.model.train import Phases, load_split
@@ -65,7 +64,7 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
     t0 = time.perf_counter()
     classes, _, pixels, y, tr, va = load_split(data, val_dir, val_fraction, largest.spec, seed,
                                                phases or Phases(), log)
-    log(f"decoded {len(pixels)} images at {Preprocessor.for_spec(largest.spec).shorter_side} px "
+    log(f"decoded {len(pixels)} images at {F.preprocessor(largest.spec).shorter_side} px "
         f"in {time.perf_counter() - t0:.0f} s")
     rows = []
     for c in cands:
@@ -83,7 +82,7 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         load_into(model, spec, "imagenet")
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
         runner = F.TrunkRunner(pooled)
-        sq = _resized(pixels, Preprocessor.for_spec(spec).shorter_side)
+        sq = _resized(pixels, F.preprocessor(spec).shorter_side)
         centre = F.centre(sq, spec.resolution)
         f_all = runner(centre).astype(np.float32)
         f_flip = runner(np.ascontiguousarray(centre[tr][:, :, ::-1])).astype(np.float32)

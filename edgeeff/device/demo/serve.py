@@ -28,9 +28,11 @@ import hmac
 import html
 import ipaddress
 import json
+import os
 import re
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -52,6 +54,22 @@ BOUNDARY = "edgeeff-frame"
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 OVERLAY_BGR = (0, 255, 0)  # the colour of the labels drawn on the picture
 STATS_BGR = (0, 200, 255)
+SERVE_NICE = 10  # the server's threads yield the CPU to inference and capture (Linux)
+
+
+def background_thread() -> bool:
+    """Lower the calling thread's scheduling priority by ``SERVE_NICE``, so that when the cores
+    are busy, JPEG encoding and HTTP writes wait rather than the inference loop. Idle cores
+    still run them at full speed. Linux schedules threads one by one (a thread is a task with its
+    own nice value); elsewhere this does nothing and returns False."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + SERVE_NICE)
+        return True
+    except (OSError, AttributeError):  # a sandbox that forbids it: serve at normal priority
+        return False
 
 
 class ServeError(EdgeeffError):
@@ -158,6 +176,7 @@ class DemoServer:
         return self
 
     def _serve(self) -> None:
+        background_thread()  # the client threads it starts inherit the lower priority
         self.httpd.serve_forever(poll_interval=0.1)
 
     def close(self) -> None:
@@ -204,6 +223,7 @@ class DemoServer:
     def _encode(self) -> None:
         import cv2
 
+        background_thread()
         interval = 1.0 / self.stream_fps
         done = 0
         while not self.stopping.wait(interval):
