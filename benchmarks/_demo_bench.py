@@ -7,6 +7,7 @@ server's own work, while still competing for this machine's cores (a conservativ
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import socket
@@ -29,11 +30,31 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def model_path(args: list[str], workdir: Path) -> Path:
+def demo_parser(doc: str, section: str | None = None,
+                frames_help: str | None = None) -> argparse.ArgumentParser:
+    """The options the demo benchmarks share: the model (positional, optional) and
+    ``--threads``; ``--frames`` when ``frames_help`` says what they count; ``--no-docs`` when the
+    script writes ``section`` of docs/benchmarks.md."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("model", nargs="?", metavar="EXPORT_DIR | MODEL.tflite",
+                    help="an export directory (its model_int8.tflite) or a .tflite; "
+                         "default: export Lite0 int8 first, in a subprocess")
+    if frames_help:
+        ap.add_argument("--frames", type=int, default=300, metavar="N",
+                        help=f"{frames_help} (default 300)")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="interpreter threads (default: the demo's, all usable cores but one)")
+    if section:
+        ap.add_argument("--no-docs", action="store_true",
+                        help=f"do not write the {section} section of docs/benchmarks.md")
+    return ap
+
+
+def model_path(model: str | None, workdir: Path) -> Path:
     """The model named on the command line, or Lite0 int8 exported in a subprocess (so
     TensorFlow stays out of the measured process)."""
-    if args:
-        p = Path(args[0])
+    if model:
+        p = Path(model)
         return p / "model_int8.tflite" if p.is_dir() else p
     out = workdir / "lite0"
     print("exporting Lite0 int8 (a subprocess)...", flush=True)

@@ -22,21 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _demo_bench import model_path, start_viewers, stop_viewers, webcam_clip  # noqa: E402
+from _demo_bench import demo_parser, model_path, start_viewers, stop_viewers, webcam_clip  # noqa: E402
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", metavar="EXPORT_DIR | MODEL.tflite",
-                    help="an export directory (its model_int8.tflite) or a .tflite; "
-                         "default: export Lite0 int8 first, in a subprocess")
-    ap.add_argument("--frames", type=int, default=300, metavar="N",
-                    help="frames per run (default 300)")
-    ap.add_argument("--threads", type=int, metavar="N",
-                    help="interpreter threads (default: the demo's, all usable cores but one)")
-    ap.add_argument("--no-docs", action="store_true",
-                    help="do not write the demo_fps section of docs/benchmarks.md")
-    return ap.parse_args(argv)
+    return demo_parser(__doc__, "demo_fps", "frames per run").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = a.frames
     threads = a.threads if a.threads is not None else default_threads()
     with tempfile.TemporaryDirectory() as d:
-        model = model_path([a.model] if a.model else [], Path(d))
+        model = model_path(a.model, Path(d))
         video = webcam_clip(Path(d) / "clip.avi", frames)
         clf = Classifier(model, num_threads=threads)
         clf.set_input(np.zeros((clf.resolution, clf.resolution, 3), np.uint8))

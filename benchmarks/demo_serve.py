@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _demo_bench import model_path, rss_bytes, start_viewers, stop_viewers, webcam_clip  # noqa: E402
+from _demo_bench import demo_parser, model_path, rss_bytes, start_viewers, stop_viewers, webcam_clip  # noqa: E402
 
 
 def _mb(n: int) -> str:
@@ -112,21 +112,12 @@ def soak(clf, minutes: float, viewers: int) -> dict:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", metavar="EXPORT_DIR | MODEL.tflite",
-                    help="an export directory (its model_int8.tflite) or a .tflite; "
-                         "default: export Lite0 int8 first, in a subprocess")
-    ap.add_argument("--frames", type=int, default=300, metavar="N",
-                    help="frames per FPS run (default 300)")
+    ap = demo_parser(__doc__, "demo_serve", "frames per FPS run")
     ap.add_argument("--minutes", type=float, default=10.0, metavar="M",
                     help="length of the RSS soak (default 10)")
     ap.add_argument("--viewers", type=int, default=5, metavar="N",
                     help="viewers in the FPS runs and the soak (default 5)")
-    ap.add_argument("--threads", type=int, metavar="N",
-                    help="interpreter threads (default: the demo's, all usable cores but one)")
     ap.add_argument("--no-soak", action="store_true", help="measure FPS only, skip the soak")
-    ap.add_argument("--no-docs", action="store_true",
-                    help="do not write the demo_serve section of docs/benchmarks.md")
     return ap.parse_args(argv)
 
 
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, minutes, viewers = a.frames, a.minutes, a.viewers
     threads = a.threads if a.threads is not None else default_threads()
     with tempfile.TemporaryDirectory() as d:
-        model = model_path([a.model] if a.model else [], Path(d))
+        model = model_path(a.model, Path(d))
         clf = Classifier(model, num_threads=threads)
         clf.set_input(np.zeros((clf.resolution, clf.resolution, 3), np.uint8))
         for _ in range(20):

@@ -12,9 +12,7 @@ measured process).
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _demo_bench import rss_bytes  # noqa: E402
+from _demo_bench import demo_parser, model_path, rss_bytes  # noqa: E402
 
 
 def _mb(n: int) -> str:
@@ -61,28 +59,12 @@ def soak(model: Path, minutes: float, threads: int | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", type=Path, metavar="EXPORT_DIR | MODEL.tflite",
-                    help="an export directory or a .tflite; default: export Lite0 int8 first, "
-                         "in a subprocess")
+    ap = demo_parser(__doc__)
     ap.add_argument("--minutes", type=float, default=10.0, metavar="N",
                     help="how long to loop the sample clip (default 10)")
-    ap.add_argument("--threads", type=int, metavar="N",
-                    help="interpreter threads (default: the demo's, all usable cores but one)")
     a = ap.parse_args(argv)
-    minutes, threads = a.minutes, a.threads
-    if a.model is not None:
-        soak(a.model, minutes, threads)
-        return 0
     with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "lite0"
-        print("exporting Lite0 int8 (a subprocess)...", flush=True)
-        r = subprocess.run([sys.executable, "-m", "edgeeff.cli", "export", "--preset", "lite0",
-                            "--int8", "--out", str(out)], capture_output=True, text=True)
-        if r.returncode != 0:
-            print(r.stderr[-2000:], file=sys.stderr)
-            return 1
-        soak(out, minutes, threads)
+        soak(model_path(a.model, Path(d)), a.minutes, a.threads)
     return 0
 
 
