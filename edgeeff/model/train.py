@@ -526,15 +526,8 @@ def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: in
     multi_worker = distribute and bool(os.environ.get("TF_CONFIG"))
     name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
     log(f"strategy: {name}, {strategy.num_replicas_in_sync} replicas in sync")
-    classes, (tr_files, tr_labels), (va_files, va_labels) = folder_dataset(data, val_fraction, 0, val_dir)
-    spec = replace(spec, num_classes=len(classes))
-    if not va_files:
-        raise EdgeeffError("too few images for a validation split (need 2+ in some class)")
-    pixels, ok = load_pixels(tr_files + va_files, F.preprocessor(spec))
-    y = np.array(tr_labels + va_labels)[ok]
-    is_val = np.array(ok) >= len(tr_files)
-    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    log(f"train: {len(tr)} images, validation: {len(va)} images, {len(classes)} classes")
+    classes, spec, pixels, y, tr, va = load_split(data, val_dir, val_fraction, spec, 0, Phases(),
+                                                 log)
     train_ds, val_ds = _datasets(pixels[tr], y[tr], pixels[va], y[va], spec.resolution, batch,
                                  len(classes))
     with strategy.scope():
