@@ -30,8 +30,8 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def demo_parser(doc: str, section: str | None = None,
-                frames_help: str | None = None) -> argparse.ArgumentParser:
+def demo_parser(doc: str, section: str | None = None, frames_help: str | None = None,
+                frames: int = 300) -> argparse.ArgumentParser:
     """The options the demo benchmarks share: the model (positional, optional) and
     ``--threads``; ``--frames`` when ``frames_help`` says what they count; ``--no-docs`` when the
     script writes ``section`` of docs/benchmarks.md."""
@@ -40,8 +40,8 @@ def demo_parser(doc: str, section: str | None = None,
                     help="an export directory (its model_int8.tflite) or a .tflite; "
                          "default: export Lite0 int8 first, in a subprocess")
     if frames_help:
-        ap.add_argument("--frames", type=int, default=300, metavar="N",
-                        help=f"{frames_help} (default 300)")
+        ap.add_argument("--frames", type=int, default=frames, metavar="N",
+                        help=f"{frames_help} (default {frames})")
     ap.add_argument("--threads", type=int, metavar="N",
                     help="interpreter threads (default: the demo's, all usable cores but one)")
     if section:

@@ -120,17 +120,26 @@ def main() -> None:
                             str(val_dir), "--out", str(work / "tune"), "--force", "--json")
             doc, took = json.loads(r.stdout), f"{t_tune / 60:.1f} min in all"
         lines += ["", f"`edgeeff tune --device pi4` ({took}):", "",
-                  "| candidate | latency ms | ranking top-1 (head on cached features) | pick |",
-                  "|---|---|---|---|"]
+                  "| candidate | latency ms | ranking top-1 (head on cached features) | "
+                  "vs fit's pick (pt ± s.e.) | pick |", "|---|---|---|---|---|"]
         for c in doc["candidates"]:
             rk = "not ranked (budget)" if c["rank_top1"] is None else f"{c['rank_top1']:.1%}"
-            lines.append(f"| {c['name']} | {c['latency_ms']:.1f} | {rk} | "
+            vs = "" if c.get("vs_fit_points") is None else \
+                f"{c['vs_fit_points']:+.1f} ± {c['vs_fit_se_points']:.1f}"
+            lines.append(f"| {c['name']} | {c['latency_ms']:.1f} | {rk} | {vs} | "
                          f"{'**pick**' if c['name'] == doc['pick']['name'] else ''} |")
-        p = doc["pick"]
-        lines.append(f"\nPick {p['name']}: after full training {p['val_top1']:.1%} "
-                     f"float, {p['int8_top1']:.1%} int8 on validation/; fit's pick "
-                     f"{doc['fit_pick']['name']} ranked {doc['vs_fit_pick_points']:.1f} points "
-                     "below it.")
+        p, fp = doc["pick"], doc["fit_pick"]
+        how = "fit's pick, kept" if p["name"] == fp["name"] else f"instead of fit's {fp['name']}"
+        lines.append(f"\nPick {p['name']} ({how}; rule: {doc.get('pick_rule', 'best ranking')}):"
+                     f" after full training {p['val_top1']:.1%} float, {p['int8_top1']:.1%} int8 "
+                     "on validation/.")
+        from edgeeff.core.arch import preset_spec
+
+        direct = next((r for r in rows if r[0] == 0), None)  # tune trains with seed 0
+        if direct is not None and fp["name"] == preset_spec(a.preset).name:
+            lines.append(f"Training fit's pick directly (seed 0 above): {direct[4]:.1%} int8; "
+                         f"tune's pick {100 * (p['int8_top1'] - direct[4]):+.1f} points against "
+                         "it.")
     body = "\n".join(lines)
     print(body)
     if not a.no_page:

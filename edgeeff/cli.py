@@ -406,13 +406,19 @@ def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
         f"({', '.join(c.spec.name for c in cands)})")
-    rows, classes = tunemod.rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes, log)
-    ranked = [r for r in rows if r["rank_top1"] is not None]
-    pick = max(ranked, key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+    rows, hits, classes = tunemod.rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes,
+                                       log)
+    pick = rank.tune_pick(rows, hits)
     fit_pick = rows[0]
     spec = next(c.spec for c in cands if c.spec.name == pick["name"])
-    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; fit's "
-        f"pick {fit_pick['name']} {fit_pick['rank_top1']:.1%}); training it fully")
+    if pick is fit_pick:
+        why = (f"fit's pick: no candidate beats it by more than {rank.TUNE_MARGIN_Z:g} "
+               "standard errors")
+    else:
+        why = (f"+{pick['vs_fit_points']:.1f} points over fit's pick {fit_pick['name']}, "
+               f"standard error {pick['vs_fit_se_points']:.1f}")
+    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; "
+        f"{why}); training it fully")
     out.mkdir(parents=True, exist_ok=True)
     tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
                         log=log, val_dir=val_dir, seed=seed)
@@ -427,6 +433,8 @@ def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes
            "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
            "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
            "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
+           "pick_rule": f"fit's pick unless a candidate's ranking top-1 beats it by more than "
+                        f"{rank.TUNE_MARGIN_Z:g} standard errors of the paired difference",
            "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
     fsutil.write_json_atomic(out / "tune.json", doc)
     try:

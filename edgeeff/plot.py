@@ -158,6 +158,18 @@ def plot_history(history: dict, path: str | Path) -> Path:
     return _save(plt, fig, path, fmt, dpi=110)
 
 
+_LABEL_OFFSETS = ((5, 4), (5, -11), (-70, 4), (-70, -11))
+
+
+def _free_offset(xy: tuple[float, float], placed: list) -> tuple[int, int]:
+    """A label offset (points) that does not put this point's label on top of one already
+    placed for a nearby point (tied candidates: same top-1, latencies within 2 ms); records it."""
+    near = {off for (x, y), off in placed if abs(x - xy[0]) < 2.0 and abs(y - xy[1]) < 1.0}
+    off = next((o for o in _LABEL_OFFSETS if o not in near), _LABEL_OFFSETS[0])
+    placed.append((xy, off))
+    return off
+
+
 def plot_tune(doc: dict, path: str | Path) -> Path:
     """``tune``: every candidate's validation top-1 (head on cached features) against its
     latency on the device, the latency budget line, the pick (and its fully trained figures)
@@ -167,6 +179,7 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     ranked = [100 * c["rank_top1"] for c in doc["candidates"] if c["rank_top1"] is not None]
     floor = min(ranked) - 2 if ranked else 0.0
+    placed: list[tuple[tuple[float, float], tuple[int, int]]] = []
     for c in doc["candidates"]:
         if c["rank_top1"] is None:  # shown too, on the floor: it fits but was not ranked
             ax.scatter(c["latency_ms"], floor, marker="x", color="#7f7f7f", s=40, zorder=3)
@@ -174,9 +187,10 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
                         textcoords="offset points", xytext=(5, 4), fontsize=8, color="#7f7f7f")
             continue
         col = COLORS.get(c["preset"], "#7f7f7f")
-        ax.scatter(c["latency_ms"], 100 * c["rank_top1"], color=col, s=40, zorder=3)
-        ax.annotate(f"{c['preset']} {c['resolution']}", (c["latency_ms"], 100 * c["rank_top1"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        xy = (c["latency_ms"], 100 * c["rank_top1"])
+        ax.scatter(*xy, color=col, s=40, zorder=3)
+        ax.annotate(f"{c['preset']} {c['resolution']}", xy, textcoords="offset points",
+                    xytext=_free_offset(xy, placed), fontsize=8)
     pick = doc["pick"]
     ax.scatter(pick["latency_ms"], 100 * pick["rank_top1"], s=220, facecolors="none",
                edgecolors="black", linewidths=1.5, zorder=4, label=f"pick: {pick['name']}")

@@ -223,19 +223,26 @@ def bench_table(res: dict) -> None:
 def tune_table(doc: dict) -> None:
     t = Table(title=f"edgeeff tune: candidates that fit {doc['device']}")
     for col in ("candidate", "latency ms", "ImageNet top-1 (pred.)", "head on cached features",
-                ""):
+                "vs fit's pick (pt ± s.e.)", ""):
         t.add_column(col, justify="left" if col in ("candidate", "") else "right")
     pick = doc["pick"]
     for c in doc["candidates"]:
         r = "not ranked (budget)" if c["rank_top1"] is None else f"{c['rank_top1']:.1%}"
+        vs = "" if c.get("vs_fit_points") is None else \
+            f"{c['vs_fit_points']:+.1f} ± {c['vs_fit_se_points']:.1f}"
         mark = "pick" if c["name"] == pick["name"] else ""
         if c["name"] == doc["fit_pick"]["name"]:
             mark = (mark + ", " if mark else "") + "fit's pick"
         t.add_row(c["name"], f"{c['latency_ms']:.1f}", f"{c['imagenet_top1_predicted']:.1f}",
-                  r, mark)
+                  r, vs, mark)
     console.print(t)
+    if doc.get("pick_rule"):
+        console.print(f"pick rule: {doc['pick_rule']}")
     q = pick.get("int8_top1")
+    if pick["name"] == doc["fit_pick"]["name"]:
+        vs = "fit's pick kept: no candidate ranked clearly better"
+    else:
+        vs = (f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
+              f"({doc['fit_pick']['name']}) in the ranking")
     console.print(f"pick {pick['name']}: trained {pick['val_top1']:.1%} float"
-                  + (f", {q:.1%} int8" if q is not None else "") + " on the validation images; "
-                  f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
-                  f"({doc['fit_pick']['name']}) in the ranking")
+                  + (f", {q:.1%} int8" if q is not None else "") + f" on the validation images; {vs}")

@@ -62,6 +62,50 @@ def test_tune_candidates_are_the_ones_fit_admits(limit):
         rank.tune_shortlist(dev, budget.Budgets.for_device(dev, None, None, None, 1.0), 10)
 
 
+def _hits(n: int, right: int, offset: int = 0) -> list[bool]:
+    """n images, ``right`` of them correct, starting at ``offset`` (wrapping)."""
+    return [((i - offset) % n) < right for i in range(n)]
+
+
+def _rows(*top1_latency):
+    return [{"name": f"c{i}", "rank_top1": t, "latency_ms": lat}
+            for i, (t, lat) in enumerate(top1_latency)]
+
+
+def test_paired_gain_counts_only_the_images_the_two_disagree_on():
+    base = _hits(100, 80)
+    same_count = _hits(100, 80, offset=10)  # 10 won, 10 lost
+    gain, se = rank.paired_gain(same_count, base)
+    assert gain == 0.0 and se == pytest.approx((20 / 99) ** 0.5 / 10)
+    better = base[:80] + [True] * 5 + [False] * 15  # wins 5 images, loses none
+    gain, se = rank.paired_gain(better, base)
+    assert gain == pytest.approx(0.05) and 0 < se < 0.025
+    with pytest.raises(ValueError):
+        rank.paired_gain(base, base[:50])
+
+
+def test_tune_keeps_fits_pick_unless_a_candidate_is_clearly_better():
+    n = 341  # clothing-small validation/
+    fit = _hits(n, 299)  # 87.7 %
+    # a tie (different images right, the same count) or a 2-image lead is noise: fit's pick stays
+    rows = _rows((299 / n, 31.8), (299 / n, 31.6), (301 / n, 28.0))
+    pick = rank.tune_pick(rows, [fit, _hits(n, 299, offset=7), _hits(n, 301, offset=3)])
+    assert pick is rows[0]
+    assert rows[1]["vs_fit_points"] == 0.0 and rows[1]["vs_fit_se_points"] > 0
+    assert rows[2]["vs_fit_points"] == pytest.approx(100 * 2 / n, abs=0.01)
+    # 15 more images right (and none lost) is beyond the noise: the best such candidate wins
+    clear = fit[:299] + [True] * 15 + [False] * (n - 314)
+    clearer = fit[:299] + [True] * 20 + [False] * (n - 319)
+    rows = _rows((299 / n, 31.8), (314 / n, 20.0), (319 / n, 30.0), (299 / n, 10.0))
+    assert rank.tune_pick(rows, [fit, clear, clearer, _hits(n, 299, 1)]) is rows[2]
+    # equal scores beyond the noise: the faster one
+    rows = _rows((299 / n, 31.8), (314 / n, 25.0), (314 / n, 20.0))
+    assert rank.tune_pick(rows, [fit, clear, list(clear)]) is rows[2]
+    # a candidate not ranked (budget spent) never wins
+    rows = _rows((299 / n, 31.8), (None, 5.0))
+    assert rank.tune_pick(rows, [fit, None]) is rows[0] and "vs_fit_points" not in rows[1]
+
+
 # ----------------------------------------------------------------------- train --val, Ctrl-C, --resume
 
 @pytest.fixture(scope="module")
@@ -161,9 +205,14 @@ def test_tune_ranks_trains_and_exports_the_pick(subset, tmp_path):
     want = [c.spec.name for c in rank.tune_shortlist(
         dev, budget.Budgets.for_device(dev, None, None, None, 10.0), 10, 1)]
     assert [c["name"] for c in doc["candidates"]] == want and len(want) == 2
-    ranked = [c for c in doc["candidates"] if c["rank_top1"] is not None]
-    assert doc["pick"]["name"] == max(ranked, key=lambda c: (c["rank_top1"],
-                                                             -c["latency_ms"]))["name"]
+    # the pick: fit's, unless a ranked candidate beats it beyond the noise (then the best such)
+    z = rank.TUNE_MARGIN_Z
+    clear = [c for c in doc["candidates"][1:] if c.get("vs_fit_points") is not None
+             and c["vs_fit_points"] > max(0.0, z * c["vs_fit_se_points"])]
+    want_pick = max(clear, key=lambda c: (c["rank_top1"], -c["latency_ms"]))["name"] \
+        if clear else want[0]
+    assert doc["pick"]["name"] == want_pick and "standard errors" in doc["pick_rule"]
+    assert doc["candidates"][0]["vs_fit_points"] == 0.0
     assert doc["fit_pick"]["name"] == want[0]
     # the exported int8 pick scores what tune says, measured again independently
     ev = run_cli("eval", doc["int8_model"], "--data", str(subset / "validation"), "--json")

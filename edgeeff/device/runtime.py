@@ -166,6 +166,7 @@ class Classifier:
     def __init__(self, model: str | Path, num_threads: int | None = None,
                  delegate: str | None = None):
         self.path = Path(model)
+        self.num_threads = num_threads  # None: the runtime's default (one thread)
         data = reader.read_model_file(self.path)  # verified once: ModelFileError if damaged
         self.metadata = read_embedded_metadata(data, verified=True) or {}
         self.interpreter, self.runtime, self.delegate = load_interpreter(

@@ -36,9 +36,9 @@ def _resized(squares: np.ndarray, side: int) -> np.ndarray:
     return np.stack([cv2.resize(s, (side, side), interpolation=cv2.INTER_AREA) for s in squares])
 
 
-def _head_top1(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> float:
-    """Validation top-1 of a softmax head (dropout 0.2, label smoothing 0.1, Adam with a cosine
-    schedule) on pooled features."""
+def _head_hits(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> list[bool]:
+    """Per validation image, whether a softmax head (dropout 0.2, label smoothing 0.1, Adam with a cosine
+    schedule) trained on pooled features gets it right."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -50,14 +50,17 @@ def _head_top1(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> float:
     head.fit(x_tr, np.eye(num_classes, dtype=np.float32)[y_tr], batch_size=128,
              epochs=HEAD_EPOCHS, verbose=0, shuffle=True)
     pred = head.predict(x_va, verbose=0, batch_size=512)
-    return float(np.mean(np.argmax(pred, 1) == y_va))
+    return [bool(h) for h in np.argmax(pred, 1) == y_va]
 
 
 def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, seed: int = 0,
-         budget_s: float | None = None, log=print, phases: Phases | None = None) -> tuple[list[dict], list[str]]:
+         budget_s: float | None = None, log=print, phases: Phases | None = None
+         ) -> tuple[list[dict], list[list[bool] | None], list[str]]:
     """One row per candidate (name, spec, latency, predicted ImageNet top-1, ``rank_top1`` on
     the user's validation images, seconds), in ``cands``' order; candidates not reached within
-    ``budget_s`` get ``rank_top1`` None. Also returns the class names."""
+    ``budget_s`` get ``rank_top1`` None. Also returns each row's per-image validation hits
+    (None where not ranked: what :func:`edgeeff.core.rank.tune_pick` decides on) and the class
+    names."""
     import keras
 
     largest = max(cands, key=lambda c: c.spec.resolution)
@@ -66,13 +69,15 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
                                                phases or Phases(), log)
     log(f"decoded {len(pixels)} images at {F.preprocessor(largest.spec).shorter_side} px "
         f"in {time.perf_counter() - t0:.0f} s")
-    rows = []
+    rows: list[dict] = []
+    hits: list[list[bool] | None] = []
     for c in cands:
         spec = replace(c.spec, num_classes=len(classes))
         row = {"name": spec.name, "preset": spec.preset, "resolution": spec.resolution,
                "latency_ms": round(c.latency_ms, 2), "macs": c.cost.macs,
                "imagenet_top1_predicted": round(c.top1, 1), "rank_top1": None, "seconds": None}
         rows.append(row)
+        hits.append(None)
         spent = time.perf_counter() - t0
         if budget_s is not None and rows[:-1] and spent > budget_s:
             log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:.0f} min is spent)")
@@ -88,11 +93,11 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         f_flip = runner(np.ascontiguousarray(centre[tr][:, :, ::-1])).astype(np.float32)
         x_tr = np.concatenate([f_all[tr], f_flip])
         y_tr = np.concatenate([y[tr], y[tr]])
-        row["rank_top1"] = round(_head_top1(x_tr, y_tr, f_all[va], y[va], len(classes),
-                                            seed), 4)
+        hits[-1] = _head_hits(x_tr, y_tr, f_all[va], y[va], len(classes), seed)
+        row["rank_top1"] = round(sum(hits[-1]) / len(hits[-1]), 4)
         row["seconds"] = round(time.perf_counter() - t, 1)
         log(f"{spec.name}: head on cached features {row['rank_top1']:.1%} "
             f"({row['latency_ms']:.1f} ms on the device, {row['seconds']:.0f} s)")
         del model, pooled, runner
         keras.backend.clear_session()
-    return rows, classes
+    return rows, hits, classes
