@@ -183,3 +183,36 @@ def test_cli_reconnect_option_reports_json_events(monkeypatch, tmp_path):
     _script(monkeypatch, [_Camera(40, 2)])
     r = CliRunner().invoke(main, ["demo", "--model", "m.tflite", "--source", "0", "--headless"])
     assert r.exit_code == 1 and "stopped delivering" in r.stderr
+
+
+class _ClosingPipe(io.StringIO):
+    """stdout piped into a reader that quits after ``keep`` lines (``edgeeff demo | head -3``)."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def write(self, s):
+        if self.getvalue().count("\n") >= self.keep:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(s)
+
+
+def test_a_closed_output_pipe_ends_the_run_from_the_reporter_thread(tmp_path):
+    """The JSON lines are written by the reporter thread; its failure reaches run_demo's
+    caller (the CLI turns it into a quiet exit), and no demo thread outlives the run."""
+    import threading
+
+    clip = corrupt_clip(tmp_path / "clip.avi", n=30, bad=())
+    out = _ClosingPipe(3)
+    with pytest.raises(BrokenPipeError):
+        demo.run_demo(StubClassifier(), str(clip), True, False, 1, None, out=out,
+                      err=io.StringIO())
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["frame"] for x in lines] == [1, 2, 3]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            t.name in ("edgeeff-reporter", "edgeeff-capture") for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate()
+                if t.name in ("edgeeff-reporter", "edgeeff-capture")]

@@ -3,7 +3,9 @@
 Needs only a TFLite runtime and OpenCV (``pip install 'edgeeff[runtime]'``), never TensorFlow.
 Capture runs in its own thread and hands frames over a bounded queue; a live camera drops the
 stale frame instead of lagging, a file or folder is processed frame by frame. Each frame is
-cropped, resized and colour-converted straight into the interpreter's input buffer.
+cropped, resized and colour-converted straight into the interpreter's input buffer. The
+inference thread only sets the input and invokes; top-k, JSON lines and the server's copy are
+made by a :class:`~edgeeff.device.demo.reporter.Reporter` thread, in order.
 
 Damaged input does not end the run: a video frame that fails to decode, an unreadable image
 in a folder, is skipped and counted (``skipped_frames`` in the summary). A camera that stops
@@ -30,6 +32,7 @@ import numpy as np
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.device.demo import sources
 from edgeeff.device.demo.capture import _END, _Capture
+from edgeeff.device.demo.reporter import Reporter
 from edgeeff.device.demo.serve import overlay
 from edgeeff.device.demo.sources import DemoError, LoopingSource, ReconnectingSource, Source
 from edgeeff.device.profile.host import usable_cores
@@ -134,12 +137,20 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     cv2.setNumThreads(capture_threads(getattr(clf, "num_threads", None)))
     cap = _Capture(src, clf.preprocessor)
     cap.start()
+    reporter = None
+    if lines or server is not None:
+        reporter = Reporter(clf, top_k, lines, out, err, server,
+                            lambda ev: _report_event(ev, lines, out, err))
+        reporter.start()
+        on_event = reporter.put_event
+    else:
+        on_event = lambda ev: _report_event(ev, lines, out, err)  # noqa: E731
     times: deque = deque(maxlen=30)
     n, lat_sum, t_prev = 0, 0.0, time.perf_counter()
     t_start = t_prev
     try:
         while max_frames is None or n < max_frames:
-            item = _next_item(cap, src, lambda ev: _report_event(ev, lines, out, err))
+            item = _next_item(cap, src, on_event)
             if item is _END:
                 if cap.error is not None:
                     raise cap.error if isinstance(cap.error, EdgeeffError) else DemoError(
@@ -155,23 +166,20 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
             times.append(now - t_prev)
             t_prev = now
             fps = len(times) / sum(times) if sum(times) > 0 else 0.0
-            top = clf.top_k(scores, top_k)
             n += 1
             lat_sum += latency
-            if lines or server is not None:
-                payload = {"frame": n, "top": top, "latency_ms": round(latency, 3),
-                           "fps": round(fps, 2)}
-                line = json.dumps(payload)
-                if lines:
-                    out.write(line + "\n")
-                    out.flush()
-                if server is not None:
-                    server.publish(frame, payload, line)
+            top = clf.top_k(scores, top_k) if show else None
+            if reporter is not None:  # top-k, JSON and serving off this thread
+                reporter.put(n, frame, scores, latency, fps, top)
             if show:
                 cv2.imshow("edgeeff", overlay(frame, top, latency, fps))
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     break
+        if reporter is not None:
+            reporter.close()  # every line written before the summary; its error raised here
     finally:
+        if reporter is not None:
+            reporter.stop()
         cap.stop_event.set()
         # let the capture thread leave its read before the source is released under it
         # (releasing a VideoCapture mid-read can abort the process)
