@@ -245,7 +245,7 @@ class Recipe:
     up linearly over the first ``warmup`` of the steps, then follows a cosine to zero.
     """
 
-    epochs: int = 3
+    epochs: int = 2
     views: int = 4
     batch: int = 64
     lr: float = 1e-3

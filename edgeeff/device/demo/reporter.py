@@ -6,9 +6,12 @@ frame there against 30-60 µs on a warm thread, 5-7 % of a 4.5 ms Lite0 frame. T
 :class:`Reporter` thread does that work (it runs beside the capture thread on the core the
 interpreter leaves), in frame order, and events (reconnects) travel the same queue, so lines
 stay in order. Its queue is bounded: a slow ``out`` (a pipe nobody reads) holds inference back,
-as writing inline did, instead of queueing without end. An exception there (a closed pipe)
-ends the thread and is raised again on the inference thread by the next :meth:`put` or by
-:meth:`close`.
+as writing inline did, instead of queueing without end. The inference loop hands a result over
+when it would wait for the next frame anyway, or else just before its next ``invoke``: the
+reporter's Python then runs while ``invoke`` has released the GIL instead of holding it while the
+inference thread prepares the next input (handed over at once, it made that 4x slower). An
+exception there (a closed pipe) ends the thread and is raised again on the inference thread by
+the next :meth:`put` or by :meth:`close`.
 """
 
 from __future__ import annotations
