@@ -433,8 +433,7 @@ def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes
            "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
            "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
            "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
-           "pick_rule": f"fit's pick unless a candidate's ranking top-1 beats it by more than "
-                        f"{rank.TUNE_MARGIN_Z:g} standard errors of the paired difference",
+           "pick_rule": rank.TUNE_PICK_RULE,
            "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
     fsutil.write_json_atomic(out / "tune.json", doc)
     try:

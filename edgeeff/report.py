@@ -240,9 +240,10 @@ def tune_table(doc: dict) -> None:
         console.print(f"pick rule: {doc['pick_rule']}")
     q = pick.get("int8_top1")
     if pick["name"] == doc["fit_pick"]["name"]:
-        vs = "fit's pick kept: no candidate ranked clearly better"
+        against = "fit's pick kept: no candidate ranked clearly better"
     else:
-        vs = (f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
-              f"({doc['fit_pick']['name']}) in the ranking")
+        against = (f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
+                   f"({doc['fit_pick']['name']}) in the ranking")
     console.print(f"pick {pick['name']}: trained {pick['val_top1']:.1%} float"
-                  + (f", {q:.1%} int8" if q is not None else "") + f" on the validation images; {vs}")
+                  + (f", {q:.1%} int8" if q is not None else "")
+                  + f" on the validation images; {against}")

@@ -126,6 +126,8 @@ def tune_shortlist(device: Device, budgets: Budgets, num_classes: int,
 # standard errors of the paired difference (one-sided, 95 %): on a few hundred validation images
 # the cheap ranking moves by a point or two from one candidate to the next on noise alone
 TUNE_MARGIN_Z = 1.645
+TUNE_PICK_RULE = (f"fit's pick unless a candidate's ranking top-1 beats it by more than "
+                  f"{TUNE_MARGIN_Z:g} standard errors of the paired difference")
 
 
 def paired_gain(hits: list[bool], base: list[bool]) -> tuple[float, float]:
@@ -143,7 +145,7 @@ def paired_gain(hits: list[bool], base: list[bool]) -> tuple[float, float]:
 
 def tune_pick(rows: list[dict], hits: list[list[bool] | None],
               z: float = TUNE_MARGIN_Z) -> dict:
-    """The candidate ``tune`` trains fully; ``rows[0]`` is fit's pick, ``hits[i]`` row i's
+    """The candidate ``tune`` trains fully (:data:`TUNE_PICK_RULE`); ``rows[0]`` is fit's pick, ``hits[i]`` row i's
     per-image validation hits (None: not ranked).
 
     Each ranked row gets ``vs_fit_points`` and ``vs_fit_se_points`` (its paired gain over
@@ -151,11 +153,14 @@ def tune_pick(rows: list[dict], hits: list[list[bool] | None],
     exceeds ``z`` standard errors (ties: the lower latency); fit's pick when none does, and the
     best-ranked row when fit's pick was not ranked.
     """
+    def best(rs):
+        return max(rs, key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+
     ranked = [i for i, h in enumerate(hits) if h is not None]
     if not ranked:
         raise ValueError("no candidate was ranked")
     if hits[0] is None:
-        return max((rows[i] for i in ranked), key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+        return best(rows[i] for i in ranked)
     winners = []
     for i in ranked:
         gain, se = paired_gain(hits[i], hits[0])
@@ -163,6 +168,4 @@ def tune_pick(rows: list[dict], hits: list[list[bool] | None],
         rows[i]["vs_fit_se_points"] = round(100 * se, 2)
         if i and gain > 0 and gain > z * se:
             winners.append(rows[i])
-    if not winners:
-        return rows[0]
-    return max(winners, key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+    return best(winners) if winners else rows[0]

@@ -37,8 +37,8 @@ def _resized(squares: np.ndarray, side: int) -> np.ndarray:
 
 
 def _head_hits(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> list[bool]:
-    """Per validation image, whether a softmax head (dropout 0.2, label smoothing 0.1, Adam with a cosine
-    schedule) trained on pooled features gets it right."""
+    """Per validation image, whether a softmax head (dropout 0.2, label smoothing 0.1, Adam
+    with a cosine schedule) trained on pooled features gets it right."""
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -138,22 +138,11 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     cap = _Capture(src, clf.preprocessor)
     cap.start()
     reporter = None
-    pending = None  # a result not yet handed to the reporter (see below)
+    on_event = lambda ev: _report_event(ev, lines, out, err)  # noqa: E731
     if lines or server is not None:
-        reporter = Reporter(clf, top_k, lines, out, err, server,
-                            lambda ev: _report_event(ev, lines, out, err))
+        reporter = Reporter(clf, top_k, lines, out, server, on_event)
         reporter.start()
-
-    def on_event(ev: dict) -> None:  # after the frames before it, in order
-        nonlocal pending
-        if reporter is None:
-            _report_event(ev, lines, out, err)
-            return
-        if pending is not None:
-            reporter.put(*pending)
-            pending = None
-        reporter.put_event(ev)
-
+        on_event = reporter.put_event  # in order with the frames before it
     times: deque = deque(maxlen=30)
     n, lat_sum, t_prev = 0, 0.0, time.perf_counter()
     t_start = t_prev
@@ -168,9 +157,8 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
             frame, slot = item
             clf.set_input(cap.bufs[slot])  # one copy into the interpreter's input
             cap.release(slot)
-            if pending is not None:  # the reporter runs while invoke has released the GIL
-                reporter.put(*pending)
-                pending = None
+            if reporter is not None:  # the reporter runs while invoke has released the GIL
+                reporter.flush()
             t = time.perf_counter()
             scores = clf.invoke()
             latency = (time.perf_counter() - t) * 1000.0
@@ -182,17 +170,14 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
             lat_sum += latency
             top = clf.top_k(scores, top_k) if show else None
             if reporter is not None:  # top-k, JSON and serving off this thread
-                pending = (n, frame, scores, latency, fps, top)
+                reporter.hold(n, frame, scores, latency, fps, top)
                 if cap.q.empty():  # this thread waits for the next frame: report now
-                    reporter.put(*pending)
-                    pending = None
+                    reporter.flush()
             if show:
                 cv2.imshow("edgeeff", overlay(frame, top, latency, fps))
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     break
         if reporter is not None:
-            if pending is not None:
-                reporter.put(*pending)
             reporter.close()  # every line written before the summary; its error raised here
         t_end = time.perf_counter()  # the threads' shutdown below is not frame time
     finally:

@@ -6,12 +6,14 @@ frame there against 30-60 µs on a warm thread, 5-7 % of a 4.5 ms Lite0 frame. T
 :class:`Reporter` thread does that work (it runs beside the capture thread on the core the
 interpreter leaves), in frame order, and events (reconnects) travel the same queue, so lines
 stay in order. Its queue is bounded: a slow ``out`` (a pipe nobody reads) holds inference back,
-as writing inline did, instead of queueing without end. The inference loop hands a result over
-when it would wait for the next frame anyway, or else just before its next ``invoke``: the
+as writing inline did, instead of queueing without end. A result is *held*
+(:meth:`Reporter.hold`) and handed over by :meth:`Reporter.flush`, which the inference loop
+calls when it would wait for the next frame anyway, or just before its next ``invoke``: the
 reporter's Python then runs while ``invoke`` has released the GIL instead of holding it while the
-inference thread prepares the next input (handed over at once, it made that 4x slower). An
+inference thread prepares the next input (handed over at once, it made that 4x slower). Events
+and :meth:`Reporter.close` flush first, so the order stays that of the frames. An
 exception there (a closed pipe) ends the thread and is raised again on the inference thread by
-the next :meth:`put` or by :meth:`close`.
+the next hand-over or by :meth:`close`.
 """
 
 from __future__ import annotations
@@ -27,20 +29,31 @@ _STOP = object()
 class Reporter(threading.Thread):
     """Top-k, JSON line (``lines``) and ``server.publish`` for each result handed over."""
 
-    def __init__(self, clf, top_k: int, lines: bool, out, err, server=None, report_event=None):
+    def __init__(self, clf, top_k: int, lines: bool, out, server=None, report_event=None):
         super().__init__(daemon=True, name="edgeeff-reporter")
-        self.clf, self.k, self.lines, self.out, self.err = clf, top_k, lines, out, err
+        self.clf, self.k, self.lines, self.out = clf, top_k, lines, out
         self.server, self.report_event = server, report_event
         self.q: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.error: BaseException | None = None
+        self._held = None  # a result not yet queued (see the module docstring)
 
     # ------------------------------------------------------------ the inference thread's side
 
-    def put(self, n: int, frame, scores, latency_ms: float, fps: float, top=None) -> None:
-        """Hand frame ``n``'s result over (``top``: already computed, e.g. for a window)."""
-        self._put((n, frame, scores, latency_ms, fps, top))
+    def hold(self, n: int, frame, scores, latency_ms: float, fps: float, top=None) -> None:
+        """Keep frame ``n``'s result until :meth:`flush` (``top``: already computed, e.g. for a
+        window); a result still held is handed over first."""
+        self.flush()
+        self._held = (n, frame, scores, latency_ms, fps, top)
+
+    def flush(self) -> None:
+        """Hand the held result over, if there is one."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            self._put(item)
 
     def put_event(self, event: dict) -> None:
+        """Hand an event over, after the result held (it came before the event)."""
+        self.flush()
         self._put(event)
 
     def _put(self, item) -> None:
@@ -55,7 +68,8 @@ class Reporter(threading.Thread):
                     return
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, end the thread; raise what it failed with."""
+        """Write what is held and queued, end the thread; raise what it failed with."""
+        self.flush()
         self.stop(timeout)
         if self.error is not None:
             raise self.error
