@@ -216,3 +216,27 @@ def test_a_closed_output_pipe_ends_the_run_from_the_reporter_thread(tmp_path):
         time.sleep(0.05)
     assert not [t.name for t in threading.enumerate()
                 if t.name in ("edgeeff-reporter", "edgeeff-capture")]
+
+
+def test_opencv_gets_the_cores_the_interpreter_leaves_and_gets_them_back(tmp_path):
+    """While the demo runs, OpenCV's pool is capture_threads() (not every core, the
+    interpreter's too); afterwards the caller's setting is back."""
+    seen = []
+
+    class Recording(StubClassifier):
+        num_threads = 1
+
+        def invoke(self):
+            seen.append(cv2.getNumThreads())
+            return super().invoke()
+
+    clip = corrupt_clip(tmp_path / "clip.avi", n=5, bad=())
+    before = demo.loop.capture_threads(1) + 5  # any other setting of the caller's
+    cv2.setNumThreads(before)
+    try:
+        demo.run_demo(Recording(), str(clip), True, False, 1, None, out=io.StringIO(),
+                      err=io.StringIO())
+        assert seen and set(seen) == {demo.loop.capture_threads(1)}
+        assert cv2.getNumThreads() == before
+    finally:
+        cv2.setNumThreads(-1)  # OpenCV's default
