@@ -35,7 +35,9 @@ class StubClassifier:
     def set_input(self, x):
         self.level = float(x.mean())
 
-    def invoke(self):
+    def invoke(self, x=None):
+        if x is not None:
+            self.set_input(x)
         time.sleep(self.invoke_s)
         return np.array([self.level])
 
@@ -226,9 +228,9 @@ def test_opencv_gets_the_cores_the_interpreter_leaves_and_gets_them_back(tmp_pat
     class Recording(StubClassifier):
         num_threads = 1
 
-        def invoke(self):
+        def invoke(self, x=None):
             seen.append(cv2.getNumThreads())
-            return super().invoke()
+            return super().invoke(x)
 
     clip = corrupt_clip(tmp_path / "clip.avi", n=5, bad=())
     before = demo.loop.capture_threads(1) + 5  # any other setting of the caller's

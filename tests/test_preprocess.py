@@ -98,3 +98,48 @@ def test_exported_models_carry_the_export_preprocessor(lite0_export):
             assert clf.raw_pixel_input and np.array_equal(buf, crop)
         else:
             assert np.allclose(buf, (crop.astype(np.float32) - 127) / 128, atol=1e-6)
+
+
+def test_the_demo_capture_thread_makes_the_runtime_input_tensor(lite0_export):
+    """The demo's capture thread writes the input tensor itself (the inference thread only
+    hands it to ``invoke``): for a raw-pixel uint8 model and a normalised float32 one it is
+    what ``Classifier.set_input`` makes of eval's crop (within the 1 LSB the frame path may
+    differ by, above), and the model's answer is the same."""
+    from edgeeff.data.images import load_bgr, load_preprocessed
+    from edgeeff.device import demo
+    from edgeeff.device.runtime import Classifier
+
+    bgr = load_bgr(PHOTO)
+
+    class OnePhoto(demo.Source):
+        def frames(self):
+            yield bgr
+
+    for name, lsb in (("model_int8.tflite", 1), ("model_float32.tflite", 1 / 128)):
+        clf = Classifier(lite0_export / name, num_threads=1)
+        cap = demo._Capture(OnePhoto(), clf.preprocessor)
+        cap.start()
+        cap.join(timeout=30)
+        _, slot = cap.q.get_nowait()
+        tensor = cap.bufs[slot]
+        clf.set_input(load_preprocessed(PHOTO, clf.preprocessor))
+        assert tensor.shape == clf._buf.shape and tensor.dtype == clf._buf.dtype, name
+        assert np.abs(tensor.astype(np.float64) - clf._buf).max() <= lsb + 1e-6, name
+        assert np.argmax(clf.invoke(tensor)) == np.argmax(clf.invoke()), name
+
+
+def test_the_capture_thread_applies_a_quantised_input_table():
+    """An int8 input with its own scale: the capture buffer holds the table's values."""
+    from edgeeff.device import demo
+
+    pp = Preprocessor(8, (127,) * 3, (128,) * 3, normalized=True).bind(np.int8, 1 / 128, -1)
+
+    class Grey(demo.Source):
+        def frames(self):
+            yield np.full((16, 16, 3), 200, np.uint8)
+
+    cap = demo._Capture(Grey(), pp)
+    cap.start()
+    cap.join(timeout=10)
+    _, slot = cap.q.get_nowait()
+    assert cap.bufs[slot].dtype == np.int8 and (cap.bufs[slot] == pp.lut()[200, 0]).all()

@@ -212,8 +212,11 @@ class Classifier:
     def set_input(self, rgb: np.ndarray) -> None:
         self.preprocessor.to_input(rgb, self._buf[0], self._lut)
 
-    def invoke(self) -> np.ndarray:
-        self.interpreter.set_tensor(self._in_index, self._buf)
+    def invoke(self, tensor: np.ndarray | None = None) -> np.ndarray:
+        """Scores of the input :meth:`set_input` wrote, or of ``tensor``: a ``[1, R, R, 3]``
+        input already in the model's dtype and values (:meth:`Preprocessor.to_input` made it,
+        e.g. on the demo's capture thread)."""
+        self.interpreter.set_tensor(self._in_index, self._buf if tensor is None else tensor)
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self._out_index)[0]
         if out.dtype in (np.uint8, np.int8):

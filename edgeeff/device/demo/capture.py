@@ -1,7 +1,8 @@
 """The capture thread: reads frames and preprocesses them into a fixed pool of input buffers.
 
-Preprocessing (crop, resize, colour conversion) overlaps inference and allocates nothing per
-frame; a live source drops its stalest frame rather than lag, a file waits for the model.
+Preprocessing (crop, resize, colour conversion, the model's input values) overlaps inference
+and allocates nothing per frame; a live source drops its stalest frame rather than lag, a file
+waits for the model.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ _END = object()  # queued after the last frame
 class _Capture(threading.Thread):
     """Reads and preprocesses frames in its own thread, into a fixed pool of input buffers.
 
-    The pool (``QUEUE_SIZE + 2`` buffers of the model's input size) is allocated once: the
-    thread crops/resizes/colour-converts each frame straight into a free buffer and queues it,
-    so preprocessing overlaps inference and nothing is allocated per frame. When no buffer is
+    The pool (``QUEUE_SIZE + 2`` input tensors, ``[1, R, R, 3]`` in the model's dtype) is
+    allocated once: the thread crops/resizes/colour-converts each frame and maps it to the
+    model's input values (:meth:`Preprocessor.to_input`) straight into a free buffer and queues
+    it, so the inference thread only hands the buffer to ``invoke`` and nothing is allocated
+    per frame. When no buffer is
     free, a live source drops the stalest queued frame (never lag behind the camera) while a
     file or folder waits (every frame is classified).
     """
@@ -34,9 +37,12 @@ class _Capture(threading.Thread):
         self.src, self.pp = src, pp
         if isinstance(src, ReconnectingSource):  # events travel in order with the frames
             src.emit = lambda event: self.q.put(event)
-        resolution = pp.resolution
-        self.bufs = np.empty((QUEUE_SIZE + 2, resolution, resolution, 3), np.uint8)
-        self._scratch = np.empty((resolution, resolution, 3), np.uint8)
+        r = pp.resolution
+        self.bufs = np.empty((QUEUE_SIZE + 2, 1, r, r, 3), pp.input_dtype)
+        self._scratch = np.empty((r, r, 3), np.uint8)
+        self._lut = pp.lut()
+        raw = self.bufs.dtype == np.uint8 and self._lut is None  # the input is the RGB crop
+        self._rgb = None if raw else np.empty((r, r, 3), np.uint8)
         self.free: queue.Queue = queue.Queue()
         for i in range(len(self.bufs)):
             self.free.put(i)
@@ -84,7 +90,11 @@ class _Capture(threading.Thread):
                 if slot is None:
                     break
                 try:
-                    frame_into(frame, self.pp, self.bufs[slot], self._scratch)
+                    if self._rgb is None:
+                        frame_into(frame, self.pp, self.bufs[slot][0], self._scratch)
+                    else:
+                        frame_into(frame, self.pp, self._rgb, self._scratch)
+                        self.pp.to_input(self._rgb, self.bufs[slot][0], self._lut)
                 except (ValueError, cv2.error):  # a damaged frame (empty, odd shape)
                     self.skipped += 1
                     self.release(slot)

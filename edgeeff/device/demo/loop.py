@@ -3,9 +3,9 @@
 Needs only a TFLite runtime and OpenCV (``pip install 'edgeeff[runtime]'``), never TensorFlow.
 Capture runs in its own thread and hands frames over a bounded queue; a live camera drops the
 stale frame instead of lagging, a file or folder is processed frame by frame. Each frame is
-cropped, resized and colour-converted straight into the interpreter's input buffer. The
-inference thread only sets the input and invokes; top-k, JSON lines and the server's copy are
-made by a :class:`~edgeeff.device.demo.reporter.Reporter` thread, in order.
+cropped, resized, colour-converted and mapped to the model's input values there, into a pool of
+input tensors. The inference thread only hands one to ``invoke``; top-k, JSON lines and the
+server's copy are made by a :class:`~edgeeff.device.demo.reporter.Reporter` thread, in order.
 
 Damaged input does not end the run: a video frame that fails to decode, an unreadable image
 in a folder, is skipped and counted (``skipped_frames`` in the summary). A camera that stops
@@ -155,13 +155,12 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
                         f"{src.name} failed: {cap.error}")
                 break
             frame, slot = item
-            clf.set_input(cap.bufs[slot])  # one copy into the interpreter's input
-            cap.release(slot)
             if reporter is not None:  # the reporter runs while invoke has released the GIL
                 reporter.flush()
             t = time.perf_counter()
-            scores = clf.invoke()
+            scores = clf.invoke(cap.bufs[slot])  # the capture thread made the input tensor
             latency = (time.perf_counter() - t) * 1000.0
+            cap.release(slot)
             now = time.perf_counter()
             times.append(now - t_prev)
             t_prev = now
