@@ -12,8 +12,10 @@ everything below them is a fixed function of the input crop. The recipe therefor
    resized crops with flips and brightness/contrast jitter, seeded: a resumed run gets the same
    views), stored as float16.
 
-The trainable top then trains on those features for every epoch. Mixed precision does not pay on
-CPUs without bfloat16 or float16 units (this machine's AVX2 EPYC has neither), so it is not used.
+The trainable top then trains on those features for every epoch. Mixed precision is not used: on
+an AVX2 EPYC without bfloat16 units it cannot pay, and on a Xeon with AMX-BF16 and AVX512-BF16
+Keras' ``mixed_bfloat16`` policy made a training epoch 2.3x slower (368 s against 157 s for
+float32, Lite0, 3,068 images x 4 views, 2 cores).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The default recipe fine-tunes stages 6-7, ``top_conv`` and a new head of an Imag
 network with every BatchNormalization layer in inference mode, so the stages below are a fixed
 function of the crop: :mod:`edgeeff.model.features` runs them once per training *view* (centre
 crop plus random resized crops), and the epochs train the top on those cached features
-(AdamW, linear warm-up then cosine decay, label smoothing). Images are decoded and resized once
-with the model's :class:`Preprocessor`; validation uses the centre crop that export, eval and
+(AdamW, linear warm-up then cosine decay, label smoothing, mixup of the features). Images are
+decoded and resized once with the model's :class:`Preprocessor`; validation uses the centre crop that export, eval and
 the demo use. Each epoch saves its state to ``OUT.resume/`` (``--resume`` continues there; Ctrl-C
 keeps it); the output folder, written at once at the end, holds ``model.keras``,
 ``model.weights.h5`` (the best validation epoch), ``labels.txt``, ``history.json`` (+ ``history.png``
@@ -243,6 +243,9 @@ class Recipe:
 
     ``epochs`` are passes over all ``views`` of every training image; the learning rate warms
     up linearly over the first ``warmup`` of the steps, then follows a cosine to zero.
+    ``mixup`` is the Beta(a, a) parameter of mixup on the cached features (manifold mixup at
+    the input of the first fine-tuned stage; 0: off): every batch is blended with itself
+    reversed, labels likewise.
     """
 
     epochs: int = 2
@@ -252,6 +255,7 @@ class Recipe:
     warmup: float = 0.1
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
+    mixup: float = 0.2
     seed: int = 0
 
 
@@ -396,9 +400,8 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
                                                    warmup_target=r.lr, warmup_steps=warm)
     opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
-    top.compile(optimizer=opt, metrics=["accuracy"],
-                loss=keras.losses.SparseCategoricalCrossentropy()
-                if r.label_smoothing == 0 else _smoothed(len(classes), r.label_smoothing))
+    top.compile(optimizer=opt, metrics=["categorical_accuracy"],
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing))
     train_ds, val_ds = _feature_datasets(feats, y_tr, x_val, y_va, r, len(classes))
     history: dict[str, list] = {}
     best, best_epoch, start = -1.0, 0, 0
@@ -420,7 +423,9 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
 
         def on_epoch_end(self, epoch, logs=None):
             nonlocal best, best_epoch
-            for k, v in (logs or {}).items():
+            logs = {k.replace("categorical_accuracy", "accuracy"): v
+                    for k, v in (logs or {}).items()}
+            for k, v in logs.items():
                 history.setdefault(k, []).append(float(v))
             acc = float(logs["val_accuracy"])
             if acc > best:
@@ -453,31 +458,31 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     return result | {"chief": True}
 
 
-def _smoothed(num_classes: int, eps: float):
-    """Label-smoothed cross-entropy on integer labels (Keras' smoothing needs one-hot)."""
-    import keras
-
-    base = keras.losses.CategoricalCrossentropy(label_smoothing=eps)
-
-    def loss(y_true, y_pred):
-        y = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                              num_classes)
-        return base(y, y_pred)
-
-    return loss
-
-
 def _feature_datasets(feats, y_tr, x_val, y_va, r: Recipe, num_classes: int):
+    """Shuffled float32 batches of the cached training features with one-hot labels, mixed
+    up when ``r.mixup`` (seeded by ``r.seed``); the validation features in order."""
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
-    cast = lambda a, b: (tf.cast(a, tf.float32), b)  # noqa: E731
+
+    def prep(x, y):
+        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+
+    def mix(batch, seed):
+        (x, y) = batch
+        g = tf.random.stateless_gamma([2], seed, alpha=r.mixup)
+        lam = g[0] / (g[0] + g[1])
+        return lam * x + (1 - lam) * x[::-1], lam * y + (1 - lam) * y[::-1]
+
     train = (tf.data.Dataset.from_tensor_slices((feats, y_tr.astype(np.int32)))
              .shuffle(len(feats), seed=r.seed, reshuffle_each_iteration=True)
-             .batch(r.batch).map(cast, num_parallel_calls=auto).prefetch(auto))
+             .batch(r.batch).map(prep, num_parallel_calls=auto))
+    if r.mixup > 0:
+        seeds = tf.data.Dataset.random(seed=r.seed).batch(2)
+        train = tf.data.Dataset.zip((train, seeds)).map(mix, num_parallel_calls=auto)
     val = (tf.data.Dataset.from_tensor_slices((x_val, y_va.astype(np.int32))).batch(128)
-           .map(cast).cache())
-    return train, val
+           .map(prep).cache())
+    return train.prefetch(auto), val
 
 
 def _write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, n_va, val_acc,
