@@ -150,10 +150,16 @@ def test_camera_that_disconnects_is_reopened_with_backoff(monkeypatch, invoke_s)
     assert [e["delay_s"] for e in events] == [0.01, 0.02, 0.04]  # backing off
     assert "stopped delivering" in events[0]["reason"] and "cannot open" in events[0]["error"]
     frames = [x for x in lines if "frame" in x]
-    assert [round(f["top"][0]["score"]) for f in frames] == [40] * 3 + [200] * 5
+    levels = [round(f["top"][0]["score"]) for f in frames]
+    old = levels.count(40)
+    # the old camera's frames, then the new one's; a slow model may find the old camera's last
+    # queued frame stale once the new camera fills the pool (a live source drops its stalest
+    # frame rather than lag), and then it is counted as dropped
+    assert levels == [40] * old + [200] * (8 - old)
+    assert old == 3 or (old >= 1 and invoke_s > 0 and summary["dropped_frames"] >= 3 - old)
     # the events sit between the last frame of the old camera and the first of the new one
     kinds = ["frame" if "frame" in x else "event" for x in lines]
-    assert kinds == ["frame"] * 3 + ["event"] * 3 + ["frame"] * 5
+    assert kinds == ["frame"] * old + ["event"] * 3 + ["frame"] * (8 - old)
     assert summary["reconnects"] == 1 and summary["frames"] == 8
     assert all(c.closed for c in opened)  # the lost camera and the last one, both released
 
