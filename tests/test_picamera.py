@@ -120,11 +120,11 @@ def _run(model, camera, max_frames, invoke_delay_s=0.0):
     seen, invoke = [], clf.invoke
     clf.made_at_invoke = []
 
-    def spy():
-        seen.append(clf._buf[0].copy())
+    def spy(tensor=None):  # the demo hands invoke the capture thread's ready input tensor
+        seen.append((clf._buf if tensor is None else tensor)[0].copy())
         clf.made_at_invoke.append(camera.frames_made)
         time.sleep(invoke_delay_s)
-        return invoke()
+        return invoke(tensor)
 
     clf.invoke = spy
     summary = demo.run_demo(clf, "picamera", True, False, 1, max_frames, out=_Sink(), err=_Sink())
@@ -186,12 +186,12 @@ def test_ctrl_c_while_serving_releases_the_camera_and_the_port(model, camera):
     clf = Classifier(model, num_threads=1)
     invoke, calls = clf.invoke, []
 
-    def interrupted_after_a_while():
+    def interrupted_after_a_while(tensor=None):
         calls.append(1)
         if len(calls) == 40:
             raise KeyboardInterrupt
         time.sleep(0.01)
-        return invoke()
+        return invoke(tensor)
 
     clf.invoke = interrupted_after_a_while
     before = set(threading.enumerate())
