@@ -5,9 +5,9 @@ network with every BatchNormalization layer in inference mode, so the stages bel
 function of the crop: :mod:`edgeeff.model.features` runs them once per training *view* (centre
 crop plus random resized crops), and the epochs train the top on those cached features
 (AdamW, linear warm-up then cosine decay, label smoothing, mixup of the features). Images are
-decoded and resized once with the model's :class:`Preprocessor`; validation uses the centre crop that export, eval and
-the demo use. Each epoch saves its state to ``OUT.resume/`` (``--resume`` continues there; Ctrl-C
-keeps it); the output folder, written at once at the end, holds ``model.keras``,
+decoded and resized once with the model's :class:`Preprocessor`; validation uses the centre
+crop that export, eval and the demo use. Each epoch saves its state to ``OUT.resume/``
+(``--resume`` continues there; Ctrl-C keeps it); the output folder, written at once at the end, holds ``model.keras``,
 ``model.weights.h5`` (the best validation epoch), ``labels.txt``, ``history.json`` (+ ``history.png``
 with matplotlib) and ``edgeeff.json``, a spec file that ``export`` takes directly.
 
@@ -400,7 +400,7 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
                                                    warmup_target=r.lr, warmup_steps=warm)
     opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
-    top.compile(optimizer=opt, metrics=["categorical_accuracy"],
+    top.compile(optimizer=opt, metrics=["accuracy"],
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing))
     train_ds, val_ds = _feature_datasets(feats, y_tr, x_val, y_va, r, len(classes))
     history: dict[str, list] = {}
@@ -423,9 +423,7 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
 
         def on_epoch_end(self, epoch, logs=None):
             nonlocal best, best_epoch
-            logs = {k.replace("categorical_accuracy", "accuracy"): v
-                    for k, v in (logs or {}).items()}
-            for k, v in logs.items():
+            for k, v in (logs or {}).items():
                 history.setdefault(k, []).append(float(v))
             acc = float(logs["val_accuracy"])
             if acc > best:
