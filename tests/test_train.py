@@ -146,3 +146,34 @@ def test_multi_worker_loop_checkpoints_the_best_of_all_phases(tmp_path):
     assert saved == 1.0 and not ckpt.exists()
     h, saved = _fit_multi_worker(model, strategy, ds, ds, 2, 1e-3, 3, ckpt, lambda m: None)
     assert ckpt.is_file() and saved == max(h["val_accuracy"])
+
+
+def test_mixup_blends_features_and_labels_alike_and_is_seeded():
+    """Mixup on the cached features: when every feature *is* its one-hot label, a mixed batch's
+    features equal its mixed labels (same lambda, same partner), the labels stay distributions,
+    at least some batches are really blended, and the same seed gives the same batches."""
+    import numpy as np
+
+    from edgeeff.model.train import Recipe, _feature_datasets
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 256)
+    feats = np.eye(5, dtype=np.float16)[y]
+
+    def batches(seed, mixup=0.2):
+        r = Recipe(batch=32, mixup=mixup, seed=seed)
+        train, _ = _feature_datasets(feats, y, feats[:8], y[:8], r, 5)
+        return [(x.numpy(), t.numpy()) for x, t in train]
+
+    got = batches(0)
+    assert sum(len(x) for x, _ in got) == 256
+    blended = 0
+    for x, t in got:
+        np.testing.assert_allclose(x, t, atol=1e-6)
+        np.testing.assert_allclose(t.sum(-1), 1.0, atol=1e-6)
+        blended += int(np.any((t > 1e-3) & (t < 1 - 1e-3)))
+    assert blended >= 2  # Beta(0.2, 0.2) puts most lambdas near 0 or 1, not all
+    again = batches(0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(got, again))
+    plain = batches(0, mixup=0.0)  # off: labels are one-hot
+    assert all(set(np.unique(t)) <= {0.0, 1.0} for _, t in plain)
