@@ -241,17 +241,16 @@ def _freeze(model, spec: ModelSpec, fine_tune: bool) -> None:
 class Recipe:
     """The default (cached-feature) recipe; README "Transfer learning" says why each value.
 
-    ``epochs`` are passes over all ``views`` of every training image (eight views: more distinct
-    crops for the same steps than more passes over fewer; the features of four more views cost
-    about a minute); the best validation epoch is kept. The learning rate warms up linearly over
-    the first ``warmup`` of the steps, then follows a cosine to zero.
+    ``epochs`` are passes over all ``views`` of every training image; the best validation epoch
+    is kept. The learning rate warms up linearly over the first ``warmup`` of the steps, then
+    follows a cosine to zero.
     ``mixup`` is the Beta(a, a) parameter of mixup on the cached features (manifold mixup at
     the input of the first fine-tuned stage; 0: off): every batch is blended with itself
     reversed, labels likewise.
     """
 
     epochs: int = 2
-    views: int = 8
+    views: int = 4
     batch: int = 64
     lr: float = 1e-3
     warmup: float = 0.1
