@@ -114,7 +114,8 @@ def main() -> None:
               f"{'met' if ok_drop else 'NOT met'}."]
     if a.tune or a.tune_from:
         if a.tune_from:  # an earlier `edgeeff tune --out DIR` run on the same folders
-            doc, took = json.loads((a.tune_from / "tune.json").read_text()), "an earlier run"
+            doc = json.loads((a.tune_from / "tune.json").read_text())
+            took = f"an earlier run, read from {a.tune_from / 'tune.json'}"
         else:
             r, t_tune = cli("tune", "--device", "pi4", "--data", str(train_dir), "--val",
                             str(val_dir), "--out", str(work / "tune"), "--force", "--json")
