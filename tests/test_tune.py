@@ -150,7 +150,10 @@ def test_train_val_then_interrupt_and_resume(subset, tmp_path):
     hist = json.loads((out / "history.json").read_text())
     assert len(hist["val_accuracy"]) == 4 and hist["val_accuracy"][:len(saved)] == saved
     assert not (out.parent / "model.resume").exists()
-    doc = json.loads((out / "edgeeff.json").read_text())["trained"]
+    spec_doc = json.loads((out / "edgeeff.json").read_text())
+    from edgeeff.model.train import Recipe
+    assert spec_doc["spec"]["dropout"] == Recipe.dropout  # the recipe's, not ImageNet's 0.2
+    doc = spec_doc["trained"]
     assert doc["val_images"] == 30 and doc["val_accuracy"] == pytest.approx(
         max(hist["val_accuracy"]), abs=1e-4)  # the best epoch is the one kept
     # the kept weights score what train says on the same folder

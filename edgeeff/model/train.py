@@ -6,11 +6,11 @@ function of the crop: :mod:`edgeeff.model.features` runs them once per training 
 crop plus random resized crops), and the epochs train the top on those cached features
 (AdamW, linear warm-up then cosine decay, label smoothing, mixup of the features, dropout 0.5
 before the head). Images are decoded and resized once with the model's :class:`Preprocessor`;
-validation uses the centre crop that export, eval and the demo use. Each epoch saves its state to ``OUT.resume/``
-(``--resume`` continues there; Ctrl-C keeps it); the output folder, written at once at the
-end, holds ``model.keras``, ``model.weights.h5`` (the best validation epoch), ``labels.txt``,
-``history.json`` (+ ``history.png`` with matplotlib) and ``edgeeff.json``, a spec file that
-``export`` takes directly.
+validation uses the centre crop that export, eval and the demo use. Each epoch saves its state
+to ``OUT.resume/`` (``--resume`` continues there; Ctrl-C keeps it); the output folder, written
+at once at the end, holds ``model.keras``, ``model.weights.h5`` (the best validation epoch),
+``labels.txt``, ``history.json`` (+ ``history.png`` with matplotlib) and ``edgeeff.json``, a spec
+file that ``export`` takes directly.
 
 ``--distribute`` keeps the two-phase recipe on full images every epoch (Keras' fine-tuning guide:
 new head on the frozen backbone, then the top stages at a 10x lower rate) under tf.distribute.
