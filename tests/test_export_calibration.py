@@ -51,6 +51,17 @@ def test_card_lists_stratified_files_and_labelled_top1(class_export):
     assert any("int8 top-1 drop" in m for m in logs)
 
 
+def test_calib_seed_draws_other_images_and_is_recorded(class_export, tmp_path):
+    root, card0, _ = class_export
+    card = run(ExportRequest(spec=SPEC, int8=True, calib=str(root / "data"), num_calib=16,
+                             labels_file=str(root / "labels.txt"), out=tmp_path / "o",
+                             calib_seed=3), log=lambda m: None)
+    cal0, cal = card0.calibration, card.calibration
+    assert cal0["seed"] == 0 and cal["seed"] == 3 and "seed 3" in cal["sampling"]
+    assert cal["files"] != cal0["files"] and cal["sha256"] != cal0["sha256"]
+    assert sorted({f.split("/")[0] for f in cal["files"]}) == CLASSES  # still stratified
+
+
 def test_no_absolute_path_in_card_or_embedded_metadata(class_export):
     root, _, _ = class_export
     out = root / "out"

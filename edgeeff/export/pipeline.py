@@ -127,7 +127,7 @@ def calibrate(req: ExportRequest, fe: Frontend, log: Log) -> CalibrationSet:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         calib = load_calibration(req.calib, fe.preprocessor, req.num_calib or 100,
-                                 warn_short=req.num_calib)
+                                 warn_short=req.num_calib, seed=req.calib_seed)
     for w in caught:
         log(f"warning: {w.message}")
     log(f"calibration: {len(calib.images)} images from {calib.source} "

@@ -109,6 +109,10 @@ class ExportRequest:
                                                "calibration/).")
     num_calib: int | None = option("--num-calib", type=click.IntRange(min=1),
                                    help="Calibration images (default 100).")
+    calib_seed: int = option("--calib-seed", default=0, type=click.IntRange(min=0),
+                             show_default=True,
+                             help="Seed of the calibration sampling (which images are drawn "
+                                  "and held back); recorded in the model card.")
     # what to write, where
     formats: tuple[str, ...] = option("--format", default=("tflite",), type=_Formats(),
                                       show_default=True,

@@ -20,7 +20,9 @@ quantizer made the model.
 
 from __future__ import annotations
 
+import csv
 import inspect
+import io
 
 import numpy as np
 
@@ -220,19 +222,26 @@ def quant_report(float_path, int8_path, holdout: np.ndarray,
 
 
 def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) -> list[dict]:
-    """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers."""
+    """Per-layer quantisation error (TFLite QuantizationDebugger), the ``worst`` layers by
+    RMSE in units of the layer's output quantisation step (about 0.29 is rounding alone).
+
+    The step comes from the debugger's statistics dump (its ``scale`` column): the
+    ``layer_statistics`` dict carries only the error metrics."""
     import tensorflow as tf
 
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_int8_converter(model, images, pp),
         debug_dataset=representative(images[:8], pp))
+    dump = io.StringIO()
     with captured_output():
         debugger.run()
+        debugger.layer_statistics_dump(dump)
     rows = []
-    for name, st in debugger.layer_statistics.items():
-        rmse = float(st.get("mean_squared_error", 0.0)) ** 0.5
-        scale = float(st.get("scale", 0.0) or 0.0)
-        rows.append({"tensor": name, "rmse": round(rmse, 6),
+    for st in csv.DictReader(io.StringIO(dump.getvalue())):
+        rmse = float(st.get("mean_squared_error") or 0.0) ** 0.5
+        scale = float(st.get("scale") or 0.0)
+        rows.append({"tensor": st["tensor_name"], "op": st.get("op_name", ""),
+                     "rmse": round(rmse, 6),
                      "rmse_over_scale": round(rmse / scale, 4) if scale else None})
     rows.sort(key=lambda r: -(r["rmse_over_scale"] or 0.0))
     return rows[:worst]
