@@ -252,6 +252,7 @@ def test_cli_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
     (["--preset", "lite0", "--weights", "missing.weights.h5"], "weights file not found"),
     (["--preset", "lite0", "--format", "coreml"], "unknown format"),
     (["--preset", "lite0", "--io", "int8"], "add --int8"),
+    (["--preset", "lite0", "--int8", "--calib-seed", "-1"], "'--calib-seed'"),
 ])
 def test_cli_bad_inputs(tmp_path, args, msg):
     r = run_cli("export", *args, "--out", str(tmp_path / "x"), cwd=tmp_path)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edgeeff.core import budget, rank, targets
+from edgeeff.model.train import Recipe
 from tests.conftest import SHARED, needs, run_cli
 
 CLOTHING = SHARED / "clothing-small"
@@ -151,7 +152,6 @@ def test_train_val_then_interrupt_and_resume(subset, tmp_path):
     assert len(hist["val_accuracy"]) == 4 and hist["val_accuracy"][:len(saved)] == saved
     assert not (out.parent / "model.resume").exists()
     spec_doc = json.loads((out / "edgeeff.json").read_text())
-    from edgeeff.model.train import Recipe
     assert spec_doc["spec"]["dropout"] == Recipe.dropout  # the recipe's, not ImageNet's 0.2
     doc = spec_doc["trained"]
     assert doc["val_images"] == 30 and doc["val_accuracy"] == pytest.approx(

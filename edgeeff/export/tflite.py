@@ -236,8 +236,9 @@ def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) ->
     with captured_output():
         debugger.run()
         debugger.layer_statistics_dump(dump)
+    dump.seek(0)
     rows = []
-    for st in csv.DictReader(io.StringIO(dump.getvalue())):
+    for st in csv.DictReader(dump):
         rmse = float(st.get("mean_squared_error") or 0.0) ** 0.5
         scale = float(st.get("scale") or 0.0)
         rows.append({"tensor": st["tensor_name"], "op": st.get("op_name", ""),
