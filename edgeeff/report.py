@@ -9,6 +9,7 @@ from rich.table import Table
 from edgeeff.core.cost import stage_table
 from edgeeff.core.units import format_size
 from edgeeff.core.zoo import AVAILABLE
+from edgeeff.export.quantreport import HOW_TO_MEASURE
 
 console = Console(highlight=False, soft_wrap=False, width=160)
 
@@ -146,18 +147,19 @@ def export_summary(card: dict, out) -> None:
     if q and q.get("images"):
         qt = Table(title="Quantization report (float32 vs int8, held-back images)")
         cols = ["images", "top-1 agreement", "mean |score diff|", "max |score diff|"]
-        row = [str(q["images"]), f"{q['top1_agreement']:.1%}",
+        row = [str(q["images"]), f"{q['agreeing']}/{q['images']} ({q['top1_agreement']:.1%})",
                f"{q['mean_abs_score_error']:.5f}", f"{q['max_abs_score_error']:.4f}"]
-        if "float_top1" in q:
-            cols += ["float32 top-1", "int8 top-1"]
-            row += [f"{q['float_top1']:.1%}", f"{q['int8_top1']:.1%}"]
-        if "top1_drop_points" in q:
-            cols.append("drop (points)")
-            row.append(f"{q['top1_drop_points']:.1f}")
+        if q["labelled"]:
+            cols += ["float32 top-1", "int8 top-1", "drop (points)"]
+            row += [f"{q['float_top1']:.1%}", f"{q['int8_top1']:.1%}",
+                    f"{q['top1_drop_points']:.1f}" if q["can_estimate_accuracy"] else "too few images"]
         for col in cols:
             qt.add_column(col, justify="right")
         qt.add_row(*row)
         console.print(qt)
+        if not q["can_estimate_accuracy"]:
+            console.print(f"  {q['images']} held-back images are too few to estimate accuracy: "
+                          f"{HOW_TO_MEASURE}")
         for row in q.get("worst_layers", []):
             console.print(f"  worst layer {row['tensor']}: rmse/scale {row['rmse_over_scale']}")
     console.print(f"weights: {card['weights']}; model card: {out}/model_card.json")

@@ -264,7 +264,7 @@ def test_debug_reports_worst_layers(tmp_path):
     seed_everything(2)
     card = run(ExportRequest(spec=SMALL, int8=True, calib=str(ROOT / "calibration"), num_calib=6,
                              out=tmp_path / "d", debug=True), log=lambda m: None)
-    worst = card.quantization["worst_layers"]
+    worst = card.quantization.worst_layers
     assert 1 <= len(worst) <= 5
     assert all(w["tensor"] and w["op"] and w["rmse"] >= 0 for w in worst)
     ratios = [w["rmse_over_scale"] for w in worst]

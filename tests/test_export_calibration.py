@@ -47,8 +47,11 @@ def test_card_lists_stratified_files_and_labelled_top1(class_export):
     assert q["images"] == 4 and q["quantizer"] == "calibrator+mlir_quantize"
     assert 0 <= q["float_top1"] <= 1 and 0 <= q["int8_top1"] <= 1
     assert q["top1_drop_points"] == round(100 * (q["float_top1"] - q["int8_top1"]), 2)
-    assert q["drop_basis"].startswith("top-1 accuracy")
+    assert q["labelled"] is True and q["drop_basis"].startswith("top-1 accuracy")
     assert any("int8 top-1 drop" in m for m in logs)
+    # 4 held-back images measure nothing: the log and the card say so, and how to measure
+    assert q["can_estimate_accuracy"] is False
+    assert any("too few to estimate" in m and "edgeeff eval" in m for m in logs)
 
 
 def test_calib_seed_draws_other_images_and_is_recorded(class_export, tmp_path):
@@ -84,8 +87,9 @@ def test_max_int8_drop_fails_and_writes_nothing(tmp_path, monkeypatch):
     from edgeeff.export import tflite
 
     real = tflite.quant_report
+    # half the held-back images now disagree, whatever the random model gives
     monkeypatch.setattr(tflite, "quant_report",
-                        lambda *a, **k: {**real(*a, **k), "top1_drop_points": 50.0})
+                        lambda *a, **k: replace(real(*a, **k), top1_agreement=0.5))
     out = tmp_path / "out"
     out.mkdir()
     (out / "previous.txt").write_text("kept")
@@ -103,10 +107,12 @@ def test_max_int8_drop_fails_and_writes_nothing(tmp_path, monkeypatch):
 
 def test_drop_check_uses_accuracy_when_labelled_and_carries_data():
     from edgeeff.export import check_int8_drop
+    from edgeeff.export.quantreport import QuantReport
 
     logs = []
-    labelled = {"images": 8, "top1_drop_points": 12.5, "float_top1": 0.5, "int8_top1": 0.375,
-                "drop_basis": "top-1 accuracy, labels from sub-folder names"}
+    labelled = QuantReport(images=8, top1_agreement=0.875, mean_abs_score_error=0.01,
+                           max_abs_score_error=0.1, labelled=True,
+                           labels_note="from sub-folder names", float_top1=0.5, int8_top1=0.375)
     with pytest.raises(Int8DropTooLarge) as e:
         check_int8_drop(labelled, 12.4, logs.append)
     assert (e.value.drop, e.value.limit, e.value.images) == (12.5, 12.4, 8)
@@ -116,7 +122,8 @@ def test_drop_check_uses_accuracy_when_labelled_and_carries_data():
     from edgeeff.core.errors import EdgeeffError
 
     with pytest.raises(EdgeeffError, match="no held-back images"):
-        check_int8_drop({"images": 0, "note": "no held-back images"}, 1.0, logs.append)
+        check_int8_drop(QuantReport(images=0, top1_agreement=0.0, mean_abs_score_error=0.0,
+                                    max_abs_score_error=0.0, labelled=False), 1.0, logs.append)
 
 
 def test_max_int8_drop_needs_int8(tmp_path):
@@ -199,7 +206,7 @@ def test_quantizer_fallback_is_explicit_and_recorded(tmp_path, monkeypatch):
     logs = []
     card = run(ExportRequest(spec=SPEC, int8=True, num_calib=4, out=tmp_path / "o"),
                log=logs.append)
-    q = card.quantization["quantizer"]
+    q = card.quantization.quantizer
     assert q.startswith("TFLiteConverter (fallback: ") and "mlir_quantize is missing" in q
     assert sum("second full TFLiteConverter run" in m for m in logs) == 1
     assert (tmp_path / "o" / "model_int8.tflite").is_file()

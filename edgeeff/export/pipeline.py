@@ -15,7 +15,7 @@ import platform
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from edgeeff.core.preprocess import Preprocessor
 from edgeeff.export import onnx, tflite
 from edgeeff.export.formats import FORMAT_FUNCS, FormatJob, Models
 from edgeeff.export.frontend import Frontend, from_spec
+from edgeeff.export.quantreport import QuantReport
 from edgeeff.export.request import ExportRequest
 from edgeeff.model.calibrate import CalibrationSet, load_calibration
 from edgeeff.model.quiet import captured_output
@@ -45,16 +46,15 @@ Log = Callable[[str], None]
 
 class Int8DropTooLarge(EdgeeffError):
     """The measured float32 -> int8 top-1 drop on the held-back images exceeds
-    ``--max-int8-drop``: ``drop`` and ``limit`` in percentage points, ``basis`` says whether
-    it is top-1 accuracy (labelled images) or top-1 agreement (no labels)."""
+    ``--max-int8-drop``: ``drop`` and ``limit`` in percentage points; ``labelled`` says whether
+    it is an accuracy drop (labelled images) or the share of disagreements (no labels)."""
 
-    def __init__(self, drop: float, limit: float, basis: str, images: int):
-        labelled = basis.startswith("top-1 accuracy")
+    def __init__(self, drop: float, limit: float, labelled: bool, images: int):
         what = ("top-1 accuracy drop float32 -> int8" if labelled else
                 "top-1 disagreement float32 vs int8 (no labels for the held-back images)")
         super().__init__(f"{what} is {drop:g} points on {images} held-back images, more than "
                          f"--max-int8-drop {limit:g}; nothing written")
-        self.drop, self.limit, self.basis, self.images = drop, limit, basis, images
+        self.drop, self.limit, self.labelled, self.images = drop, limit, labelled, images
 
 
 class NoHeldOutImages(EdgeeffError):
@@ -82,12 +82,13 @@ class ModelCard:
     artifacts: dict[str, dict]  # file or format name -> what it is
     tools: dict[str, str]  # package -> version
     calibration: dict | None = None  # with int8
-    quantization: dict | None = None  # with int8: float32 vs int8 on the held-back images
+    quantization: QuantReport | None = None  # with int8: float32 vs int8 on held-back images
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["spec"] = None if self.spec is None else self.spec.to_dict()
         d["preprocessing"] = self.preprocessing.to_dict()
+        d["quantization"] = None if self.quantization is None else self.quantization.to_dict()
         for k in ("calibration", "quantization"):
             if d[k] is None:
                 del d[k]
@@ -176,27 +177,21 @@ def rewrite(req: ExportRequest, fe: Frontend, labels: list[str], float_model: by
     return models
 
 
-def check_int8_drop(rep: dict, limit: float | None, log: Log) -> None:
+def check_int8_drop(rep: QuantReport, limit: float | None, log: Log) -> None:
     """--max-int8-drop: raise :class:`Int8DropTooLarge` (inside the temporary folder, so
     nothing reaches --out) when the measured drop is larger than ``limit`` points."""
-    if "top1_drop_points" in rep:
-        basis = rep["drop_basis"]
-        head = "int8 top-1 drop" if basis.startswith("top-1 accuracy") else \
-            "int8 top-1 disagreement with float32 (no labels)"
-        acc = (f" (float32 {rep['float_top1']:.1%}, int8 {rep['int8_top1']:.1%})"
-               if "float_top1" in rep else "")
-        log(f"{head}: {rep['top1_drop_points']:g} points on {rep['images']} held-back "
-            f"images{acc}")
+    if rep.images:
+        log(rep.summary())
     if limit is None:
         return
-    if "top1_drop_points" not in rep:
+    if not rep.images:
         raise NoHeldOutImages()
-    if rep["top1_drop_points"] > limit:
-        raise Int8DropTooLarge(rep["top1_drop_points"], limit, rep["drop_basis"], rep["images"])
+    if rep.drop_points > limit:
+        raise Int8DropTooLarge(rep.drop_points, limit, rep.labelled, rep.images)
 
 
 def quantization_report(req: ExportRequest, fe: Frontend, tmp: Path, labels: list[str],
-                        calib: CalibrationSet, q: Quantized, log: Log) -> dict:
+                        calib: CalibrationSet, q: Quantized, log: Log) -> QuantReport:
     """float32 vs int8 on the held-back images (checked against --max-int8-drop), once the
     .tflite files are written and before the slower formats run."""
     log("quantization report (float32 vs int8 on held-back images)...")
@@ -204,15 +199,16 @@ def quantization_report(req: ExportRequest, fe: Frontend, tmp: Path, labels: lis
     with captured_output():
         rep = tflite.quant_report(tmp / A.FLOAT_MODEL, tmp / A.INT8_MODEL, calib.holdout,
                                   truth, note)
-    rep["quantizer"] = q.quantizer
+    rep = replace(rep, quantizer=q.quantizer)
     check_int8_drop(rep, req.max_int8_drop, log)
     if req.debug:
-        rep["worst_layers"] = tflite.debug_report(fe.model, calib.images, fe.preprocessor)
+        rep = replace(rep, worst_layers=tflite.debug_report(fe.model, calib.images,
+                                                            fe.preprocessor))
     return rep
 
 
 def model_card(req: ExportRequest, fe: Frontend, calib: CalibrationSet | None,
-               artifacts: dict[str, dict], quantization: dict | None) -> ModelCard:
+               artifacts: dict[str, dict], quantization: QuantReport | None) -> ModelCard:
     """Step 7: the model card."""
     return ModelCard(
         name=fe.name, spec=fe.spec, source=fe.source, weights=fe.weights,

@@ -30,6 +30,7 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.graph import IO_TYPES
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.device.runtime import Classifier
+from edgeeff.export.quantreport import QuantReport
 from edgeeff.model.quiet import captured_output, tail
 
 
@@ -179,16 +180,13 @@ def convert_int8(model, images: np.ndarray, pp: Preprocessor, on_sample=None,
 
 
 def quant_report(float_path, int8_path, holdout: np.ndarray,
-                 labels: list[int] | None = None, labels_note: str | None = None) -> dict:
+                 labels: list[int] | None = None, labels_note: str | None = None) -> QuantReport:
     """Float vs int8 on held-back images: top-1 agreement, mean |score difference| and, with
-    ``labels`` (the true class of every held-back image), float and int8 top-1 accuracy.
-
-    ``top1_drop_points`` is the float -> int8 top-1 accuracy drop in percentage points, or,
-    without labels, the share of images where int8's top-1 differs from float's
-    (``100 - agreement %``); ``drop_basis`` says which.
-    """
+    ``labels`` (the true class of every held-back image), float and int8 top-1 accuracy."""
     if len(holdout) == 0:
-        return {"images": 0, "note": "no held-back images"}
+        return QuantReport(images=0, top1_agreement=0.0, mean_abs_score_error=0.0,
+                           max_abs_score_error=0.0, labelled=False,
+                           labels_note="no held-back images")
     f, q = Classifier(float_path, num_threads=2), Classifier(int8_path, num_threads=2)
     agree, err, maxerr, f_hits, q_hits = 0, [], 0.0, 0, 0
     for i, img in enumerate(holdout):
@@ -202,23 +200,11 @@ def quant_report(float_path, int8_path, holdout: np.ndarray,
         err.append(float(d.mean()))
         maxerr = max(maxerr, float(d.max()))
     n = len(holdout)
-    rep = {
-        "images": int(n),
-        "top1_agreement": round(agree / n, 4),
-        "mean_abs_score_error": round(float(np.mean(err)), 6),
-        "max_abs_score_error": round(maxerr, 6),
-        "scores": "softmax probabilities",
-    }
-    if labels is not None:
-        rep["float_top1"] = round(f_hits / n, 4)
-        rep["int8_top1"] = round(q_hits / n, 4)
-        rep["top1_drop_points"] = round(100.0 * (f_hits - q_hits) / n, 2)
-        rep["drop_basis"] = f"top-1 accuracy, labels {labels_note or 'given'}"
-    else:
-        rep["top1_drop_points"] = round(100.0 * (n - agree) / n, 2)
-        rep["drop_basis"] = ("top-1 agreement float vs int8 (100 - agreement %): no labels"
-                             + (f" ({labels_note})" if labels_note else ""))
-    return rep
+    return QuantReport(
+        images=int(n), top1_agreement=agree / n, mean_abs_score_error=float(np.mean(err)),
+        max_abs_score_error=maxerr, labelled=labels is not None, labels_note=labels_note or "",
+        float_top1=None if labels is None else f_hits / n,
+        int8_top1=None if labels is None else q_hits / n)
 
 
 def debug_report(model, images: np.ndarray, pp: Preprocessor, worst: int = 5) -> list[dict]:
