@@ -26,6 +26,7 @@ from edgeeff.core import fit as fitmod
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.units import parse_size
+from edgeeff.data import check as datacheck
 from edgeeff.data.folder import ImageFolder
 from edgeeff.deploy import bundle as bundlemod
 from edgeeff.deploy import firmware as fw
@@ -337,6 +338,7 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
     if spec_file is None and phi is None:
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
+    _leakage_line(data, val_dir)
     _quiet_tensorflow()
     with Progress(*Progress.get_default_columns(), transient=True,
                   console=Console(stderr=True)) as prog:
@@ -390,6 +392,7 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
     budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     n_classes = len(ImageFolder(data, min_classes=2).classes())
     cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
+    _leakage_line(data, val_dir)
     _quiet_tensorflow()
     with _stdout_to_stderr():
         doc = _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes,
@@ -475,6 +478,41 @@ def eval_cmd(model, data, threads, as_json, plot_file) -> None:
         report.eval_table(res)
         if plot_file:
             click.echo(f"wrote {plot_file}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@main.group("data")
+def data_group() -> None:
+    """Check a folder of photos before training on it."""
+
+
+@data_group.command("check", help=(
+    "Unreadable and truncated files, exact and near duplicates (64-bit pHash within "
+    f"{datacheck.NEAR_DISTANCE} bits), duplicates across DIR and --val (leakage), class counts "
+    f"and imbalance, tiny (shorter side < {datacheck.TINY_SIDE} px) and grayscale images. Exit "
+    "code 0 (warnings included), 2 when DIR cannot be trained on."))
+@click.argument("folder", metavar="DIR")
+@click.option("--val", "val_dir", metavar="DIR",
+              help="The validation folder: also checked, and every photo it shares with DIR "
+                   "(exact or near duplicate) reported as leakage.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def data_check_cmd(folder, val_dir, as_json) -> int:
+    with Progress(transient=True, disable=as_json, console=Console(stderr=True)) as prog:
+        task = prog.add_task("checking images", total=None)
+        rep = datacheck.check(folder, val_dir, progress=lambda n: prog.advance(task, n),
+                              total=lambda n: prog.update(task, total=n))
+    if as_json:
+        click.echo(rep.to_json())
+    else:
+        report.data_check_table(rep)
+    return rep.exit_code
+
+
+def _leakage_line(data, val_dir) -> None:
+    """``train``/``tune``: the leakage part of ``data check``, in one line on stderr."""
+    click.echo(datacheck.leakage(data, val_dir).line(), err=True)
 
 
 # --------------------------------------------------------------------------- device side
