@@ -499,10 +499,11 @@ def data_group() -> None:
                    "(exact or near duplicate) reported as leakage.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_check_cmd(folder, val_dir, as_json) -> int:
+    opened = datacheck.open_folders(folder, val_dir)  # a missing folder: one line, exit 2
     with Progress(transient=True, disable=as_json, console=Console(stderr=True)) as prog:
         task = prog.add_task("checking images", total=None)
         rep = datacheck.check(folder, val_dir, progress=lambda n: prog.advance(task, n),
-                              total=lambda n: prog.update(task, total=n))
+                              total=lambda n: prog.update(task, total=n), opened=opened)
     if as_json:
         click.echo(rep.to_json())
     else:

@@ -537,13 +537,22 @@ def _verdict(folders: list[FolderCheck], exact, near) -> tuple[list[str], list[s
     return problems, warnings
 
 
-def check(data: str | os.PathLike, val: str | os.PathLike | None = None,
-          progress=None, total=None) -> DataCheck:
-    """Check ``data`` (and ``val``): see the module docstring. ``total(n)`` is told the number
-    of files before scanning starts, ``progress(1)`` once per file scanned. A folder that does
-    not exist raises :class:`~edgeeff.data.folder.FolderError`; everything else is reported."""
+def open_folders(data: str | os.PathLike, val: str | os.PathLike | None = None
+                 ) -> list[tuple[str, Path, ImageFolder | None]]:
+    """(split, root, folder) for ``data`` and ``val``: the files listed, nothing decoded; a
+    folder that does not exist raises :class:`~edgeeff.data.folder.FolderError`, one with no
+    images gives None."""
     roots = [("train", Path(data))] + ([("val", Path(val))] if val is not None else [])
-    opened = [(split, root, _open(root, split)) for split, root in roots]
+    return [(split, root, _open(root, split)) for split, root in roots]
+
+
+def check(data: str | os.PathLike, val: str | os.PathLike | None = None,
+          progress=None, total=None, opened=None) -> DataCheck:
+    """Check ``data`` (and ``val``): see the module docstring. ``total(n)`` is told the number
+    of files before scanning starts, ``progress(1)`` once per file scanned; ``opened``: what
+    :func:`open_folders` gave for the same folders. A folder that does not exist raises
+    :class:`~edgeeff.data.folder.FolderError`; everything else is reported."""
+    opened = open_folders(data, val) if opened is None else opened
     present = [(split, f) for split, _, f in opened if f is not None]
     if total:
         total(sum(len(f.files) for _, f in present))
@@ -556,8 +565,7 @@ def check(data: str | os.PathLike, val: str | os.PathLike | None = None,
 
 def leakage(data: str | os.PathLike, val: str | os.PathLike | None = None) -> Leakage:
     """The duplicates that leak into validation (see :class:`Leakage`), for ``train``/``tune``."""
-    roots = [("train", Path(data))] + ([("val", Path(val))] if val is not None else [])
-    present = [(split, f) for split, root in roots if (f := _open(root, split)) is not None]
+    present = [(split, f) for split, _, f in open_folders(data, val) if f is not None]
     exact, near = duplicates(_scan(present))
     groups = [g for g in exact + near if (g.cross_split if val is not None else True)]
     return Leakage(str(data), None if val is None else str(val), tuple(groups))
