@@ -552,11 +552,30 @@ class _Address(click.ParamType):
                    "given (0.0.0.0: the whole network). A video, folder or the sample loops.")
 @click.option("--token", help="With --serve: every path needs ?token=TOKEN (or the cookie the "
               "page sets), else 401.")
+@click.option("--keep-unsure", "keep_dir", metavar="DIR",
+              help="Keep the frames whose top-1 score is below --below in DIR, as JPEGs with "
+                   "the model's guess beside them (.json): the ones worth labelling next.")
+@click.option("--below", type=click.FloatRange(0, 1, min_open=True),
+              default=demomod.keep.DEFAULT_BELOW, show_default=True,
+              help="With --keep-unsure: the top-1 score under which a frame is kept.")
+@click.option("--keep-gap", type=click.IntRange(min=1), default=demomod.keep.DEFAULT_GAP,
+              show_default=True, help="With --keep-unsure: at most one kept frame per N frames.")
+@click.option("--max-kept", type=click.IntRange(min=1), default=demomod.keep.DEFAULT_MAX_KEPT,
+              show_default=True, help="With --keep-unsure: stop keeping once DIR holds N kept "
+                                      "frames (earlier runs' included); nothing is deleted.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
-         reconnect, serve, token) -> int:
+         reconnect, serve, token, keep_dir, below, keep_gap, max_kept) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
     if token is not None and serve is None:
         raise click.UsageError("--token applies to --serve")
+    ctx = click.get_current_context()
+    if keep_dir is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("below", "keep_gap", "max_kept")
+                 if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{given[0]} applies to --keep-unsure")
+    keep = None if keep_dir is None else demomod.KeepUnsure(
+        Path(keep_dir), below, keep_gap, max_kept)
     if token is not None and not demomod.serve.valid_token(token):
         raise click.UsageError("--token takes letters, digits and . _ ~ - (it goes into URLs "
                                "and a cookie)")
@@ -564,6 +583,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
     demomod.need_cv2()
     clf = devruntime.Classifier(path, num_threads=threads or demomod.default_threads(),
                                 delegate=delegate)
+    if keep is not None:
+        keep = keep.prepared()  # the folder is made once the model has loaded
     server = None
     if serve is not None:
         server = demomod.DemoServer(*serve, token=token)  # binds now: a busy port exits 2
@@ -574,7 +595,7 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
     try:
         with server if server is not None else contextlib.nullcontext():
             demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
-                             reconnect=reconnect, server=server)
+                             reconnect=reconnect, server=server, keep=keep)
     except demomod.DemoError as e:
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1
