@@ -500,7 +500,8 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_check_cmd(folder, val_dir, as_json) -> int:
     opened = datacheck.open_folders(folder, val_dir)  # a missing folder: one line, exit 2
-    with Progress(transient=True, disable=as_json, console=Console(stderr=True)) as prog:
+    bar = Console(stderr=True)
+    with Progress(transient=True, disable=as_json or not bar.is_terminal, console=bar) as prog:
         task = prog.add_task("checking images", total=None)
         rep = datacheck.check(folder, val_dir, progress=lambda n: prog.advance(task, n),
                               total=lambda n: prog.update(task, total=n), opened=opened)

@@ -5,6 +5,8 @@ and its exit codes (0 with warnings, 2 for a folder that cannot be trained on)."
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from edgeeff.data import check as dc
 from edgeeff.data.folder import FolderError
 from tests.conftest import needs, run_cli
+from tests.test_layers import BLOCKER
 
 cv2 = needs("cv2")
 
@@ -150,3 +153,19 @@ def test_truncation_is_told_from_the_bytes():
     assert not dc.ends_early(whole, ".jpg") and dc.ends_early(whole[:-10], ".jpg")
     png = cv2.imencode(".png", photo(0))[1].tobytes()
     assert not dc.ends_early(png, ".png") and dc.ends_early(png[:-20], ".png")
+
+
+def test_train_says_what_leaks_before_it_starts_and_check_needs_no_tensorflow(planted,
+                                                                               tmp_path):
+    train, val = planted
+    (train / "birds").rmdir()
+    blocked = "tensorflow,keras,tf_keras,onnx,onnx2tf,onnxruntime"
+    r = subprocess.run([sys.executable, "-c", BLOCKER, blocked, "train", "--data", str(train),
+                        "--val", str(val), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and lines[0].startswith(f"data check: warning: 2 photo(s) of {val}")
+    assert "needs TensorFlow" in lines[-1]  # the line came before training would start
+    r = subprocess.run([sys.executable, "-c", BLOCKER, blocked, "data", "check", str(train),
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True, r.stderr
