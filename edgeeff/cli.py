@@ -26,6 +26,7 @@ from edgeeff.core import fit as fitmod
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.units import parse_size
+from edgeeff.data import check as datacheck
 from edgeeff.data.folder import ImageFolder
 from edgeeff.deploy import bundle as bundlemod
 from edgeeff.deploy import firmware as fw
@@ -337,6 +338,7 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
     if spec_file is None and phi is None:
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
+    _leakage_line(data, val_dir)
     _quiet_tensorflow()
     with Progress(*Progress.get_default_columns(), transient=True,
                   console=Console(stderr=True)) as prog:
@@ -390,6 +392,7 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
     budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     n_classes = len(ImageFolder(data, min_classes=2).classes())
     cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
+    _leakage_line(data, val_dir)
     _quiet_tensorflow()
     with _stdout_to_stderr():
         doc = _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes,
@@ -477,6 +480,43 @@ def eval_cmd(model, data, threads, as_json, plot_file) -> None:
             click.echo(f"wrote {plot_file}")
 
 
+# --------------------------------------------------------------------------- data
+
+
+@main.group("data")
+def data_group() -> None:
+    """Check a folder of photos before training on it."""
+
+
+@data_group.command("check", help=(
+    "Unreadable and truncated files, exact and near duplicates (64-bit pHash within "
+    f"{datacheck.NEAR_DISTANCE} bits), duplicates across DIR and --val (leakage), class counts "
+    f"and imbalance, tiny (shorter side < {datacheck.TINY_SIDE} px) and grayscale images. Exit "
+    "code 0 (warnings included), 2 when DIR cannot be trained on."))
+@click.argument("folder", metavar="DIR")
+@click.option("--val", "val_dir", metavar="DIR",
+              help="The validation folder: also checked, and every photo it shares with DIR "
+                   "(exact or near duplicate) reported as leakage.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def data_check_cmd(folder, val_dir, as_json) -> int:
+    opened = datacheck.open_folders(folder, val_dir)  # a missing folder: one line, exit 2
+    bar = Console(stderr=True)
+    with Progress(transient=True, disable=as_json or not bar.is_terminal, console=bar) as prog:
+        task = prog.add_task("checking images", total=None)
+        rep = datacheck.check(folder, val_dir, progress=lambda n: prog.advance(task, n),
+                              total=lambda n: prog.update(task, total=n), opened=opened)
+    if as_json:
+        click.echo(rep.to_json())
+    else:
+        report.data_check_table(rep)
+    return rep.exit_code
+
+
+def _leakage_line(data, val_dir) -> None:
+    """``train``/``tune``: the leakage part of ``data check``, in one line on stderr."""
+    click.echo(datacheck.leakage(data, val_dir).line(), err=True)
+
+
 # --------------------------------------------------------------------------- device side
 
 
@@ -513,11 +553,30 @@ class _Address(click.ParamType):
                    "given (0.0.0.0: the whole network). A video, folder or the sample loops.")
 @click.option("--token", help="With --serve: every path needs ?token=TOKEN (or the cookie the "
               "page sets), else 401.")
+@click.option("--keep-unsure", "keep_dir", metavar="DIR",
+              help="Keep the frames whose top-1 score is below --below in DIR, as JPEGs with "
+                   "the model's guess beside them (.json): the ones worth labelling next.")
+@click.option("--below", type=click.FloatRange(0, 1, min_open=True),
+              default=demomod.keep.DEFAULT_BELOW, show_default=True,
+              help="With --keep-unsure: the top-1 score under which a frame is kept.")
+@click.option("--keep-gap", type=click.IntRange(min=1), default=demomod.keep.DEFAULT_GAP,
+              show_default=True, help="With --keep-unsure: at most one kept frame per N frames.")
+@click.option("--max-kept", type=click.IntRange(min=1), default=demomod.keep.DEFAULT_MAX_KEPT,
+              show_default=True, help="With --keep-unsure: stop keeping once DIR holds N kept "
+                                      "frames (earlier runs' included); nothing is deleted.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
-         reconnect, serve, token) -> int:
+         reconnect, serve, token, keep_dir, below, keep_gap, max_kept) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
     if token is not None and serve is None:
         raise click.UsageError("--token applies to --serve")
+    ctx = click.get_current_context()
+    if keep_dir is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("below", "keep_gap", "max_kept")
+                 if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{given[0]} applies to --keep-unsure")
+    keep = None if keep_dir is None else demomod.KeepUnsure(
+        Path(keep_dir), below, keep_gap, max_kept)
     if token is not None and not demomod.serve.valid_token(token):
         raise click.UsageError("--token takes letters, digits and . _ ~ - (it goes into URLs "
                                "and a cookie)")
@@ -525,6 +584,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
     demomod.need_cv2()
     clf = devruntime.Classifier(path, num_threads=threads or demomod.default_threads(),
                                 delegate=delegate)
+    if keep is not None:
+        keep = keep.prepared()  # the folder is made once the model has loaded
     server = None
     if serve is not None:
         server = demomod.DemoServer(*serve, token=token)  # binds now: a busy port exits 2
@@ -535,7 +596,7 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
     try:
         with server if server is not None else contextlib.nullcontext():
             demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
-                             reconnect=reconnect, server=server)
+                             reconnect=reconnect, server=server, keep=keep)
     except demomod.DemoError as e:
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1

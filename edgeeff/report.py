@@ -249,3 +249,72 @@ def tune_table(doc: dict) -> None:
     console.print(f"pick {pick['name']}: trained {pick['val_top1']:.1%} float"
                   + (f", {q:.1%} int8" if q is not None else "")
                   + f" on the validation images; {against}")
+
+
+def data_check_table(rep) -> None:
+    """``edgeeff data check``: one table (class counts, then the checks, train and validation
+    side by side, with an example of each finding), then the problems and warnings."""
+    folders = {f.split: f for f in rep.folders}
+    splits = [s for s in ("train", "val") if s in folders]
+    t = Table(title="edgeeff data check: " + ", ".join(
+        f"{'validation' if s == 'val' else 'training'} {escape(folders[s].root)}" for s in splits))
+    t.add_column("check")
+    for s in splits:
+        t.add_column("validation" if s == "val" else "train", justify="right")
+    t.add_column("example")
+    classes = sorted({c for f in rep.folders for c, _ in f.class_counts})
+    for c in classes:
+        counts = [dict(folders[s].class_counts).get(c) for s in splits]
+        t.add_row(f"class {escape(c)}", *[("[red]0[/]" if n == 0 else "-" if n is None else str(n))
+                                         for n in counts], "")
+    t.add_section()
+
+    def row(name, values, example=""):
+        t.add_row(name, *values, escape(example))
+
+    def first(items, fmt=str):
+        return next((fmt(x) for s in splits for x in items(folders[s])), "")
+
+    row("images (readable)", [f"{folders[s].images} ({folders[s].readable})" for s in splits])
+    imb = [folders[s].imbalance for s in splits]
+    ext = [folders[s].extremes() for s in splits]
+    row("imbalance (largest / smallest class)",
+        [("-" if i is None else (f"[yellow]{i:.1f}[/]" if i >= rep.imbalance_warn else f"{i:.1f}"))
+         for i in imb],
+        next((f"{a[0]} {a[1]} / {b[0]} {b[1]}" for a, b in (e for e in ext if e)), ""))
+
+    def count(n):
+        return f"[yellow]{n}[/]" if n else "0"
+
+    row("unreadable", [count(len(folders[s].unreadable)) for s in splits],
+        first(lambda f: f.unreadable, lambda u: f"{u.path}: {u.reason}"))
+    row("truncated", [count(len(folders[s].truncated)) for s in splits],
+        first(lambda f: f.truncated))
+    row(f"tiny (shorter side < {rep.tiny_side} px)",
+        [count(len(folders[s].tiny)) for s in splits],
+        first(lambda f: f.tiny, lambda x: f"{x.path} {x.width}x{x.height}"))
+    row("grayscale", [count(len(folders[s].grayscale)) for s in splits],
+        first(lambda f: f.grayscale))
+    for groups, label in (
+            (rep.exact, "exact duplicates (groups)"),
+            (rep.near, f"near duplicates, pHash <= {rep.near_distance} of 64 bits")):
+        inside = [[g for g in groups if not g.cross_split and g.files[0].split == s]
+                  for s in splits]
+        ex = next((g for gs in inside for g in gs), None)
+        row(label, [count(len(gs)) for gs in inside],
+            "" if ex is None else " = ".join(f.path for f in ex.files[:2]))
+    if "val" in folders:
+        for kind, groups in (("exact", rep.exact), ("near", rep.near)):
+            cross = [g for g in groups if g.cross_split]
+            n = sum(1 for g in cross for f in g.files if f.split == "val")
+            row(f"in train and validation ({kind})", ["", f"[red]{n}[/]" if n else "0"],
+                "" if not cross else " = ".join(map(str, cross[0].files[:2])))
+    console.print(t)
+    for p in rep.problems:
+        console.print(f"[red]problem:[/] {escape(p)}")
+    for w in rep.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    if rep.problems:
+        console.print("cannot train on this folder: fix the problems above")
+    else:
+        console.print("ready to train" + (" (see the warnings)" if rep.warnings else ""))

@@ -1,11 +1,13 @@
 """``edgeeff demo``: live classification of a camera, a video, an image folder or the sample clip.
 
 ``sources`` (where frames come from), ``capture`` (the thread that reads and preprocesses
-them), ``loop`` (inference, output, summary) and ``serve`` (``--serve``: the browser view).
+them), ``loop`` (inference, output, summary), ``keep`` (``--keep-unsure``) and ``serve``
+(``--serve``: the browser view).
 """
 
-from edgeeff.device.demo import capture, loop, serve, sources
+from edgeeff.device.demo import capture, keep, loop, serve, sources
 from edgeeff.device.demo.capture import _END, QUEUE_SIZE, _Capture
+from edgeeff.device.demo.keep import KeepUnsure
 from edgeeff.device.demo.loop import CAMERA_TIMEOUT_S, default_threads, need_cv2, open_source, run_demo
 from edgeeff.device.demo.serve import DemoServer, ServeError, exposure_warning, overlay, parse_address
 from edgeeff.device.demo.sources import (
@@ -22,8 +24,8 @@ from edgeeff.device.demo.sources import (
 
 __all__ = [
     "CAMERA_TIMEOUT_S", "QUEUE_SIZE", "RECONNECT_DELAYS_S", "DemoError", "DemoServer",
-    "ImageFolderSource", "LoopingSource", "PiCameraSource", "ReconnectingSource", "ServeError",
+    "ImageFolderSource", "KeepUnsure", "LoopingSource", "PiCameraSource", "ReconnectingSource", "ServeError",
     "Source", "VideoSource", "_END", "_Capture", "capture", "default_threads",
-    "exposure_warning", "loop", "need_cv2", "open_source", "overlay", "parse_address",
+    "exposure_warning", "keep", "loop", "need_cv2", "open_source", "overlay", "parse_address",
     "run_demo", "sample_clip", "serve", "sources",
 ]

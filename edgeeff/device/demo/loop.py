@@ -32,6 +32,7 @@ import numpy as np
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.device.demo import sources
 from edgeeff.device.demo.capture import _END, _Capture
+from edgeeff.device.demo.keep import Keeper, KeepUnsure
 from edgeeff.device.demo.reporter import Reporter
 from edgeeff.device.demo.serve import overlay
 from edgeeff.device.demo.sources import DemoError, LoopingSource, ReconnectingSource, Source
@@ -100,12 +101,14 @@ def _next_item(cap: _Capture, src: Source, on_event):
 
 def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
              max_frames: int | None, out=None, err=None, reconnect: bool = False,
-             server=None) -> dict:
+             server=None, keep: KeepUnsure | None = None) -> dict:
     """Classify every frame of ``source``; the summary (frames, FPS, drops, skips) as a dict.
 
     ``headless``: no window, one JSON line per frame on ``out`` (``as_json``: those lines as
     well as the window). ``server``, a started :class:`DemoServer`, receives every result
-    instead of a window; a finite source then starts again when it ends.
+    instead of a window; a finite source then starts again when it ends. ``keep``
+    (``--keep-unsure``) keeps the frames whose top-1 score is low, as JPEGs with the guess
+    (:mod:`edgeeff.device.demo.keep`), from the reporter thread.
     """
     out, err = out or sys.stdout, err or sys.stderr  # the streams of the moment, not of import
     src = open_source(source)
@@ -137,10 +140,13 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     cv2.setNumThreads(capture_threads(getattr(clf, "num_threads", None)))
     cap = _Capture(src, clf.preprocessor)
     cap.start()
-    reporter = None
+    reporter = keeper = None
+    if keep is not None:
+        keeper = Keeper(keep, source=src.name, model=clf.path.name, err=err)
+        keeper.start()
     on_event = lambda ev: _report_event(ev, lines, out, err)  # noqa: E731
-    if lines or server is not None:
-        reporter = Reporter(clf, top_k, lines, out, server, on_event)
+    if lines or server is not None or keeper is not None:
+        reporter = Reporter(clf, top_k, lines, out, server, on_event, keeper)
         reporter.start()
         on_event = reporter.put_event  # in order with the frames before it
     times: deque = deque(maxlen=30)
@@ -182,6 +188,8 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     finally:
         if reporter is not None:
             reporter.stop()
+        if keeper is not None:
+            keeper.close()  # the frames it accepted are written before the summary
         cap.stop_event.set()
         # let the capture thread leave its read before the source is released under it
         # (releasing a VideoCapture mid-read can abort the process)
@@ -196,9 +204,12 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
                "mean_latency_ms": round(lat_sum / n, 3) if n else None,
                "dropped_frames": cap.dropped, "skipped_frames": skipped,
                "reconnects": getattr(src, "reconnects", 0), "runtime": clf.runtime}
+    if keeper is not None:
+        summary.update(kept_unsure=keeper.kept, unsure_dropped=keeper.dropped)
     print(f"edgeeff demo: {n} frames, {summary['fps']} FPS end to end, mean inference "
           f"{summary['mean_latency_ms']} ms, {cap.dropped} stale frames dropped, "
           f"{skipped} undecodable skipped"
-          + (f", {summary['reconnects']} reconnects" if reconnect and src.live else ""),
+          + (f", {summary['reconnects']} reconnects" if reconnect and src.live else "")
+          + (f", {keeper.kept} unsure frames kept in {keep.folder}" if keeper is not None else ""),
           file=err)
     return summary

@@ -27,12 +27,14 @@ _STOP = object()
 
 
 class Reporter(threading.Thread):
-    """Top-k, JSON line (``lines``) and ``server.publish`` for each result handed over."""
+    """Top-k, JSON line (``lines``), ``server.publish`` and ``keeper.offer`` (``--keep-unsure``,
+    a :class:`~edgeeff.device.demo.keep.Keeper`) for each result handed over."""
 
-    def __init__(self, clf, top_k: int, lines: bool, out, server=None, report_event=None):
+    def __init__(self, clf, top_k: int, lines: bool, out, server=None, report_event=None,
+                 keeper=None):
         super().__init__(daemon=True, name="edgeeff-reporter")
         self.clf, self.k, self.lines, self.out = clf, top_k, lines, out
-        self.server, self.report_event = server, report_event
+        self.server, self.report_event, self.keeper = server, report_event, keeper
         self.q: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.error: BaseException | None = None
         self._held = None  # a result not yet queued (see the module docstring)
@@ -107,5 +109,7 @@ class Reporter(threading.Thread):
                     self.out.flush()
                 if self.server is not None:
                     self.server.publish(frame, payload, line)
+                if self.keeper is not None:
+                    self.keeper.offer(n, frame, top)
         except BaseException as e:  # noqa: BLE001 - raised again on the inference thread
             self.error = e
