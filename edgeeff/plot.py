@@ -18,6 +18,7 @@ import numpy as np
 from edgeeff.core.budget import FitResult
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic
+from edgeeff.core.optional import require
 from edgeeff.core.rank import pretrained_candidates
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -31,16 +32,10 @@ def check_path(path: str | Path) -> str:
     return fmt
 
 
-def _pyplot(what: str = "--plot needs"):
+def _pyplot(purpose: str = "--plot"):
     """matplotlib's pyplot on the file-only Agg backend, or one line on how to install it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeeffError(f"{what} matplotlib: pip install 'edgeeff[plot]'") from None
-    return plt
+    require("matplotlib", purpose).use("Agg")
+    return require("matplotlib.pyplot", purpose)
 
 
 def _save(plt, fig, path: str | Path, fmt: str, dpi: float | None = None) -> Path:
@@ -140,7 +135,7 @@ def plot_confusion(labels: list[str], matrix, path: str | Path, title: str = "")
 def plot_history(history: dict, path: str | Path) -> Path:
     """``train``'s loss and accuracy curves by epoch (``history.json``'s figures)."""
     fmt = check_path(path)
-    plt = _pyplot("plots need")
+    plt = _pyplot("plots")
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6))
     for key, ax in (("loss", ax_l), ("val_loss", ax_l), ("accuracy", ax_a),
                     ("val_accuracy", ax_a)):

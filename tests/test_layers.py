@@ -75,6 +75,36 @@ def test_every_tier_imports_only_its_own_and_lower_tiers():
     assert violations(files) == []
 
 
+def test_the_ruff_allow_list_is_the_one_list_of_optional_modules():
+    """pyproject's banned-module-level-imports, the tiers' third-party sets here and
+    edgeeff.core.optional.OPTIONAL describe the same modules (issue 36, item 4)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from edgeeff.core.optional import OPTIONAL
+
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    banned = ruff["flake8-tidy-imports"]["banned-module-level-imports"]
+    modules = [o.module for o in OPTIONAL]
+    assert sorted(banned) == sorted(modules)
+    on_device = {o.module for o in OPTIONAL if o.on_device}
+    optional_here = DEVICE_THIRD_PARTY - CORE_THIRD_PARTY - {"tflite", "flatbuffers"}
+    assert optional_here == on_device
+    assert NEVER_ON_DEVICE <= set(modules) - on_device
+
+
+def test_missing_extra_messages_come_from_the_one_list():
+    """No module writes its own "pip install 'edgeeff[...]'": require() and install_hint() do."""
+    offenders = [f"{f.relative_to(ROOT)}:{i}" for f in sorted(PKG.rglob("*.py"))
+                 if f.name != "optional.py"
+                 for i, line in enumerate(f.read_text().splitlines(), 1)
+                 if "pip install 'edgeeff[" in line and not line.lstrip().startswith("#")
+                 and '"""' not in line and "``" not in line]
+    assert offenders == []
+
+
 def test_every_subpackage_is_a_known_tier():
     subpackages = {p.parent.relative_to(PKG).parts[0] for p in PKG.rglob("__init__.py") if p.parent != PKG}
     # edgeeff/data holds package data files too; it is the data tier

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.optional import install_hint
 from edgeeff.device import bench, delegate_probe, synth
 from edgeeff.device.demo import default_threads
 from edgeeff.device.profile.host import meminfo, usable_cores
@@ -33,8 +34,7 @@ from edgeeff.tflite.verify import verify
 SYSTEM_SITES = ("/usr/lib/python3/dist-packages",)
 MIN_FREE_RAM = 200 * 1024 * 1024  # below this the demo may be killed or swap
 MIN_FREE_DISK = 100 * 1024 * 1024  # room for a model and a bundle
-RUNTIME_HINT = ("pip install 'edgeeff[runtime]' (on 32-bit Raspberry Pi OS: "
-                "pip install tflite-runtime)")
+RUNTIME_HINT = install_hint("tflite_runtime")
 BENCH_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "throughput_per_s", "runs", "threads", "runtime")
 VENV_HINT = "recreate the venv with --system-site-packages (python3 -m venv --system-site-packages)"
 

