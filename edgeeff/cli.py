@@ -552,7 +552,13 @@ class _Address(click.ParamType):
                    "(/, /stream.mjpg, /predictions, /events); binds 127.0.0.1 unless HOST is "
                    "given (0.0.0.0: the whole network). A video, folder or the sample loops.")
 @click.option("--token", help="With --serve: every path needs ?token=TOKEN (or the cookie the "
-              "page sets), else 401.")
+              "page sets), else 401. --token-file or $EDGEEFF_TOKEN keep it out of ps.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --serve: read the token from FILE (surrounding whitespace ignored).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="With --serve: also answer requests for this host name (repeatable). "
+                   "Else only loopback, the served address and, when shared, this machine's "
+                   "names are answered; other Host headers get 403 (DNS rebinding).")
 @click.option("--keep-unsure", "keep_dir", metavar="DIR",
               help="Keep the frames whose top-1 score is below --below in DIR, as JPEGs with "
                    "the model's guess beside them (.json): the ones worth labelling next.")
@@ -565,10 +571,13 @@ class _Address(click.ParamType):
               show_default=True, help="With --keep-unsure: stop keeping once DIR holds N kept "
                                       "frames (earlier runs' included); nothing is deleted.")
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
-         reconnect, serve, token, keep_dir, below, keep_gap, max_kept) -> int:
+         reconnect, serve, token, token_file, allow_hosts, keep_dir, below, keep_gap,
+         max_kept) -> int:
     """Classify live frames on the device (needs only a TFLite runtime and OpenCV)."""
-    if token is not None and serve is None:
-        raise click.UsageError("--token applies to --serve")
+    for given, flag in ((token, "--token"), (token_file, "--token-file"),
+                        (allow_hosts or None, "--allow-host")):
+        if given is not None and serve is None:
+            raise click.UsageError(f"{flag} applies to --serve")
     ctx = click.get_current_context()
     if keep_dir is None:
         given = [f"--{n.replace('_', '-')}" for n in ("below", "keep_gap", "max_kept")
@@ -577,9 +586,14 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
             raise click.UsageError(f"{given[0]} applies to --keep-unsure")
     keep = None if keep_dir is None else demomod.KeepUnsure(
         Path(keep_dir), below, keep_gap, max_kept)
-    if token is not None and not demomod.serve.valid_token(token):
-        raise click.UsageError("--token takes letters, digits and . _ ~ - (it goes into URLs "
-                               "and a cookie)")
+    try:
+        token = demomod.serve.resolve_token(token, token_file) if serve is not None else None
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        allow_hosts = tuple(demomod.serve.normalize_host(h) for h in allow_hosts)
+    except ValueError as e:
+        raise click.UsageError(f"--allow-host: {e}") from None
     path = devruntime.resolve_model_path(model, delegate=delegate)
     demomod.need_cv2()
     clf = devruntime.Classifier(path, num_threads=threads or demomod.default_threads(),
@@ -588,7 +602,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
         keep = keep.prepared()  # the folder is made once the model has loaded
     server = None
     if serve is not None:
-        server = demomod.DemoServer(*serve, token=token)  # binds now: a busy port exits 2
+        server = demomod.DemoServer(*serve, token=token,  # binds now: a busy port exits 2
+                                    allow_hosts=allow_hosts)
         warning = demomod.exposure_warning(server.host, server.port, token)
         if warning:
             click.echo(warning, err=True)

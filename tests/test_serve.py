@@ -101,13 +101,13 @@ def test_every_path_needs_the_token(served, path):
     # the page sets a cookie that later requests (the <img>, the EventSource) carry
     r = _get(_url(served, "/"))
     cookie = r.headers["Set-Cookie"].split(";")[0]
-    assert cookie == f"edgeeff_token={TOKEN}" and b"stream.mjpg" in r.read()
+    assert cookie == f"edgeeff_token_{served.port}={TOKEN}" and b"stream.mjpg" in r.read()
     _wait(lambda: served.latest is not None, what="a first frame")
     with _get(_url(served, path, None), headers={"Cookie": cookie}) as r:
         assert r.status == 200
         assert r.read(64)
     with pytest.raises(urllib.error.HTTPError) as e:
-        _get(_url(served, path, None), headers={"Cookie": "edgeeff_token=wrong"})
+        _get(_url(served, path, None), headers={"Cookie": f"edgeeff_token_{served.port}=wrong"})
     assert e.value.code == 401
 
 
@@ -166,7 +166,7 @@ def test_events_stream_one_json_object_per_frame(served):
 
 def _raw_client(server, path, reset=False):
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(f"GET {path}?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.sendall(f"GET {path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     if reset:  # close with an RST, as a client that crashes or loses its network does
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     return s

@@ -17,27 +17,66 @@ someone watches the stream, into each stream client's bounded queue. Every clien
 thread with a socket timeout, so a client that vanishes (reset, broken pipe) or stops reading
 ends its thread and releases its queue.
 
-With ``token`` every path needs it, as the ``token`` query parameter or the ``edgeeff_token``
-cookie (set by the page when it was opened with the query parameter): 401 otherwise, and
-nothing streamed.
+With ``token`` every path needs it, as the ``token`` query parameter or the
+``edgeeff_token_PORT`` cookie (set by the page when it was opened with the query parameter;
+one name per port, so two demos on one machine keep their own cookies): 401 otherwise, and
+nothing streamed. The ``Cookie`` header is split by hand, leniently: a neighbour that
+``http.cookies`` cannot parse (``prefs={"a":1}``, ``x=a b``) does not hide ours.
+
+What a request must pass, in this order, before anything is routed:
+
+- **Host** (DNS rebinding): a web page whose name an attacker rebinds to 127.0.0.1 reaches this
+  server with its own name in ``Host``. Accepted are only the loopback names (``localhost``,
+  127.0.0.0/8, ``[::1]``), the address and name given to ``--serve``, and, when the user shares
+  the view (a non-loopback address such as ``0.0.0.0`` or ``[::]``), the machine's own host
+  name, ``HOST.local`` (mDNS), and the address the client connected to; plus every
+  ``allow_hosts`` name (``demo --allow-host NAME``). Anything else: 403 and nothing more; no
+  ``Host``, or more than one: 400.
+- **Connections**: at most ``MAX_CONNECTIONS`` (32) at once, streams included; one more is
+  answered 503 from the accepting thread, without a thread of its own, and closed.
+- **Request head**: the request line and headers must arrive within ``HEADER_TIMEOUT_S``
+  (10 s) of the moment the server starts waiting for them (a client that trickles a byte at a
+  time is dropped, not only one silent for ``CLIENT_TIMEOUT_S``), in at most
+  ``MAX_REQUEST_BYTES`` (32 KiB; 431 beyond, 414 for the request line) and at most 100 header
+  lines (``http.client``'s own cap). A stream, once answered, is not cut by this deadline.
+
+Every response, errors included, carries ``X-Content-Type-Options: nosniff``,
+``X-Frame-Options: DENY``, ``Content-Security-Policy: frame-ancestors 'none'`` and
+``Referrer-Policy: no-referrer`` (the page's URL holds the token). ``HEAD`` is answered like
+``GET`` without a body. The page names the source by its base name, never an absolute path.
+IPv6 works: ``[::1]:8000`` binds ::1, ``[::]:8000`` every address of both families.
+
+Why the standard library and not a server package: on a 32-bit Pi the candidates from Debian or
+piwheels are waitress and cheroot, WSGI servers with a fixed pool of worker threads (four and
+ten by default), each serving one response to its end: every MJPEG or SSE viewer holds one for
+as long as it watches, so with waitress two browser tabs (a picture and an event stream each)
+leave nothing for a third or for ``/predictions``, and a pool large enough is our thread per
+client again under a WSGI layer. aiohttp streams cheaply on one event loop, but means
+rewriting the server around asyncio, with compiled dependencies (multidict, yarl, frozenlist)
+on the device, and the version Debian 12 ships reads cookies with ``http.cookies`` too. None of
+them checks ``Host``, so that guard and the lenient cookie split are ours in any case; the
+connection cap and the head deadline are a few dozen lines over ``http.server``, tested one by
+one in ``tests/test_serve_guards.py``.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import http.client
+import io
 import ipaddress
 import json
 import os
 import re
 import select
 import socket
+import socketserver
 import sys
 import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,7 +88,11 @@ CLIENT_QUEUE = 2  # stream frames queued per client (older ones are dropped)
 EVENT_QUEUE = 64  # events queued per client
 POLL_S = 0.02  # how often a client thread looks for new events
 CLIENT_TIMEOUT_S = 10.0  # a client that accepts nothing for this long is dropped
-COOKIE = "edgeeff_token"
+MAX_CONNECTIONS = 32  # connections served at once (page loads, streams, event streams)
+HEADER_TIMEOUT_S = 10.0  # the request line and headers must arrive within this, in all
+MAX_REQUEST_BYTES = 32 * 1024  # request line and headers together, at most
+COOKIE = "edgeeff_token"  # the cookie's name is COOKIE_PORT: one per served port
+TOKEN_ENV = "EDGEEFF_TOKEN"  # the token, when neither --token nor --token-file gives it
 BOUNDARY = "edgeeff-frame"
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 OVERLAY_BGR = (0, 255, 0)  # the colour of the labels drawn on the picture
@@ -98,13 +141,121 @@ def valid_token(token: str) -> bool:
     return bool(_TOKEN_CHARS.fullmatch(token))
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _ip(text: str):
+    """``text`` as an address (IPv4-mapped IPv6 unwrapped to IPv4), or None for a name."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        a = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
     except ValueError:
-        return False
+        return None
+    return a.ipv4_mapped or a if a.version == 6 else a
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    a = _ip(host)
+    return a is not None and a.is_loopback
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def normalize_host(name: str) -> str:
+    """A host name or address as ``Host`` is compared: lower case, no trailing dot, no
+    brackets; ``ValueError`` for anything that is neither a DNS name nor an address."""
+    text = name.strip().lower()
+    a = _ip(text)
+    if a is not None:
+        return str(a)
+    text = text[:-1] if text.endswith(".") else text  # "localhost." is "localhost"
+    if not _HOST_NAME.fullmatch(text) or len(text) > 253:
+        raise ValueError(f"expected a host name or an address, got {name!r}")
+    return text
+
+
+def host_of(header: str) -> str | None:
+    """The host part of a ``Host`` header (``name[:port]``, ``[v6][:port]``), normalized;
+    None when it is not one."""
+    text = header.strip()
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return None
+        a = _ip(inner)
+        return str(a) if a is not None else None
+    name, sep, port = text.partition(":")
+    if sep and not port.isdigit():
+        return None
+    try:
+        return normalize_host(name)
+    except ValueError:
+        return None
+
+
+def machine_names() -> set[str]:
+    """This machine's own names, as a browser on the network would reach it: the host name
+    and its mDNS ``.local`` name (how a Raspberry Pi is usually found)."""
+    try:
+        name = normalize_host(socket.gethostname())
+    except (OSError, ValueError):
+        return set()
+    return {name, f"{name.split('.', 1)[0]}.local"}
+
+
+def cookie_values(header: str, name: str) -> list[str]:
+    """Every value ``name`` has in a ``Cookie`` header, split by hand on ``;`` and the first
+    ``=``: pieces that are not ``name=value`` (``prefs={"a":1}``, ``x=a b``) are skipped, where
+    ``http.cookies`` gives up on the whole header at the first of them."""
+    out = []
+    for piece in header.split(";"):
+        key, sep, value = piece.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            out.append(value)
+    return out
+
+
+def resolve_token(token: str | None, token_file: str | None,
+                  environ: dict | None = None) -> str | None:
+    """The server's token from ``--token``, else ``--token-file`` (its text, stripped), else
+    ``$EDGEEFF_TOKEN`` (unset or empty: no token). The file and the variable keep it out of
+    ``ps``. ``ValueError`` with the one-line reason for two sources, an unreadable or empty
+    file, or a token with characters a URL or a cookie would need escaped."""
+    environ = os.environ if environ is None else environ
+    if token is not None and token_file is not None:
+        raise ValueError("give --token or --token-file, not both")
+    where = "--token"
+    if token_file is not None:
+        where = "--token-file"
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read(4096).strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or type(e).__name__
+            raise ValueError(f"cannot read --token-file {token_file}: {reason}") from None
+        if not token:
+            raise ValueError(f"--token-file {token_file} is empty")
+    elif token is None:
+        where, token = f"${TOKEN_ENV}", environ.get(TOKEN_ENV) or None
+    if token is not None and not valid_token(token):
+        raise ValueError(f"{where} takes letters, digits and . _ ~ - (it goes into URLs and "
+                         "a cookie)")
+    return token
+
+
+_PATH_TAIL = re.compile(r"(\bsource [\w-]+:)(.*[\\/].*)$")
+
+
+def public_info(info: str) -> str:
+    """The info line as the page shows it: the source (the line's last field, ``kind:path``)
+    by its base name, so that viewers do not learn the machine's directory layout."""
+    m = _PATH_TAIL.search(info)
+    if not m:
+        return info
+    base = re.split(r"[\\/]", m.group(2).rstrip("\\/"))[-1]
+    return info[:m.start()] + m.group(1) + base
 
 
 def exposure_warning(host: str, port: int, token: str | None) -> str | None:
@@ -112,6 +263,7 @@ def exposure_warning(host: str, port: int, token: str | None) -> str | None:
     if is_loopback(host):
         return None
     guard = "only with the token" if token else "no --token set"
+    host = f"[{host}]" if ":" in host else host
     return (f"edgeeff: warning: serving on {host}:{port}: anyone on the network can watch "
             f"the camera ({guard})")
 
@@ -137,10 +289,10 @@ class DemoServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-                 stream_fps: float = STREAM_FPS):
+                 stream_fps: float = STREAM_FPS, allow_hosts=()):
         self.token = token or None
         self.stream_fps = stream_fps
-        self.info = ""  # one line about the model and the source, shown on the page
+        self.info = ""  # one line about the model and the source (the page shows public_info)
         self.latest = None  # (seq, frame, payload, json line) of the newest result
         self.jpeg: tuple[int, bytes] | None = None  # (seq, bytes) of the newest encoded frame
         self.stopping = threading.Event()
@@ -151,12 +303,28 @@ class DemoServer:
         self._client_threads: set[threading.Thread] = set()
         self._jpeg_ready = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self.max_connections = MAX_CONNECTIONS
+        self.header_timeout_s = HEADER_TIMEOUT_S
+        self.max_request_bytes = MAX_REQUEST_BYTES
+        v6 = ":" in host
+        shown = f"[{host}]:{port}" if v6 else f"{host}:{port}"
         try:
-            self.httpd = _HTTPServer((host, port), _Handler)
+            self.httpd = (_HTTPServer6 if v6 else _HTTPServer)((host, port), _Handler)
         except OSError as e:
-            raise ServeError(f"{host}:{port}", e.strerror or str(e)) from None
+            raise ServeError(shown, e.strerror or str(e)) from None
         self.httpd.demo = self
         self.host, self.port = host, self.httpd.server_address[1]
+        self.cookie = f"{COOKIE}_{self.port}"
+        self.shared = not is_loopback(host)
+        names = {normalize_host(h) for h in allow_hosts}
+        for h in (host, self.httpd.server_address[0]):
+            try:
+                names.add(normalize_host(h))
+            except ValueError:
+                pass
+        if self.shared:
+            names |= machine_names()
+        self.allowed_hosts = frozenset(names)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -261,6 +429,17 @@ class DemoServer:
             self._stream_clients = tuple(c for c in self._stream_clients if c is not q)
         q.clear()
 
+    def host_allowed(self, host_header: str, local_address: str) -> bool:
+        """Whether a request that names ``host_header`` and reached ``local_address`` (this
+        end of its connection) may be served: see the module's docstring (DNS rebinding)."""
+        host = host_of(host_header)
+        if host is None:
+            return False
+        if host in self.allowed_hosts or is_loopback(host):
+            return True
+        here = _ip(local_address)
+        return self.shared and here is not None and _ip(host) == here
+
     def authorized(self, query: dict, cookie_header: str | None) -> tuple[bool, bool]:
         """(allowed, the token came in the query) for one request."""
         if self.token is None:
@@ -268,35 +447,155 @@ class DemoServer:
         given = (query.get("token") or [None])[0]
         if given is not None:
             return hmac.compare_digest(given.encode(), self.token.encode()), True
-        if cookie_header:
-            try:
-                c = SimpleCookie(cookie_header)
-            except CookieError:
-                return False, False
-            if COOKIE in c:
-                return hmac.compare_digest(c[COOKIE].value.encode(), self.token.encode()), False
-        return False, False
+        ok = False
+        for value in cookie_values(cookie_header or "", self.cookie):
+            ok |= hmac.compare_digest(value.encode(), self.token.encode())
+        return ok, False
+
+
+_GUARD_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+)
+_BUSY = ("HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         "Connection: close\r\nRetry-After: 5\r\n"
+         + "".join(f"{k}: {v}\r\n" for k, v in _GUARD_HEADERS)
+         + "\r\n503 Service Unavailable: too many connections\n").encode()
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, at most ``demo.max_connections`` of them at once."""
+
     daemon_threads = True
     allow_reuse_address = True
     demo: DemoServer
 
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and _ip(self.server_address[0]) == \
+                ipaddress.ip_address("::"):
+            try:  # [::] serves IPv4 as well, as 0.0.0.0 would (Linux's default, made sure)
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except (OSError, AttributeError):
+                pass
+        # TCPServer's bind, without HTTPServer's getfqdn(): a reverse lookup nobody reads,
+        # which can wait seconds for DNS on a board with no network
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def __init__(self, *args, **kwargs):
+        self.active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._active_lock:
+            full = self.active >= self.demo.max_connections
+            if not full:
+                self.active += 1
+        if full:  # answered here, in the accepting thread, without blocking it
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+                request.recv(self.demo.max_request_bytes)  # what was sent: no reset on close
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._active_lock:
+            self.active -= 1
+
     def handle_error(self, request, client_address) -> None:
         pass  # a client that went away mid-request is not an error worth a traceback
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _HeadReader(io.RawIOBase):
+    """The socket's reading side, with the request-head deadline: every read waits at most
+    until ``handler.deadline``, then raises ``TimeoutError`` (which drops the connection)."""
+
+    def __init__(self, sock, handler):
+        self.sock, self.handler = sock, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request head not received in time")
+        self.sock.settimeout(min(CLIENT_TIMEOUT_S, left))
+        return self.sock.recv_into(b)
+
+
+class _HeadBuffer(io.BufferedReader):
+    """Reads the request line and headers within ``budget`` bytes in all: beyond it,
+    ``LineTooLong``, which ``http.server`` answers 431 (414 for the request line)."""
+
+    budget = 0
+
+    def readline(self, size=-1) -> bytes:
+        cap = self.budget + 1 if size is None or size < 0 else min(size, self.budget + 1)
+        line = super().readline(cap) if cap > 0 else b""
+        self.budget -= len(line)
+        if self.budget < 0:
+            raise http.client.LineTooLong("request head")
+        return line
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     timeout = CLIENT_TIMEOUT_S  # socket timeout: a client that stops reading is dropped
     server_version = "edgeeff"
+    deadline = 0.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain reader holds the socket open: replaced, not leaked
+        self.rfile = _HeadBuffer(_HeadReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        demo = self.server.demo
+        self.deadline = time.monotonic() + demo.header_timeout_s
+        self.rfile.budget = demo.max_request_bytes
+        try:
+            super().handle_one_request()
+        except http.client.LineTooLong:  # the request line alone is over the budget
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            self.close_connection = True
+
+    def version_string(self) -> str:
+        return self.server_version  # the Server header names no Python version
+
+    def end_headers(self) -> None:
+        for k, v in _GUARD_HEADERS:
+            self.send_header(k, v)
+        super().end_headers()
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         pass  # the demo's stderr is for the demo
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         demo = self.server.demo
+        self.connection.settimeout(self.timeout)  # the head is in: back to the write timeout
         me = threading.current_thread()
         demo._client_threads.add(me)
         try:
@@ -306,18 +605,31 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             demo._client_threads.discard(me)
 
+    do_HEAD = do_GET  # noqa: N815 - the same answer, without a body (see _send, _start_stream)
+
     def _route(self, demo: DemoServer) -> None:
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            self._send(HTTPStatus.BAD_REQUEST, "text/plain; charset=utf-8",
+                       b"400 Bad Request: one Host header is required\n")
+            return
+        if not demo.host_allowed(hosts[0], self.connection.getsockname()[0]):
+            self._send(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8",
+                       b"403 Forbidden: this Host is not a name of this server; to share it "
+                       b"under a name, run edgeeff demo with --allow-host NAME\n")
+            return
         url = urlsplit(self.path)
-        ok, in_query = demo.authorized(parse_qs(url.query), self.headers.get("Cookie"))
+        ok, in_query = demo.authorized(parse_qs(url.query),
+                                       "; ".join(self.headers.get_all("Cookie") or []))
         if not ok:
             self._send(HTTPStatus.UNAUTHORIZED, "text/plain; charset=utf-8",
                        b"401 Unauthorized: open the URL with ?token=... as printed by "
                        b"edgeeff demo\n")
             return
-        cookie = (f"{COOKIE}={demo.token}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = (f"{demo.cookie}={demo.token}; Path=/; HttpOnly; SameSite=Strict"
                   if in_query else None)
         if url.path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8", _page(demo.info).encode(),
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", _page(public_info(demo.info)).encode(),
                        cookie)
         elif url.path == "/predictions":
             rec = demo.latest
@@ -341,7 +653,8 @@ class _Handler(BaseHTTPRequestHandler):
         if cookie:
             self.send_header("Set-Cookie", cookie)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _start_stream(self, ctype: str, cookie: str | None) -> None:
         self.send_response(HTTPStatus.OK)
@@ -355,6 +668,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, demo: DemoServer, cookie: str | None) -> None:
         self._start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}", cookie)
+        if self.command == "HEAD":
+            return
         q = demo._add("stream", CLIENT_QUEUE)
         try:
             if demo.jpeg is not None:
@@ -385,6 +700,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _events(self, demo: DemoServer, cookie: str | None) -> None:
         self._start_stream("text/event-stream", cookie)
+        if self.command == "HEAD":
+            return
         q = demo._add("events", EVENT_QUEUE)
         try:
             self.wfile.write(b"retry: 1000\n\n")
