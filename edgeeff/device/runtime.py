@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.core.topk import topk
 from edgeeff.device import delegate_probe
@@ -82,6 +83,7 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
             it = Interpreter(model_path=str(model), experimental_delegates=delegates, **kw)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
+        raise_if_interrupted()
         raise EdgeeffError(f"cannot load TFLite model {model if not isinstance(model, bytes) else ''}"
                            f": {_load_error(str(e)) or type(e).__name__}") from None
     return it, name, (delegate or None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgeeff.core.data import cache_dir, data_dir
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.data.images import IMAGE_SUFFIXES, list_images, load_bgr
 
 # a video file: this many undecodable frames in a row past the container's frame count is
@@ -122,6 +123,7 @@ class PiCameraSource(Source):
                 main={"size": size, "format": "RGB888"}))  # RGB888 is BGR order in memory
             self.cam.start()
         except Exception as e:  # noqa: BLE001 - libcamera raises many kinds
+            raise_if_interrupted()
             raise EdgeeffError(f"cannot start the Pi camera: {e}") from None
 
     def frames(self):
