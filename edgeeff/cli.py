@@ -352,8 +352,10 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
         preset = preset or "lite0"
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
     _quiet_tensorflow()
-    with Progress(*Progress.get_default_columns(), transient=True,
-                  console=Console(stderr=True)) as prog:
+    console = Console(stderr=True)
+    # bars only on a terminal: elsewhere rich's closing newline would come before an error
+    with Progress(*Progress.get_default_columns(), transient=True, console=console,
+                  disable=not console.is_terminal) as prog:
         res = trainmod.train(data, spec, weights, out, epochs=epochs, batch=batch_size,
                              val_fraction=val_split, patience=patience, distribute=distribute,
                              force=force, log=lambda m: prog.console.print(m, highlight=False, markup=False,
