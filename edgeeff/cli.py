@@ -107,31 +107,45 @@ class _Group(click.Group):
 
     def _main(self, args=None, prog_name=None, **kw):
         try:
-            rv = super().main(args=args, prog_name=prog_name or "edgeeff",
-                              standalone_mode=False, **kw)
-        except _NO_ARGS_HELP as e:  # click >= 8.2 raises it for a bare 'edgeeff'
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
-        except click.UsageError as e:
-            hint = f" (see 'edgeeff {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else ""
-            click.echo(f"edgeeff: error: {e.format_message()}{hint}", err=True)
-            sys.exit(2)
-        except click.ClickException as e:
-            click.echo(f"edgeeff: error: {e.format_message()}", err=True)
-            sys.exit(2)
-        except EdgeeffError as e:
-            click.echo(f"edgeeff: error: {e}", err=True)
-            sys.exit(2)
-        except click.exceptions.Abort as e:
-            if isinstance(e.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
-                _interrupted(e.__cause__)
-            click.echo("edgeeff: aborted", err=True)
-            sys.exit(130)
+            rv = self._run(args, prog_name, **kw)
         except KeyboardInterrupt as e:
             _interrupted(e)
         if fsutil.interrupted() is not None:  # a signal whose exception native code swallowed
             _interrupted(None)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _run(self, args=None, prog_name=None, **kw):
+        """The command's return value; a user error is printed here and exits 2, after
+        :func:`fsutil.raise_if_interrupted` (an interrupt that surfaced as another exception
+        is an interrupt, not an error)."""
+        try:
+            return super().main(args=args, prog_name=prog_name or "edgeeff",
+                                standalone_mode=False, **kw)
+        except _NO_ARGS_HELP as e:  # click >= 8.2 raises it for a bare 'edgeeff'
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as e:
+            fsutil.raise_if_interrupted()
+            hint = f" (see 'edgeeff {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else ""
+            click.echo(f"edgeeff: error: {e.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            fsutil.raise_if_interrupted()
+            click.echo(f"edgeeff: error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except EdgeeffError as e:
+            fsutil.raise_if_interrupted()
+            click.echo(f"edgeeff: error: {e}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
+                raise e.__cause__ from None
+            fsutil.raise_if_interrupted()
+            click.echo("edgeeff: aborted", err=True)
+            sys.exit(130)
+        except Exception:
+            fsutil.raise_if_interrupted()  # never a traceback for an interrupt
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -340,8 +354,10 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
     spec = specfile.resolve(spec_file, preset, phi, family, None, resolution)
     _leakage_line(data, val_dir)
     _quiet_tensorflow()
-    with Progress(*Progress.get_default_columns(), transient=True,
-                  console=Console(stderr=True)) as prog:
+    console = Console(stderr=True)
+    # bars only on a terminal: elsewhere rich's closing newline would come before an error
+    with Progress(*Progress.get_default_columns(), transient=True, console=console,
+                  disable=not console.is_terminal) as prog:
         res = trainmod.train(data, spec, weights, out, epochs=epochs, batch=batch_size,
                              val_fraction=val_split, patience=patience, distribute=distribute,
                              force=force, log=lambda m: prog.console.print(m, highlight=False, markup=False,
@@ -613,6 +629,7 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
             demomod.run_demo(clf, source, headless, as_json, top_k, max_frames,
                              reconnect=reconnect, server=server, keep=keep)
     except demomod.DemoError as e:
+        fsutil.raise_if_interrupted()
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1
     return 0

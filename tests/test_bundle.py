@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -193,3 +196,133 @@ def test_installed_edgeeff_repacks_its_own_wheel(installed, export_dir, tmp_path
         if not name.endswith("/RECORD"):
             data = again.read(name)
             assert digest == _record_hash(data) and int(size) == len(data), name
+
+
+# --------------------------------------------------------------------------- deployment habits
+
+
+@pytest.fixture(scope="module")
+def synth_export(tmp_path_factory) -> Path:
+    """An export folder holding only a synthesized int8 model (milliseconds, no TensorFlow),
+    its files 0666 as an export made under umask 000 has them."""
+    from edgeeff.core.arch import phi_spec
+    from edgeeff.device import synth
+
+    d = tmp_path_factory.mktemp("synth") / "export"
+    d.mkdir()
+    (d / "model_int8.tflite").write_bytes(synth.build(phi_spec(-8, "lite", 10)))
+    (d / "labels.txt").write_text("".join(f"c{i}\n" for i in range(10)))
+    for p in d.iterdir():
+        p.chmod(0o666)
+    return d
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else b""
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("where", ["itself", "inside", "its parent"])
+def test_out_equal_to_inside_or_around_the_export_is_refused(synth_export, where, tmp_path):
+    base = tmp_path / "work"
+    export = base / "export"
+    export.mkdir(parents=True)
+    for p in synth_export.iterdir():
+        (export / p.name).write_bytes(p.read_bytes())
+    before = _snapshot(base)
+    out = {"itself": export, "inside": export / "bundle", "its parent": base}[where]
+    r = run_cli("bundle", str(export), "--target", "pi4", "--out", str(out), "--force")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeeff: error: --out ") \
+        and "export folder" in lines[0], r.stderr
+    assert _snapshot(base) == before  # the export untouched, nothing added
+
+
+@pytest.fixture(scope="module")
+def umask0_bundle(synth_export, tmp_path_factory) -> Path:
+    """A bundle made under umask 000 (what a careless shell or a container has)."""
+    out = tmp_path_factory.mktemp("umask0") / "b"
+    r = subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", sys.executable, "-m",
+                        "edgeeff.cli", "bundle", str(synth_export), "--target", "pi4", "--out",
+                        str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_bundle_modes_do_not_follow_the_umask(umask0_bundle):
+    out = umask0_bundle
+
+    def want(name: str, is_dir: bool) -> int:
+        return 0o755 if is_dir or name.endswith("run.sh") else 0o644
+
+    found = {p.relative_to(out).as_posix(): (p.stat().st_mode & 0o7777, p.is_dir())
+             for p in [out, *out.rglob("*")]}
+    assert {k for k in found} >= {".", "run.sh", "edgeeff-demo@.service", "model_int8.tflite",
+                                  "labels.txt", "README.txt"}
+    assert {k: oct(m) for k, (m, d) in found.items() if m != want(k, d)} == {}
+    archive = out.parent / "b.tar.gz"
+    assert archive.stat().st_mode & 0o7777 == 0o644
+    with tarfile.open(archive) as t:
+        members = t.getmembers()
+    assert len(members) == len(found)
+    assert {m.name: oct(m.mode) for m in members if m.mode != want(m.name, m.isdir())} == {}
+
+
+def _exec_start(unit: str) -> list[str]:
+    """The unit's ExecStart as the argv systemd runs: continuation lines joined, quotes
+    split, ``$$`` made ``$``."""
+    text = unit.replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    return [a.replace("$$", "$") for a in shlex.split(line.split("=", 1)[1])]
+
+
+def test_systemd_unit_runs_sandboxed_as_an_ordinary_user(umask0_bundle, tmp_path):
+    unit = (umask0_bundle / "edgeeff-demo@.service").read_text()
+    settings = {}
+    for ln in unit.replace("\\\n", " ").splitlines():
+        if "=" in ln and not ln.startswith("#"):
+            k, v = ln.split("=", 1)
+            settings[k] = v
+    assert settings["User"] == "%i"
+    for k, v in {"NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                 "ProtectHome": "read-only", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+                 "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes"}.items():
+        assert settings.get(k) == v, k
+    assert "/home/%i/edgeeff-venv" in settings["ReadWritePaths"]  # run.sh's venv, writable
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax is not checked")
+    inst = tmp_path / "edgeeff-demo@pi.service"  # a template is verified as an instance
+    inst.write_text(unit)
+    r = subprocess.run(["systemd-analyze", "verify", str(inst)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and (r.stdout + r.stderr).strip() == "", r.stdout + r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(inst)],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0 and "offline" in r.stderr:
+        pytest.skip(f"this systemd-analyze has no offline security review: {r.stderr.strip()}")
+    level = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout).group(1))
+    assert level <= 5.0, r.stdout[-3000:]  # systemd calls <= 5.0 "OK"; unsandboxed is 9.2
+
+
+def test_systemd_unit_refuses_to_run_as_root(umask0_bundle, tmp_path):
+    """ExecStart as systemd runs it, with a stand-in ``id`` (uid 0, then 1000) and the device
+    path pointing at a stand-in run.sh: root gets exit 78 (no restart) and a message."""
+    unit = (umask0_bundle / "edgeeff-demo@.service").read_text()
+    device = tmp_path / "device"
+    device.mkdir()
+    (device / "run.sh").write_text('echo "run.sh ran with $*"\n')
+    argv = [a.replace("/home/pi/edgeeff-bundle", str(device)) for a in _exec_start(unit)]
+    assert "RestartPreventExitStatus=78" in unit
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for uid in (0, 1000):
+        (bin_dir / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+        (bin_dir / "id").chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        if uid == 0:
+            assert r.returncode == 78 and "refusing to run as root" in r.stderr, r
+            assert "run.sh ran" not in r.stdout
+        else:
+            assert r.returncode == 0 and r.stdout.strip() == "run.sh ran with --headless", r

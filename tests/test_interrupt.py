@@ -3,6 +3,7 @@ previous --out intact, one line on stderr and no traceback."""
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,3 +165,145 @@ def test_interrupt_during_the_final_rename_is_held_back(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert len(calls) == 2 and (out / "v").read_text() == "2"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+
+# --------------------------------------------------------------------------- an interrupt is an interrupt
+
+
+class _SwallowingConverter:
+    """Stands in for TFLiteConverter where the real one cannot be made to fail on cue: a Ctrl-C
+    arrives while it runs (the real signal, through whatever handler is installed), the native
+    code it runs in swallows the KeyboardInterrupt, and the converter then fails with another
+    error -- what export/tflite.py saw ("'NoneType' object is not callable")."""
+
+    def convert(self):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed, as in the converter's native code
+        raise TypeError("'NoneType' object is not callable")
+
+
+def test_a_swallowed_interrupt_in_the_converter_is_an_interrupt_not_a_failed_conversion(
+        monkeypatch):
+    from edgeeff.core import fsutil
+    from edgeeff.export import tflite
+
+    monkeypatch.setattr(fsutil, "_interrupt", [])
+    prev = signal.signal(signal.SIGINT, lambda s, f: (fsutil.note_interrupt(s),
+                                                      signal.default_int_handler(s, f)))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tflite._convert(_SwallowingConverter(), "float32")
+    finally:
+        signal.signal(signal.SIGINT, prev)
+    # without an interrupt the same failure is the usual one-line error
+    monkeypatch.setattr(fsutil, "_interrupt", [])
+
+    class Failing:
+        def convert(self):
+            raise TypeError("'NoneType' object is not callable")
+
+    with pytest.raises(tflite.EdgeeffError, match="float32 conversion failed"):
+        tflite._convert(Failing(), "float32")
+
+
+def test_ctrl_c_during_the_float_conversion_exits_130_not_conversion_failed(
+        tmp_path, monkeypatch, capsys):
+    """The whole CLI in this process (its own signal handlers), with the converter above in
+    place of TensorFlow's: "edgeeff: interrupted", exit 130, no --out."""
+    needs("tensorflow")
+    from edgeeff import cli
+    from edgeeff.core import fsutil
+    from edgeeff.export import tflite
+
+    monkeypatch.setattr(fsutil, "_interrupt", [])
+    monkeypatch.setattr(tflite, "_converter", lambda model: _SwallowingConverter())
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        cli.main.main(args=[*EXPORT, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 130, err[-2000:]
+    assert "conversion failed" not in err and err.strip().splitlines()[-1] == "edgeeff: interrupted"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+# --------------------------------------------------------------------------- firmware build
+
+
+def _compiler_children(pid: int) -> list[int]:
+    """Pids of the children of ``pid`` that are compiling a file (a ``-c`` command line):
+    not ``g++ --version``, which the build runs first for its cache key."""
+    kids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"-c" in cmdline:
+            kids.append(int(d.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_a_cold_firmware_build_without_partial_objects(tmp_path):
+    """A cold TFLM build (empty object cache) interrupted once its first compiler runs: exit
+    130 without waiting for the queued files, no temporary or partial object anywhere, and
+    no compiler left running. The project is the part of an export the build reads before it
+    compiles the library (arena.json's kernel list, main.cc, test_input.h): no TensorFlow."""
+    from edgeeff.deploy import firmware as fw
+
+    tree = fw.repo_tflm_dir() / "host"
+    if not (tree / "tensorflow" / "lite" / "micro").is_dir():
+        pytest.skip(f"{tree} is absent (the shared TFLite Micro source trees)")
+    for tool in ("g++", "gcc", "ar", "size"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install {fw.PACKAGES.get(tool, tool)})")
+    project = tmp_path / "export" / "tflm"
+    project.mkdir(parents=True)
+    (project / "arena.json").write_text(
+        '{"kernels": ["conv", "depthwise_conv", "fully_connected", "softmax"]}')
+    (project / "main.cc").write_text("int main() { return 0; }\n")
+    (project / "test_input.h").write_text("")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeeff.cli", "firmware", str(tmp_path / "export"),
+         "--jobs", "2"], env=dict(os.environ, XDG_CACHE_HOME=str(cache)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not (kids := _compiler_children(proc.pid)):  # the event: a compiler runs
+            if proc.poll() is not None:
+                pytest.fail(f"the build ended before compiling: {proc.communicate()[1][-2000:]}")
+            if time.monotonic() - t0 > 120:
+                pytest.fail("no compiler started within 120 s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)  # a cold build here takes minutes
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the build went on after Ctrl-C (the queued compiles ran to the end)")
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["edgeeff: interrupted"]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    for obj in (p for p in files if p.suffix == ".o"):  # only whole objects, renamed in place
+        assert obj.read_bytes()[:4] == b"\x7fELF", obj
+        r = subprocess.run(["size", str(obj)], capture_output=True, text=True)
+        assert r.returncode == 0, (obj, r.stderr)
+    deadline = time.monotonic() + 30
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(k) for k in kids), "a compiler outlived the build"

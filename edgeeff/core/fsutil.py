@@ -111,6 +111,21 @@ def interrupted() -> int | None:
     return _interrupt[0] if _interrupt else None
 
 
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt when a SIGINT/SIGTERM has been recorded; else do nothing.
+
+    Call it first in every handler that turns an exception into an error (``except
+    Exception as e: raise_if_interrupted(); raise EdgeeffError(...)``). A Ctrl-C that
+    fires while native code runs a Python callback (the converter's, the calibrator's) can be
+    swallowed there and come out as some other exception -- "'NoneType' object is not
+    callable" from a half-torn-down callback -- which would otherwise be reported as
+    "conversion failed" with exit code 2 instead of "interrupted" with 130 / 143 (the CLI
+    reads which signal it was from :func:`interrupted`).
+    """
+    if _interrupt:
+        raise KeyboardInterrupt from None
+
+
 @contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False):
     """Yield a temporary sibling folder; on success it replaces ``out`` in one rename.

@@ -93,13 +93,44 @@ SERVICE = """[Unit]
 Description=edgeeff camera demo ({model})
 After=network.target
 
+# Enable it for an ordinary user that ran run.sh once (its venv exists): edgeeff-demo@pi.
+# The demo needs no privileges: it refuses to run as root, and systemd's sandbox gives it a
+# read-only system and home (except its venv and cache), a private /tmp and no capabilities.
+# Every option exists in systemd 247 (Raspberry Pi OS bullseye; bookworm has 252). Not set:
+# PrivateDevices (the cameras and the Edge TPU are in /dev), ProcSubset=pid (the runtime reads
+# /proc/cpuinfo), MemoryDenyWriteExecute and SystemCallFilter (native libraries the demo
+# loads, libcamera's and the delegates', would be killed on first use, untested here).
 [Service]
 Type=simple
 User=%i
 WorkingDirectory={path}
-ExecStart=/bin/sh {path}/run.sh --headless
+ExecStart=/bin/sh -c 'if [ "$$(id -u)" -eq 0 ]; then \\
+    echo "edgeeff-demo: refusing to run as root: enable edgeeff-demo@USER for an ordinary user" >&2; \\
+    exit 78; fi; exec /bin/sh {path}/run.sh --headless'
 Restart=on-failure
 RestartSec=5
+RestartPreventExitStatus=78
+UMask=0022
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths=-/home/%i/edgeeff-venv -/home/%i/.cache
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+LockPersonality=yes
+RemoveIPC=yes
+ProtectProc=invisible
+SystemCallArchitectures=native
 
 [Install]
 WantedBy=multi-user.target
@@ -110,6 +141,38 @@ HOW_TO_BUILD = ("build one from a clone of edgeeff with 'pip wheel --no-deps -w 
                 "DIR/edgeeff-VERSION-py3-none-any.whl")
 _BUILD_TIMEOUT_S = 300
 _NOT_REPACKED = {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json"}
+
+
+class OutputOverlapsInput(EdgeeffError):
+    """``--out`` is the export folder itself, inside it, or a folder that holds it: writing the
+    bundle (with ``--force``, replacing ``out``) would destroy the export it is made from."""
+
+    def __init__(self, out: Path, export_dir: Path):
+        super().__init__(f"--out {out} {'is' if out == export_dir else 'overlaps'} the export "
+                         f"folder {export_dir}: choose an --out outside it")
+        self.out, self.export_dir = out, export_dir
+
+
+FILE_MODE, EXEC_MODE = 0o644, 0o755  # whatever the umask: a device copy must not be writable
+
+
+def _overlaps(out: Path, src: Path) -> bool:
+    """``out`` and ``src`` are the same folder, or one is inside the other (links resolved)."""
+    o, s = out.resolve(), src.resolve()
+    return o == s or s in o.parents or o in s.parents
+
+
+def _set_modes(folder: Path) -> None:
+    """Folders and run.sh 0755, every other file 0644, inside ``folder`` and for it."""
+    folder.chmod(EXEC_MODE)
+    for p in folder.rglob("*"):
+        p.chmod(EXEC_MODE if p.is_dir() or p.name == "run.sh" else FILE_MODE)
+
+
+def _tar_modes(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The archive's members carry the same modes (tar keeps them on extraction)."""
+    info.mode = EXEC_MODE if info.isdir() or info.name.endswith("/run.sh") else FILE_MODE
+    return info
 
 
 @dataclass
@@ -272,6 +335,9 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
         raise EdgeeffError(f"no .tflite model in {src}: run 'edgeeff export' first")
     out = Path(out) if out else src.parent / f"{src.name}-{dev.key}-bundle"
     archive = archive_path(out)
+    for dest in (out, archive):
+        if _overlaps(dest, src):
+            raise OutputOverlapsInput(dest, src)
     if archive.exists() and not force:
         raise OutputExists(archive)
     tmp_archive = archive.with_name(archive.name + ".partial")
@@ -287,7 +353,6 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
             write_text_atomic(tmp / "run.sh", RUN_SH.format(
                 model=model, source=source, wheel=whl.name, digest=digest,
                 delegate="--delegate edgetpu " if use_tpu else ""))
-            (tmp / "run.sh").chmod(0o755)
             write_text_atomic(tmp / "edgeeff-demo@.service",
                               SERVICE.format(model=model, path=device_path))
             write_text_atomic(tmp / "README.txt", (
@@ -301,8 +366,10 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
                 "Start at boot (as user pi), after that first run:\n"
                 f"  sudo cp {device_path}/edgeeff-demo@.service /etc/systemd/system/\n"
                 "  sudo systemctl enable --now edgeeff-demo@pi\n"))
+            _set_modes(tmp)
             with tarfile.open(tmp_archive, "w:gz") as tar:
-                tar.add(tmp, arcname=out.name)
+                tar.add(tmp, arcname=out.name, filter=_tar_modes)
+            tmp_archive.chmod(FILE_MODE)
     except BaseException:
         tmp_archive.unlink(missing_ok=True)
         raise

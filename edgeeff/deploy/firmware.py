@@ -17,7 +17,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from rich.table import Table
 from edgeeff.core import artifacts as A
 from edgeeff.core import targets
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
+from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomic
 
 KB = 1024
 RUN_TIMEOUT_S = 300
@@ -220,24 +222,76 @@ def _first_error(text: str) -> str:
 
 def _compile_all(jobs: list[tuple[list[str], Path, str]], workers: int, log_dir: Path) -> None:
     """Run compile commands in parallel; each writes a temporary object renamed on success
-    (so a cache shared by concurrent builds never holds a half-written object)."""
+    (so a cache shared by concurrent builds never holds a half-written object).
+
+    An interrupt (Ctrl-C, SIGTERM) or a failed compile stops the build at once: queued jobs
+    are cancelled, the running compilers killed and their temporary objects removed, so
+    Ctrl-C ends a cold build in moments rather than after every queued file. Each compiler
+    runs in its own session (the gcc driver with its cc1/as children), so it is killed as a
+    group, and a terminal's Ctrl-C reaches only edgeeff, which does the stopping.
+    """
+    stop = threading.Event()
+    running: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+
     def one(job):
         cmd, obj, label = job
         obj.parent.mkdir(parents=True, exist_ok=True)
         tmp = obj.with_name(f".{obj.name}.{os.getpid()}.tmp")
         cmd = [*cmd[:-1], str(tmp)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            log_dir.mkdir(parents=True, exist_ok=True)
-            log = log_dir / "build-error.log"
-            write_text_atomic(log, " ".join(cmd) + "\n" + r.stderr)
-            raise BuildFailed(label, _first_error(r.stderr), log)
-        os.replace(tmp, obj)
+        try:
+            with lock:
+                if stop.is_set():
+                    return
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+                running.add(proc)
+            try:
+                _, err = proc.communicate()
+            finally:
+                with lock:
+                    running.discard(proc)
+            if stop.is_set() or interrupted() is not None:
+                return  # killed by the stop below: not a compile error
+            if proc.returncode != 0:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                log = log_dir / "build-error.log"
+                write_text_atomic(log, " ".join(cmd) + "\n" + err)
+                raise BuildFailed(label, _first_error(err), log)
+            os.replace(tmp, obj)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after the rename; else a partial object
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+    ex = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         for f in [ex.submit(one, j) for j in jobs]:
             f.result()
+    except BaseException:
+        stop.set()
+        ex.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            procs = list(running)
+        for proc in procs:
+            _kill_group(proc)
+        ex.shutdown(wait=True)  # the running jobs return as their compilers end
+        raise
+    ex.shutdown(wait=True)
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM to a compiler's process group (the driver removes its own temporary files),
+    SIGKILL if it is still there after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _digest(*parts) -> str:
@@ -280,11 +334,14 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
     if not lib.is_file():
         tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
-        r = subprocess.run([tc.ar, "rcs", str(tmp), *map(str, objs)], capture_output=True,
-                           text=True)
-        if r.returncode != 0:
-            raise BuildFailed("archive", _first_error(r.stderr))
-        os.replace(tmp, lib)
+        try:
+            r = subprocess.run([tc.ar, "rcs", str(tmp), *map(str, objs)], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise BuildFailed("archive", _first_error(r.stderr))
+            os.replace(tmp, lib)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after the rename; else a partial archive
     # the project's own sources: rebuilt when they, their headers or the flags change
     extra = (f"-DEDGEEFF_ARENA_SIZE={arena}",) if arena else ()
     headers = b"".join((project / h).read_bytes() for h in ("model_data.h", "test_input.h"))
@@ -311,12 +368,14 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
         write_text_atomic(out / "link.ld", ld)
         cmd += ["--specs=rdimon.specs", "-nostartfiles", "-T", str(out / "link.ld")]
     tmp = elf.with_name(f".{elf.name}.tmp")
-    r = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        write_text_atomic(out / "build-error.log", " ".join(cmd) + "\n" + r.stderr)
-        raise BuildFailed("link", _first_error(r.stderr), out / "build-error.log")
-    os.replace(tmp, elf)
+    try:
+        r = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
+        if r.returncode != 0:
+            write_text_atomic(out / "build-error.log", " ".join(cmd) + "\n" + r.stderr)
+            raise BuildFailed("link", _first_error(r.stderr), out / "build-error.log")
+        os.replace(tmp, elf)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; else a partial ELF
     return {"elf": str(elf), "seconds": round(time.perf_counter() - t0, 1),
             "compiled": len(lib_jobs) + len(app_jobs), "cached": cached,
             "library_sources": len(srcs), "cache": str(cache), "arena_override": arena,

@@ -8,8 +8,12 @@ metadata (raw pixels when there is none), and labels from the metadata or ``labe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.core.topk import topk
 from edgeeff.device import delegate_probe
@@ -76,15 +81,52 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
         raise EdgeeffError(f"unknown delegate {delegate!r} (supported: edgetpu)")
     kw = {"num_threads": num_threads} if num_threads else {}
     try:
-        if isinstance(model, (bytes, bytearray)):
-            it = Interpreter(model_content=bytes(model), experimental_delegates=delegates, **kw)
-        else:
-            it = Interpreter(model_path=str(model), experimental_delegates=delegates, **kw)
-        it.allocate_tensors()
+        with runtime_log_filtered():
+            if isinstance(model, (bytes, bytearray)):
+                it = Interpreter(model_content=bytes(model), experimental_delegates=delegates,
+                                 **kw)
+            else:
+                it = Interpreter(model_path=str(model), experimental_delegates=delegates, **kw)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
+        raise_if_interrupted()
         raise EdgeeffError(f"cannot load TFLite model {model if not isinstance(model, bytes) else ''}"
                            f": {_load_error(str(e)) or type(e).__name__}") from None
     return it, name, (delegate or None)
+
+
+@contextlib.contextmanager
+def runtime_log_filtered():
+    """File descriptor 2 goes to a temporary file for the block, and afterwards every line of
+    it except the runtime's ``INFO:`` lines goes to stderr.
+
+    The TFLite runtime's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for
+    CPU." straight to fd 2 when an interpreter is made, before any error edgeeff may then
+    print (an error is one line on stderr). Warnings and errors it prints still show.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        log = tempfile.TemporaryFile()
+    except OSError:  # no usable fd 2 (closed): nothing to keep apart
+        yield
+        return
+    try:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+        log.seek(0)
+        kept = [ln for ln in log.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not ln.startswith("INFO: ")]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+    finally:
+        os.close(saved)
+        log.close()
 
 
 _RUNTIME_TOO_OLD = re.compile(r"requires runtime version \((\d+)\), which is newer than this "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgeeff.core import artifacts as A
 from edgeeff.core.artifacts import FORMATS
-from edgeeff.core.fsutil import write_bytes_atomic, write_text_atomic
+from edgeeff.core.fsutil import raise_if_interrupted, write_bytes_atomic, write_text_atomic
 from edgeeff.core.units import format_size
 from edgeeff.export import edgetpu, tflm
 from edgeeff.export.frontend import Frontend
@@ -88,6 +88,7 @@ def reports(name: str) -> Callable:
             try:
                 rec = fn(job)
             except Exception:
+                raise_if_interrupted()  # an interrupt is not this format failing
                 job.log(f"{name}: failed after {time.perf_counter() - t0:.1f} s")
                 raise
             size = _bytes_under(job.tmp, FORMATS[name].files)

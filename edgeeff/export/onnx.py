@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.core.optional import require
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.export.frontend import Frontend
@@ -80,6 +81,7 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
         model = onnx.load(str(p))
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - onnx raises several types
+        raise_if_interrupted()
         raise EdgeeffError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})"
                            ) from None
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
@@ -104,6 +106,7 @@ def load(path: str, calib_dir: str | None = None, mean: str | None = None,
                             output_folder_path=str(work / "saved_model"),
                             output_signaturedefs=True, non_verbose=True)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - onnx2tf calls sys.exit on failure
+        raise_if_interrupted()
         detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [type(e).__name__])[0]
         raise conversion_error(path, detail) from None
     saved = work / "saved_model"

@@ -27,6 +27,7 @@ import io
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.core.graph import IO_TYPES
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.device.runtime import Classifier
@@ -49,6 +50,7 @@ def _convert(conv, what: str) -> bytes:
         with captured_output(log):
             return conv.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types
+        raise_if_interrupted()  # a Ctrl-C the converter swallowed is not a failed conversion
         detail = tail(log[0] if log else "", 2) or str(e).splitlines()[0]
         raise EdgeeffError(f"{what} conversion failed: {detail[:300]}") from None
 
@@ -154,6 +156,7 @@ def quantize_float_model(float_model: bytes, images: np.ndarray, pp: Preprocesso
             return mlir_quantize(calibrated, False, input_data_type=dtype,
                                  output_data_type=dtype)
     except Exception as e:  # noqa: BLE001 - the quantizer raises many types
+        raise_if_interrupted()  # the calibrator runs our generator from native code
         detail = tail(log[0] if log else "", 2) or (str(e).splitlines() or [""])[0]
         raise QuantizationFailed(type(e).__name__, detail[:300]) from None
 

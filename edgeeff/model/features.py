@@ -25,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from edgeeff.core.arch import ModelSpec, expand
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.device.profile.host import usable_cores
 from edgeeff.device.runtime import load_interpreter
@@ -81,6 +82,7 @@ class TrunkRunner:
             self.inp = self.it.get_input_details()[0]["index"]
             self.out = self.it.get_output_details()[0]["index"]
         except Exception:  # noqa: BLE001 - no runtime or no conversion: Keras does the work
+            raise_if_interrupted()  # an interrupted conversion is not a missing runtime
             self.it = None
 
     def __call__(self, images: np.ndarray, progress=None) -> np.ndarray:

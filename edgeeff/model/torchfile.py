@@ -21,6 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
@@ -231,5 +232,6 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
         raise type(e)(e.reason, path) from None
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, zlib.error,
             ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
+        raise_if_interrupted()  # unpickling runs Python callbacks a Ctrl-C can break
         raise TorchFileError(f"not a readable PyTorch file ({type(e).__name__}: {e})",
                              path) from None

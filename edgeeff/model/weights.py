@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.errors import EdgeeffError, RandomWeightsWarning
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.model import inherit, pretrained
 
 __all__ = ["RandomWeightsWarning", "load_into", "load_keras_weights"]
@@ -47,6 +48,7 @@ def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) 
     except EdgeeffError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure here is the user's file
+        raise_if_interrupted()
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise EdgeeffError(f"cannot load weights from {weights}: {msg[:200]}") from None
     return f"file {p.name}"

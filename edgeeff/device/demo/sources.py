@@ -8,6 +8,7 @@ served page never goes blank.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from edgeeff.core.data import cache_dir, data_dir
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import raise_if_interrupted
 from edgeeff.data.images import IMAGE_SUFFIXES, list_images, load_bgr
 
 # a video file: this many undecodable frames in a row past the container's frame count is
@@ -56,6 +58,25 @@ class ImageFolderSource(Source):
             yield img
 
 
+@contextlib.contextmanager
+def _opencv_errors_only(cv2):
+    """OpenCV logs only errors in the block: a camera that cannot be opened prints
+    ``[ WARN:0@0.058] global cap_v4l.cpp ... can't open camera by index`` lines of its own,
+    and the caller says what went wrong in one line. Builds without ``cv2.utils.logging``
+    keep their level."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    try:
+        old = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        logging.setLogLevel(old)
+
+
 class VideoSource(Source):
     """A video file, or a camera by index (``0``) or device path (``/dev/video0``)."""
 
@@ -67,7 +88,8 @@ class VideoSource(Source):
         self.name = ("camera:" if self.is_camera else "video:") + target
         if not self.is_camera and not Path(target).is_file():
             raise EdgeeffError(f"video file not found: {target}")
-        self.cap = cv2.VideoCapture(int(target) if target.isdigit() else target)
+        with _opencv_errors_only(cv2):  # its WARN lines would precede our one-line error
+            self.cap = cv2.VideoCapture(int(target) if target.isdigit() else target)
         if not self.cap.isOpened():
             if self.is_camera:
                 raise EdgeeffError(
@@ -122,6 +144,7 @@ class PiCameraSource(Source):
                 main={"size": size, "format": "RGB888"}))  # RGB888 is BGR order in memory
             self.cam.start()
         except Exception as e:  # noqa: BLE001 - libcamera raises many kinds
+            raise_if_interrupted()
             raise EdgeeffError(f"cannot start the Pi camera: {e}") from None
 
     def frames(self):
