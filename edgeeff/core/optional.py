@@ -49,8 +49,11 @@ OPTIONAL: tuple[Optional, ...] = (
     Optional("onnxsim", None, hint="pip install onnxsim (optional ONNX simplifier)"),
     Optional("tflite_micro", "export", on_device=True,
              hint="x86-64 Linux only; elsewhere the arena is estimated"),
-    Optional("cv2", "runtime", on_device=True),
-    Optional("ai_edge_litert", "runtime", on_device=True),
+    Optional("cv2", "runtime", on_device=True,
+             hint="on 32-bit Raspberry Pi OS: sudo apt install python3-opencv, and create the "
+                  "venv with --system-site-packages"),
+    Optional("ai_edge_litert", "runtime", on_device=True,
+             hint="on 32-bit Raspberry Pi OS: pip install tflite-runtime"),
     Optional("tflite_runtime", "runtime", on_device=True,
              hint="on 32-bit Raspberry Pi OS: pip install tflite-runtime"),
     Optional("psutil", "runtime", on_device=True),

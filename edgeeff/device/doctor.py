@@ -180,8 +180,7 @@ def check_opencv() -> Check:
         return Check("opencv", False, f"OpenCV is installed system-wide ({site}) but this "
                      "venv cannot see it", VENV_HINT, required=True)
     return Check("opencv", False, "cv2 is not importable (the demo reads cameras and video "
-                 "with OpenCV)", "pip install 'edgeeff[runtime]' (32-bit Raspberry Pi OS: sudo "
-                 "apt install python3-opencv and a venv with --system-site-packages)",
+                 "with OpenCV)", install_hint("cv2"),
                  required=True)
 
 

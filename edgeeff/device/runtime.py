@@ -22,6 +22,7 @@ import numpy as np
 from edgeeff.core import artifacts
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import raise_if_interrupted
+from edgeeff.core.optional import MissingExtra
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.core.topk import topk
 from edgeeff.device import delegate_probe
@@ -38,10 +39,7 @@ def _interpreter_class():
         from tflite_runtime.interpreter import Interpreter, load_delegate
         return Interpreter, load_delegate, "tflite_runtime"
     except ImportError:
-        raise EdgeeffError(
-            "no TFLite runtime found: pip install 'edgeeff[runtime]' (ai-edge-litert; "
-            "tflite-runtime on 32-bit ARM)"
-        ) from None
+        raise MissingExtra("ai_edge_litert", "running .tflite models") from None
 
 
 def runtime_info() -> tuple[str, str]:

@@ -30,6 +30,7 @@ from collections import deque
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.optional import require
 from edgeeff.device.demo import sources
 from edgeeff.device.demo.capture import _END, _Capture
 from edgeeff.device.demo.keep import Keeper, KeepUnsure
@@ -42,10 +43,7 @@ CAMERA_TIMEOUT_S = 5.0
 
 
 def need_cv2() -> None:
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        raise EdgeeffError("the demo needs OpenCV: pip install 'edgeeff[runtime]'") from None
+    require("cv2", "the demo")
 
 
 def default_threads() -> int:
