@@ -69,7 +69,7 @@ def check_op(kind: str, in_shapes: Sequence[Sequence[int]] = (),
     input's shape, batch included, constants too, in operand order."""
     if kind not in GPU_OPS:
         return f"{kind} is not an op the GPU delegate runs"
-    if kind == "DEQUANTIZE" and in_dtypes[:1] == ("int16",):
+    if kind == "DEQUANTIZE" and tuple(in_dtypes[:1]) == ("int16",):
         return "DEQUANTIZE of int16"
     if kind in ("ADD", "MUL") and len(in_shapes) >= 2:
         a, b = tuple(in_shapes[0]), tuple(in_shapes[1])
