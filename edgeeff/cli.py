@@ -23,8 +23,10 @@ from edgeeff import plot, report
 from edgeeff.core import artifacts as A
 from edgeeff.core import budget, fsutil, rank, specfile, targets
 from edgeeff.core import fit as fitmod
+from edgeeff.core import gpu as gpumod
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
+from edgeeff.core.graph import graph
 from edgeeff.core.units import parse_size
 from edgeeff.data import check as datacheck
 from edgeeff.data.folder import ImageFolder
@@ -231,6 +233,11 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
         timer = prof.SpecTimer(threads=n)
         if timer.note:
             click.echo(f"edgeeff: {timer.note}", err=True)
+    if device.kind == "phone" and not (pretrained or trained or family):
+        pretrained = True  # an app needs a model that works: rank the weight-bearing ones
+        click.echo("edgeeff: phone: picking the most accurate model with ImageNet weights; for "
+                   "the largest model that fits, give --family lite|efficientnet, then 'edgeeff "
+                   f"train --data DIR --spec {out}'", err=True)
     if pretrained or trained:
         res = rank.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
                                  trained=trained, pretrained=pretrained, measure=timer)
@@ -240,11 +247,20 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     if plot_file:
 
         plot.plot_fit(res, plot_file)
+    gpu_line = None
+    if "float16" in device.formats:  # a GPU-delegate profile: what falls back to the CPU
+        falls = gpumod.graph_fallbacks(graph(res.chosen.spec))
+        gpu_line = (f"GPU delegate: {len(falls)} op(s) of the pick fall back to the CPU"
+                    + (f" ({', '.join(sorted({f.kind for f in falls}))})" if falls else
+                       f" ({gpumod.SOURCE.split(':')[0]})"))
     if as_json:
+        extra = {"gpu_fallback_ops": [vars(f) for f in falls]} if gpu_line else {}
         _emit_json({**res.summary(out), "spec_file": out,
-                    "candidates": [c.row() for c in res.neighbours]})
+                    "candidates": [c.row() for c in res.neighbours], **extra})
     else:
         report.fit_table(res, out)
+        if gpu_line:
+            click.echo(gpu_line)
         click.echo(f"wrote {out}" + (f" and {plot_file}" if plot_file else ""))
 
 

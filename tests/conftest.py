@@ -39,7 +39,8 @@ def needs(module: str):
 
 @pytest.fixture(scope="session")
 def lite0_export(tmp_path_factory) -> Path:
-    """Pretrained EfficientNet-Lite0, full int8, calibrated on imagenet-dev when present.
+    """Pretrained EfficientNet-Lite0, full int8 and float16 (the GPU delegate's model and
+    gpu_report.json), calibrated on imagenet-dev when present.
 
     Built once per session (about 30 s) and shared by the end-to-end, demo and bench tests.
     """
@@ -51,7 +52,7 @@ def lite0_export(tmp_path_factory) -> Path:
     calib = IMAGENET_DEV if IMAGENET_DEV.is_dir() else ROOT / "calibration"
     out = tmp_path_factory.mktemp("lite0") / "export"
     run(ExportRequest(spec=preset_spec("lite0"), weights="imagenet", int8=True, calib=str(calib),
-                      formats=["tflite"], out=out), log=lambda m: None)
+                      formats=["tflite"], float16=True, out=out), log=lambda m: None)
     return out
 
 

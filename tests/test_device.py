@@ -150,7 +150,7 @@ def test_bench_compares_float_and_int8(lite0_export):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     names = [m["model"] for m in res["models"]]
-    assert names == ["model_float32.tflite", "model_int8.tflite"]
+    assert names == ["model_float32.tflite", "model_float16.tflite", "model_int8.tflite"]
     for m in res["models"]:
         assert m["runtime"] == "ai_edge_litert" and m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"]
         assert m["throughput_per_s"] > 0 and m["peak_rss_bytes"] > 10 * 2**20

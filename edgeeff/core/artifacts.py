@@ -15,6 +15,8 @@ from edgeeff.core.errors import EdgeeffError
 # file names inside an export folder
 FLOAT_MODEL = "model_float32.tflite"
 INT8_MODEL = "model_int8.tflite"
+FLOAT16_MODEL = "model_float16.tflite"  # float16 weights, float32 in and out: the GPU delegate's
+GPU_REPORT = "gpu_report.json"  # GPU-delegate compatibility per model (edgeeff.core.gpu)
 EDGETPU_MODEL = "model_int8_edgetpu.tflite"
 LABELS = "labels.txt"
 MODEL_CARD = "model_card.json"
@@ -49,12 +51,17 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("tflm", (TFLM_DIR + "/model_data.cc", TFLM_DIR + "/model_data.h",
                     TFLM_DIR + "/model.tflite", TFLM_DIR + "/arena.json"), True,
            "TFLite Micro C sources with the op resolver and a measured arena size"),
+    Format("float16", (FLOAT16_MODEL, GPU_REPORT), False,
+           "float16-weight TFLite model for the GPU delegate (phones; also --float16) and the "
+           "GPU-delegate report of it and the int8 model"),
     Format("saved_model", (SAVED_MODEL_DIR + "/",), False,
            "TensorFlow SavedModel of the float model"),
 )}
 
 # the models a device runs, in order of preference
 MODEL_PREFERENCE = {"int8": (INT8_MODEL, FLOAT_MODEL), "float32": (FLOAT_MODEL, INT8_MODEL)}
+# the models `bench` times in an export folder, in its table's order
+BENCH_MODELS = (FLOAT_MODEL, FLOAT16_MODEL, INT8_MODEL)
 
 
 class UnknownFormat(EdgeeffError):

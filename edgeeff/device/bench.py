@@ -63,12 +63,14 @@ def bench(model: str | Path, threads: int | None = 2, runs: int = 50, warmup: in
           delegate: str | None = None) -> dict:
     p = Path(model)
     if p.is_dir():
-        found = [p / n for n in (artifacts.FLOAT_MODEL, artifacts.INT8_MODEL) if (p / n).is_file()]
+        found = [p / n for n in artifacts.BENCH_MODELS if (p / n).is_file()]
         if not found:
             raise EdgeeffError(f"no .tflite models in {p}")
         rows = [bench_model(f, threads, runs, warmup, delegate) for f in found]
         res = {"models": rows}
-        if len(rows) == 2:
-            res["int8_speedup_p50"] = round(rows[0]["p50_ms"] / rows[1]["p50_ms"], 2)
+        by_name = {r["model"]: r for r in rows}
+        f32, i8 = by_name.get(artifacts.FLOAT_MODEL), by_name.get(artifacts.INT8_MODEL)
+        if f32 and i8:
+            res["int8_speedup_p50"] = round(f32["p50_ms"] / i8["p50_ms"], 2)
         return res
     return {"models": [bench_model(resolve_model_path(p), threads, runs, warmup, delegate)]}

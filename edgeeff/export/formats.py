@@ -16,13 +16,20 @@ from pathlib import Path
 
 from edgeeff.core import artifacts as A
 from edgeeff.core.artifacts import FORMATS
-from edgeeff.core.fsutil import raise_if_interrupted, write_bytes_atomic, write_text_atomic
+from edgeeff.core.fsutil import (
+    raise_if_interrupted,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from edgeeff.core.units import format_size
-from edgeeff.export import edgetpu, tflm
+from edgeeff.export import edgetpu, gpu, tflm
 from edgeeff.export.frontend import Frontend
 from edgeeff.export.request import ExportRequest
 from edgeeff.model.quiet import captured_output
 from edgeeff.tflite import reader
+from edgeeff.tflite.metadata import model_metadata
+from edgeeff.tflite.rewrite import package
 
 Log = Callable[[str], None]
 
@@ -130,6 +137,31 @@ def export_tflm(job: FormatJob) -> dict:
     return {"tflm": rec}
 
 
+@reports("float16")
+def export_float16(job: FormatJob) -> dict:
+    """model_float16.tflite (the float32 model's metadata and labels) and gpu_report.json: the
+    GPU delegate's verdict on it and on the int8 model, one line each in the log."""
+    fe = job.fe
+    spec = fe.spec.to_dict() if fe.spec is not None else None
+    write_bytes_atomic(job.tmp / A.FLOAT16_MODEL, package(
+        gpu.convert_float16(fe.model), model_metadata(fe.name, spec, job.labels, fe.preprocessor)))
+    rec = {A.FLOAT16_MODEL: artifact_record(job.tmp / A.FLOAT16_MODEL) | {"weights": "float16"}}
+    reports_ = {}
+    for name in (A.FLOAT16_MODEL, A.INT8_MODEL):
+        if (job.tmp / name).is_file():
+            r = gpu.gpu_report(job.tmp / name)
+            reports_[name] = r.to_dict()
+            job.log(f"GPU delegate: {r.summary()}")
+            for note in r.notes:
+                job.log(f"  note: {note}")
+    write_json_atomic(job.tmp / A.GPU_REPORT, reports_)
+    rec["gpu_delegate"] = {"report": A.GPU_REPORT,
+                           **{k: {"fully_delegated": v["fully_delegated"],
+                                  "fallback_ops": len(v["fallback"]),
+                                  "partitions": v["partitions"]} for k, v in reports_.items()}}
+    return rec
+
+
 @reports("saved_model")
 def export_saved_model(job: FormatJob) -> dict:
     with captured_output():
@@ -145,5 +177,6 @@ FORMAT_FUNCS: dict[str, Callable[[FormatJob], dict]] = {
     "tflite": export_tflite,
     "edgetpu": export_edgetpu,
     "tflm": export_tflm,
+    "float16": export_float16,
     "saved_model": export_saved_model,
 }

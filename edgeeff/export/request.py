@@ -137,6 +137,11 @@ class ExportRequest:
         help="int8 model input and output: uint8 (raw pixels in, probabilities out: "
              "MediaPipe and Coral) or int8 (no conversion ops; for your own runtime "
              "code and TFLite Micro). edgeeff demo/eval/bench take both.")
+    float16: bool = option(
+        "--float16", default=False, is_flag=True,
+        help="Also write model_float16.tflite (float16 weights, float32 in and out: the GPU "
+             "delegate's model) and gpu_report.json; the same as adding float16 to --format. "
+             "Implied by a spec fitted to a device whose profile lists the float16 format.")
     # not options: a ready model instead of one resolved from the options above
     spec: ModelSpec | None = None
     frontend: Frontend | None = None
@@ -145,6 +150,8 @@ class ExportRequest:
 
     def __post_init__(self):
         self.formats = A.parse_formats(self.formats)
+        if self.float16 and "float16" not in self.formats:
+            self.formats = (*self.formats, "float16")
         self.out = Path(self.out)
 
     @property
@@ -173,6 +180,9 @@ class ExportRequest:
         spec, doc = specfile.choose(self.spec_file, self.preset, self.phi, self.family,
                                     self.num_classes, self.resolution)
         changes: dict = {"spec": spec}
+        if doc is not None and doc.fit is not None and \
+                "float16" in doc.fit.device_profile.get("formats", ()):
+            changes["float16"] = True  # a phone's GPU profile: __post_init__ adds the format
         if doc is not None and doc.trained is not None:
             if self.weights == "auto":
                 changes["weights"] = doc.trained_weights()
