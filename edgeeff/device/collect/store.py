@@ -224,7 +224,8 @@ class Store:
                     f.flush()
                 os.chmod(tmp, self.mode)
                 stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
-                name = self._publish(Path(tmp), folder, lambda: f"{stamp}-{self._next()}.jpg")
+                name = self._publish(Path(tmp), folder,
+                                     lambda: f"{stamp}-{self._next():04d}.jpg")
             except OSError as e:
                 raise CollectError(f"cannot write a photo of {folder.name!r}: "
                                    f"{e.strerror or e}", HTTPStatus.INSUFFICIENT_STORAGE
