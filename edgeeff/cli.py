@@ -33,6 +33,7 @@ from edgeeff.data.folder import ImageFolder
 from edgeeff.deploy import bundle as bundlemod
 from edgeeff.deploy import firmware as fw
 from edgeeff.device import bench, doctor, evaluate
+from edgeeff.device import collect as collectmod
 from edgeeff.device import demo as demomod
 from edgeeff.device import profile as prof
 from edgeeff.device import runtime as devruntime
@@ -646,6 +647,46 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
                              reconnect=reconnect, server=server, keep=keep)
     except demomod.DemoError as e:
         fsutil.raise_if_interrupted()
+        click.echo(f"edgeeff: error: {e}", err=True)
+        return 1
+    return 0
+
+
+@main.command("collect")
+@click.argument("folder", metavar="DIR")
+@click.option("--source", default="0", show_default=True,
+              help="Camera index, /dev/videoN, picamera, a video file, an image folder, or "
+                   "'sample' (a clip made from the bundled photos).")
+@click.option("--serve", "serve", type=_Address(), metavar="[HOST:]PORT", default="8000",
+              show_default=True, help="Where the page is served; 127.0.0.1 unless HOST is "
+                                      "given (0.0.0.0: the whole network).")
+@click.option("--token", help="Every path needs ?token=TOKEN (or the cookie the page sets), "
+              "else 401. --token-file or $EDGEEFF_TOKEN keep it out of ps.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Read the token from FILE (surrounding whitespace ignored).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this host name (repeatable); other Host headers "
+                   "get 403 (DNS rebinding).")
+def collect_cmd(folder, source, serve, token, token_file, allow_hosts) -> int:
+    """Take and label photos into DIR/<class>/ from a browser: the live picture, classes,
+    capture and hold-to-burst, undo; frames `demo --keep-unsure` kept in DIR are offered for
+    labelling. Needs only [runtime] (OpenCV), no model. Runs until Ctrl-C."""
+    try:
+        token = demomod.serve.resolve_token(token, token_file)
+        allow_hosts = tuple(demomod.serve.normalize_host(h) for h in allow_hosts)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    demomod.need_cv2()
+    app = collectmod.open_session(folder, source, *serve, token=token, allow_hosts=allow_hosts)
+    warning = demomod.exposure_warning(app.host, app.port, token,
+                                       what="watch the camera and write photos into "
+                                            f"{Path(folder).name}")
+    if warning:
+        click.echo(warning, err=True)
+    click.echo(f"edgeeff collect: serving on {app.url}", err=True)
+    try:
+        collectmod.serve_until_stopped(app)
+    except demomod.DemoError as e:
         click.echo(f"edgeeff: error: {e}", err=True)
         return 1
     return 0
