@@ -27,8 +27,9 @@ from edgeeff.core import gpu as gpumod
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.graph import graph
-from edgeeff.core.units import parse_size
+from edgeeff.core.units import FiniteFloat, parse_size
 from edgeeff.data import check as datacheck
+from edgeeff.data import images
 from edgeeff.data.folder import ImageFolder
 from edgeeff.deploy import bundle as bundlemod
 from edgeeff.deploy import firmware as fw
@@ -60,6 +61,17 @@ class _Size(click.ParamType):
 
 
 SIZE = _Size()
+
+
+def _max_pixels_option(f):
+    """``--max-pixels``, for the commands that read image files: the budget per image that
+    :func:`edgeeff.data.images.load_bgr` checks from the file header before decoding."""
+    return click.option(
+        "--max-pixels", type=click.IntRange(min=1), default=images.MAX_PIXELS,
+        show_default=True, expose_value=False,
+        callback=lambda ctx, param, value: images.set_max_pixels(value),
+        help="Largest image (width x height, read from its header) decoded; a larger one is "
+             "skipped as unreadable, never decoded.")(f)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -158,7 +170,7 @@ def main() -> None:
 
 
 def _emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2))
+    click.echo(fsutil.json_text(obj, indent=2))
 
 
 @contextlib.contextmanager
@@ -196,10 +208,10 @@ def devices(as_json: bool) -> None:
 @main.command()
 @click.option("--device", "device_name", required=True,
               help="A bundled profile name (see 'edgeeff devices') or a path to a .toml profile.")
-@click.option("--max-mflops", type=float, help="Multiply-add budget in millions (paper 'FLOPs').")
+@click.option("--max-mflops", type=FiniteFloat(), help="Multiply-add budget in millions (paper 'FLOPs').")
 @click.option("--max-ram", type=SIZE, help="Activation RAM budget, e.g. 320KB.")
 @click.option("--max-flash", type=SIZE, help="Weight storage budget, e.g. 1MB.")
-@click.option("--max-latency-ms", type=float, help="Estimated int8 latency budget.")
+@click.option("--max-latency-ms", type=FiniteFloat(), help="Estimated int8 latency budget.")
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]),
               help="Network family (default: the device's preferred one).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
@@ -295,6 +307,7 @@ def info(preset, phi, family, spec_file, num_classes, resolution, device_name, a
 
 @main.command()
 @click_options(ExportRequest)
+@_max_pixels_option
 def export(**options) -> None:
     """Build (or import) the model, quantize it and write deployable artifacts."""
     req = ExportRequest(**options).prepared()  # bad input fails before TF loads
@@ -351,7 +364,7 @@ class _PhaseBars(trainmod.Phases):
               help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Views, shuffling and the --val-split hold-out.")
-@click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--val-split", type=FiniteFloat(0.05, 0.5), default=0.2, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
               help="Early stopping patience with --distribute (epochs without better val "
                    "accuracy); the default recipe keeps the best epoch of its schedule.")
@@ -361,6 +374,7 @@ class _PhaseBars(trainmod.Phases):
               help="tf.distribute: MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG.")
 @click.option("--out", default="edgeeff-train", show_default=True)
 @click.option("--force", is_flag=True)
+@_max_pixels_option
 def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights, epochs, views,
               batch_size, seed, val_split, patience, resume, distribute, out, force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
@@ -398,12 +412,12 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
               help="A bundled profile name or a .toml profile: its budgets bound the candidates.")
 @click.option("--data", required=True, help="Image folder with one sub-folder per class.")
 @click.option("--val", "val_dir", metavar="DIR", help="A validation folder (same classes).")
-@click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
-@click.option("--max-mflops", type=float, help="As in 'fit'.")
+@click.option("--val-split", type=FiniteFloat(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--max-mflops", type=FiniteFloat(), help="As in 'fit'.")
 @click.option("--max-ram", type=SIZE, help="As in 'fit'.")
 @click.option("--max-flash", type=SIZE, help="As in 'fit'.")
-@click.option("--max-latency-ms", type=float, help="As in 'fit' (default: the device's).")
-@click.option("--budget-minutes", type=click.FloatRange(min=0.5), default=15.0,
+@click.option("--max-latency-ms", type=FiniteFloat(), help="As in 'fit' (default: the device's).")
+@click.option("--budget-minutes", type=FiniteFloat(min=0.5), default=15.0,
               show_default=True, help="Time for ranking candidates; the pick's full training "
                                       "follows.")
 @click.option("--per-backbone", type=click.IntRange(min=1), default=2, show_default=True,
@@ -414,6 +428,7 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
 @click.option("--plot", "plot_file", help="The accuracy-latency plot [default: OUT/tune.png].")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--force", is_flag=True)
+@_max_pixels_option
 def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_flash,
              max_latency_ms, budget_minutes, per_backbone, seed, out, plot_file, as_json,
              force) -> None:
@@ -486,6 +501,7 @@ def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", "plot_file", metavar="FILE",
               help="Also draw the confusion matrix (row-normalised heatmap) to a .png or .svg file.")
+@_max_pixels_option
 def eval_cmd(model, data, threads, as_json, plot_file) -> None:
     """Top-1/top-5 accuracy of a .tflite file, an export folder or a .keras model, with
     per-class precision/recall/F1, the confusion matrix and the most confused pairs."""
@@ -501,6 +517,8 @@ def eval_cmd(model, data, threads, as_json, plot_file) -> None:
     with Progress(transient=True, disable=as_json) as prog:
         task = prog.add_task("evaluating", total=None)
         res = evaluate.evaluate(runner, data, progress=lambda n: prog.advance(task, n))
+    if res["unreadable"]:
+        click.echo(f"edgeeff: {images.unreadable_note(res['unreadable'], data)}", err=True)
     if plot_file:
         cm = res["confusion"]
         plot.plot_confusion(cm["labels"], cm["matrix"], plot_file,
@@ -531,6 +549,7 @@ def data_group() -> None:
               help="The validation folder: also checked, and every photo it shares with DIR "
                    "(exact or near duplicate) reported as leakage.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_max_pixels_option
 def data_check_cmd(folder, val_dir, as_json) -> int:
     opened = datacheck.open_folders(folder, val_dir)  # a missing folder: one line, exit 2
     bar = Console(stderr=True)
@@ -603,6 +622,7 @@ class _Address(click.ParamType):
 @click.option("--max-kept", type=click.IntRange(min=1), default=demomod.keep.DEFAULT_MAX_KEPT,
               show_default=True, help="With --keep-unsure: stop keeping once DIR holds N kept "
                                       "frames (earlier runs' included); nothing is deleted.")
+@_max_pixels_option
 def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
          reconnect, serve, token, token_file, allow_hosts, keep_dir, below, keep_gap,
          max_kept) -> int:
@@ -667,6 +687,7 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="Also answer requests for this host name (repeatable); other Host headers "
                    "get 403 (DNS rebinding).")
+@_max_pixels_option
 def collect_cmd(folder, source, serve, token, token_file, allow_hosts) -> int:
     """Take and label photos into DIR/<class>/ from a browser: the live picture, classes,
     capture and hold-to-burst, undo; frames `demo --keep-unsure` kept in DIR are offered for
@@ -761,7 +782,7 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
 
 @main.command("doctor")
 @click.option("--model", help="Also verify this export folder or .tflite file and benchmark it.")
-@click.option("--seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(min=0.1), default=5.0, show_default=True,
               help="How long the --model benchmark runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def doctor_cmd(model, seconds, as_json) -> int:

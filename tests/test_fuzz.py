@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgeeff.cli import main
@@ -420,11 +420,16 @@ def _worker(index_file: str, data_dir: str, out_file: str) -> None:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    """One photo in each of three class folders (the models have three classes)."""
+    """One photo in each of three class folders (the models have three classes), and a
+    decompression bomb beside each of two of them (unreadable images, skipped and counted)."""
+    from tests.test_input_guards import BOMBS
+
     data = tmp_path_factory.mktemp("imgs")
     for i, src in enumerate(sorted((ROOT / "calibration").glob("*.jpg"))[:3]):
         (data / f"class_{i}").mkdir()
         shutil.copy(src, data / f"class_{i}" / "a.jpg")
+    for i, (name, make) in enumerate(BOMBS.items()):
+        (data / f"class_{i}" / name).write_bytes(make())
     return data
 
 
@@ -459,6 +464,9 @@ def test_cli_on_damaged_models_exits_0_or_2_without_traceback_or_signal(damaged,
     for x in bench:
         if x["exit"] == 0:
             assert json.loads(x["stdout"])["models"][0]["p50_ms"] > 0
+    for x in done:  # a model that reads the photos skips the bombs
+        if x["cmd"] == "eval" and x["exit"] == 0:
+            assert json.loads(x["stdout"])["unreadable"] == 2, x
     assert {x["cmd"] for x in done} == {"bench", "eval", "demo"}
 
 
@@ -602,9 +610,23 @@ _COUNTS = st.one_of(st.integers(1, 5000).map(str), _NUMBERS)
     _opt("--max-flash", _SIZES), _opt("--max-latency-ms", _NUMBERS),
     _opt("--family", st.sampled_from(["lite", "efficientnet", "mobilenet", ""])),
     _opt("--num-classes", _COUNTS), st.sampled_from([[], ["--json"]])))
+@example((["--device", "pi4"], [], [], [], ["--max-latency-ms", "nan"], [], [], ["--json"]))
+@example((["--device", "pi4"], ["--max-mflops", "inf"], [], [], [], [], [], []))
 def test_fit_arguments(tmp_path_factory, parts):
     out = tmp_path_factory.getbasetemp() / "fit-spec.json"
-    _invoke(["fit", *[a for p in parts for a in p], "--out", str(out)])
+    out.unlink(missing_ok=True)
+    r = _invoke(["fit", *[a for p in parts for a in p], "--out", str(out)])
+    if r.exit_code == 0:  # NaN and infinity never reach what fit writes
+        _strict_json(out.read_text())
+        if ["--json"] in parts:
+            _strict_json(r.stdout)
+
+
+def _strict_json(text: str):
+    """``text`` parsed as RFC 8259 JSON: Python's NaN / Infinity literals fail."""
+    def refuse(name):
+        raise AssertionError(f"{name} in JSON output")
+    return json.loads(text, parse_constant=refuse)
 
 
 @FUZZ
@@ -713,22 +735,82 @@ def _profiles(draw) -> str:
         else:
             key = draw(st.sampled_from(["max_latency_ms", "max_mflops", "description", "bogus",
                                         "formats", "sources"]))
-            value = draw(st.sampled_from(["0", "-3", "1e9", "nan", '"x"']))
+            value = draw(st.sampled_from(["0", "-3", "1e9", "nan", "inf", "-inf", '"x"']))
             lines.insert(i, f"{key} = {value}")
         if not lines:
             break
     return "\n".join(lines) + "\n"
 
 
+_PI4 = (ROOT / "targets" / "pi4.toml").read_text(encoding="utf-8")
+
+
 @FUZZ
 @given(_profiles())
+@example(_PI4.replace("max_latency_ms = ", "max_latency_ms = nan #", 1))
+@example(_PI4.replace("\nram = ", "\nmax_mflops = inf\nram = ", 1))
+@example(_PI4.replace("int8_macs_per_s = ", "int8_macs_per_s = nan #"))
 def test_device_profiles(tmp_path_factory, text):
     try:
         dev = targets.parse_profile(text, "board", "board.toml")
         assert dev.ram_bytes > 0 and dev.flash_bytes > 0 and dev.int8_macs_per_s > 0
+        for v in (dev.int8_macs_per_s, dev.max_latency_ms, dev.max_mflops):
+            assert v is None or math.isfinite(v)
+        _strict_json(json.dumps(dev.to_dict()))
     except EdgeeffError as e:
         assert "\n" not in str(e)
         assert str(e).startswith("board.toml: ")
     p = tmp_path_factory.getbasetemp() / "board.toml"
     p.write_text(text, encoding="utf-8", errors="surrogatepass")
     _invoke(["fit", "--device", str(p), "--out", str(p.with_suffix(".json"))])
+
+
+# --------------------------------------------------------------------------- hypothesis: images
+
+
+@st.composite
+def _image_files(draw) -> bytes:
+    """Image files whose header declares any size (bombs among them), or real small images
+    with a few bytes changed: what :func:`edgeeff.data.images.load_bgr` may be handed."""
+    from tests.test_input_guards import jpeg_declaring, png_bytes
+
+    side = st.one_of(st.integers(1, 64), st.integers(1, 200_000))
+    w, h = draw(side), draw(side)
+    kind = draw(st.sampled_from(["png", "jpeg", "bmp", "webp", "mutated"]))
+    if kind == "png":
+        return png_bytes(w, h, rows=draw(st.integers(0, 3))) if w <= 20_000 else png_bytes(
+            min(w, 65_535), h, rows=0)
+    if kind == "jpeg":
+        return jpeg_declaring(min(w, 65_535), min(h, 65_535))
+    if kind == "bmp":
+        return (b"BM" + struct.pack("<IHHI", 54 + 3 * w, 0, 0, 54)
+                + struct.pack("<IiiHHIIiiII", 40, w, draw(st.sampled_from([h, -h])), 1, 24, 0, 0,
+                              0, 0, 0, 0) + bytes(draw(st.integers(0, 300))))
+    if kind == "webp":
+        return (b"RIFF" + struct.pack("<I", 22) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4)
+                + (min(w, 1 << 24) - 1).to_bytes(3, "little")
+                + (min(h, 1 << 24) - 1).to_bytes(3, "little"))
+    src = (ROOT / "calibration" / "chelsea_0.jpg").read_bytes()[:4000]
+    d = bytearray(src)
+    for _ in range(draw(st.integers(1, 6))):
+        d[draw(st.integers(0, 600))] = draw(st.integers(0, 255))
+    return bytes(d)
+
+
+@FUZZ
+@given(_image_files())
+def test_image_files_never_raise_and_never_exceed_the_budget(tmp_path_factory, data):
+    """Every file is an image within the budget or None: no exception, and a header that
+    declares more pixels than the budget is never decoded."""
+    pytest.importorskip("cv2")
+    from edgeeff.data.images import image_size, load_bgr
+
+    budget = 2_000_000
+    p = tmp_path_factory.getbasetemp() / "fuzz-image.bin"
+    p.write_bytes(data)
+    img = load_bgr(p, max_pixels=budget)
+    size = image_size(data)
+    if size is None or size[0] * size[1] > budget:
+        assert img is None, size
+    if img is not None:
+        assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] * img.shape[1] <= budget

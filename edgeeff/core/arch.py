@@ -163,6 +163,13 @@ class ModelSpec:
         if missing:
             raise ValueError(f"spec lacks: {', '.join(sorted(missing))}")
         kw = {k: v for k, v in d.items() if k in keys}
+        for k in ("resolution", "num_classes"):  # whole numbers: 2.5 classes is not 2
+            v = kw.get(k)
+            if v is None and k == "num_classes":
+                continue
+            if isinstance(v, bool) or not (isinstance(v, int) or (
+                    isinstance(v, float) and v.is_integer())):
+                raise ValueError(f"spec field '{k}' must be a whole number, got {v!r}")
         try:
             kw["width"] = float(kw["width"])
             kw["depth"] = float(kw["depth"])

@@ -16,7 +16,7 @@ from edgeeff.core.arch import ModelSpec
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.targets import Device
+from edgeeff.core.targets import Device, positive_number
 from edgeeff.core.units import format_size
 from edgeeff.core.zoo import source_for
 
@@ -39,8 +39,8 @@ class Budgets:
         reserve where the profile has one (an override is the whole chip's figure too)."""
         mflops = max_mflops if max_mflops is not None else device.max_mflops
         for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
-            if v is not None and v <= 0:
-                raise EdgeeffError(f"{name} must be positive, got {v:g}")
+            if v is not None and not positive_number(v):
+                raise EdgeeffError(f"{name} must be a positive finite number, got {v:g}")
         for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
             if v is not None and v <= 0:
                 raise EdgeeffError(f"{name} must be positive")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -73,8 +74,56 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+class NotJSON(EdgeeffError):
+    """A document that holds a number JSON cannot: NaN or +-infinity (RFC 8259 has neither;
+    Python's json would write the non-standard ``NaN`` / ``Infinity``). ``where`` is the key
+    path of the first one (``$.budgets.max_latency_ms``), ``value`` the number."""
+
+    def __init__(self, where: str, value: float, what: str = "JSON output"):
+        self.where, self.value = where, value
+        super().__init__(f"cannot write {what}: {where} is {value}, which JSON cannot hold")
+
+
+def _first_non_finite(obj, where: str = "$"):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where, obj
+    items = (obj.items() if isinstance(obj, dict)
+             else enumerate(obj) if isinstance(obj, (list, tuple)) else ())
+    for k, v in items:
+        found = _first_non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}")
+        if found:
+            return found
+    return None
+
+
+def json_text(obj, what: str = "JSON output", **kw) -> str:
+    """``json.dumps(obj, **kw)`` that refuses NaN and infinity (:class:`NotJSON`, naming the
+    key) instead of writing them: every JSON document and line edgeeff writes goes through it."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        found = _first_non_finite(obj)
+        if found is None:
+            raise
+        raise NotJSON(*found, what=what) from None
+
+
+def finite_or_none(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON's null): for records in
+    which a missing figure is legitimately NaN (an epoch without a loss), before writing."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """``obj`` as indented JSON, atomically; :class:`NotJSON` (nothing written) if it holds a
+    NaN or an infinity."""
+    write_text_atomic(path, json_text(obj, what=str(path), indent=2, sort_keys=False) + "\n")
 
 
 class OutputExists(EdgeeffError):

@@ -229,7 +229,8 @@ class LatencyModel:
             if k in d and not isinstance(d[k], str):
                 raise bad(k, "must be a string")
         g = d.get(GRAPH_UNIT, 0.0)
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0 \
+                or not math.isfinite(g):
             raise bad(GRAPH_UNIT, "must be a non-negative number")
         ops = d.get("ops")
         if not isinstance(ops, dict) or not ops:
@@ -253,6 +254,9 @@ class LatencyModel:
         val = d.get("validation", {})
         if not isinstance(val, dict):
             raise bad("validation", "must be a table")
+        for k, v in val.items():  # free-form, but it is written to JSON (devices --json)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f"validation.{k}", "must be a finite number")
         return cls(coefficients=coefs, graph_s=float(g) / 1e6, threads=threads,
                    runtime=d.get("runtime", ""), runtime_version=d.get("runtime_version", ""),
                    cpu=d.get("cpu", ""), form=d["form"], version=ver, validation=dict(val),

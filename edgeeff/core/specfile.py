@@ -17,6 +17,7 @@ Layouts:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -148,9 +149,11 @@ def read(path: str | Path) -> SpecFile:
     if not p.is_file():
         raise SpecFileNotFound(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8"), parse_constant=_not_json)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SpecFileError(path, f"not a readable JSON spec file ({e})") from None
+    except ValueError as e:  # NaN / Infinity
+        raise SpecFileError(path, str(e)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(
             doc.get("spec"), dict):
         raise SpecFileError(path, f"not an edgeeff spec file (no '\"format\": \"{FORMAT}\"')")
@@ -167,6 +170,12 @@ def read(path: str | Path) -> SpecFile:
     if version == 1 and isinstance(trained, dict):
         trained = _trained_v1(trained, p)
     return SpecFile(spec, fit, _section(Trained, trained, path, "trained"), VERSION, p)
+
+
+def _not_json(name: str):
+    """``json.loads``'s hook for the ``NaN`` / ``Infinity`` / ``-Infinity`` literals Python
+    writes and RFC 8259 has not: a spec figure must be a number."""
+    raise ValueError(f"{name} is not a JSON number (every figure in a spec file must be finite)")
 
 
 def _trained_v1(t: dict, path: Path) -> dict:
@@ -212,6 +221,8 @@ def _section(cls, raw, path, name: str):
               else isinstance(v, want) and not isinstance(v, bool))
         if not ok:
             raise SpecFileError(path, f"'{name}.{key}' has the wrong type ({type(v).__name__})")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpecFileError(path, f"'{name}.{key}' is {v}, not a finite number")
         kw[key] = float(v) if want is _NUMBER else v
     missing = [f.name for f in fields(cls) if f.name not in kw and f.name in _TYPES[cls]
                and f.default is MISSING and f.default_factory is MISSING]

@@ -27,6 +27,7 @@ spec or graph instead of the flat ``int8_macs_per_s`` estimate. Its schema::
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,13 @@ class Device:
         return d
 
 
+def positive_number(v) -> bool:
+    """``v`` is a budget or a rate: an int or float (not a bool), finite and above zero. NaN
+    and infinity fail here, where a bare ``v <= 0`` lets them through."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0)
+
+
 def _bundled_dir() -> Path:
     return data_dir("targets")
 
@@ -146,8 +154,8 @@ def parse_profile(text: str, key: str, where: str) -> Device:
         if sizes[k] <= 0:
             raise bad(k, "must be positive")
     rate = data["int8_macs_per_s"]
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-        raise bad("int8_macs_per_s", "must be a positive number")
+    if not positive_number(rate):
+        raise bad("int8_macs_per_s", "must be a positive finite number")
     if data["kind"] not in KINDS:
         raise bad("kind", f"{data['kind']!r} is not one of {', '.join(KINDS)}")
     if data["family"] not in FAMILIES:
@@ -181,8 +189,8 @@ def parse_profile(text: str, key: str, where: str) -> Device:
     for k in ("max_latency_ms", "max_mflops"):
         if k in data:
             v = data[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise bad(k, "must be a positive number")
+            if not positive_number(v):
+                raise bad(k, "must be a positive finite number")
             opt[k] = float(v)
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise bad("name", "must be a non-empty string")

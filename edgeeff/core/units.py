@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+import click
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1024, "kb": 1024, "kib": 1024,
@@ -31,11 +33,27 @@ def parse_size(text: str | int | float) -> int:
         value, unit = float(m.group(1)), m.group(2).lower()
     if unit not in _UNITS:
         raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, KB, MB or GB)")
+    if not math.isfinite(value):
+        raise ValueError(f"not a size: {text!r} (a finite number of bytes)")
     if value < 0:
         raise ValueError(f"size must not be negative: {text!r}")
     if not math.isfinite(value * _UNITS[unit]):
         raise ValueError(f"size too large: {text!r}")
     return int(round(value * _UNITS[unit]))
+
+
+class FiniteFloat(click.FloatRange):
+    """A command-line number (a budget, a rate, a fraction): click's ``FloatRange``, which lets
+    ``nan`` and ``inf`` through its bounds (every comparison with NaN is false), made to refuse
+    them. Without bounds it is a plain finite float."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 def format_size(n: int | float) -> str:

@@ -14,6 +14,7 @@ Files are listed sorted (by path), so the same folder and seed always give the s
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ class FolderError(EdgeeffError):
     ``problem`` one of :data:`FolderError.PROBLEMS`, ``name`` the sub-folder or file concerned
     (when there is one)."""
 
-    PROBLEMS = ("missing", "empty", "few_classes", "unknown_class", "no_wnid", "unlabelled")
+    PROBLEMS = ("missing", "empty", "few_classes", "unknown_class", "no_wnid", "unlabelled",
+                "bad_name")
 
     def __init__(self, folder: Path, problem: str, message: str, name: str | None = None):
         self.folder, self.problem, self.name = folder, problem, name
@@ -42,6 +44,17 @@ class FolderError(EdgeeffError):
 class Sample:
     path: Path
     label: int  # index into the labels it was matched to
+
+
+# unicodedata categories a class name must not hold: control characters (newline, tab, ESC...),
+# line and paragraph separators (str.splitlines breaks labels.txt at them too) and the
+# surrogates that stand for bytes of a file name that are not UTF-8
+_UNPRINTABLE = {"Cc", "Zl", "Zp", "Cs"}
+
+
+def printable_name(name: str) -> bool:
+    """``name`` can be a label: one line of labels.txt, the same bytes in every file."""
+    return not any(unicodedata.category(c) in _UNPRINTABLE for c in name)
 
 
 def _norm(s: str) -> str:
@@ -64,6 +77,12 @@ class ImageFolder:
         self.groups: dict[str, list[Path]] = {}
         for p in self.files:
             self.groups.setdefault(p.parent.relative_to(self.root).as_posix(), []).append(p)
+        for key in sorted(self.groups):
+            if not printable_name(key):
+                raise FolderError(self.root, "bad_name",
+                                  f"{self.root}: class folder {key!r} has a control character, "
+                                  "line break or undecodable byte in its name (one class per "
+                                  "line of labels.txt): rename it", key)
         if min_classes and len(self.groups) - (FLAT in self.groups) < min_classes:
             raise FolderError(self.root, "few_classes",
                               f"{self.root}: need at least {_count(min_classes)} class "

@@ -42,13 +42,13 @@ same kernels.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from edgeeff.core.arch import FAMILIES, ModelSpec, expand
 from edgeeff.core.artifacts import METADATA_NAME
+from edgeeff.core.fsutil import json_text
 from edgeeff.core.graph import Graph, Op, Quant, Tensor, graph
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.tflite.writer import INPUT_NAME, SIGNATURE_KEY, write
@@ -238,11 +238,11 @@ def build(spec: ModelSpec, seed: int = 0, fc_bias: bool = False, n_ops: int | No
     named = {}
     if metadata:
         pp = Preprocessor.for_spec(spec, normalized=Preprocessor.folds_into_input(spec))
-        named[METADATA_NAME] = json.dumps({
+        named[METADATA_NAME] = json_text({
             "name": spec.name, "producer": "edgeeff.device.synth",
             "synthetic": f"random int8 weights (seed {seed}): for latency and memory "
                          "measurements only, predictions are meaningless",
             "spec": spec.to_dict(), "input": pp.to_dict(), "labels": None,
             "n_ops": n_ops,
-        }, separators=(",", ":")).encode()
+        }, "the model's metadata", separators=(",", ":")).encode()
     return write(g, named)

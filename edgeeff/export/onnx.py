@@ -10,6 +10,7 @@ import works offline.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -65,7 +66,8 @@ def _parse_norm(text: str | None, default: float, what: str) -> list[float]:
         raise EdgeeffError(f"{what} must be one number or three comma-separated numbers") from None
     if len(vals) == 1:
         vals *= 3
-    if len(vals) != 3 or (what == "--std" and any(v <= 0 for v in vals)):
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals) or (
+            what == "--std" and any(v <= 0 for v in vals)):
         raise EdgeeffError(f"{what} must be one number or three (positive for --std)")
     return vals
 

@@ -22,6 +22,7 @@ from edgeeff.core.artifacts import FORMATS
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.graph import IO_TYPES
+from edgeeff.core.units import FiniteFloat
 from edgeeff.export import edgetpu
 from edgeeff.export.frontend import Frontend
 
@@ -124,7 +125,7 @@ class ExportRequest:
     debug: bool = option("--debug", default=False, is_flag=True,
                          help="Per-layer quantization error (QuantizationDebugger).")
     max_int8_drop: float | None = option(
-        "--max-int8-drop", type=click.FloatRange(min=0), metavar="PTS",
+        "--max-int8-drop", type=FiniteFloat(min=0), metavar="PTS",
         help="Fail (nothing written) when int8 loses more than PTS top-1 points against "
              "float32 on the held-back calibration images (top-1 disagreement when "
              "they carry no labels).")

@@ -25,7 +25,7 @@ from edgeeff.core.data import data_dir
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.data.folder import ImageFolder
-from edgeeff.data.images import load_rgb, resize_crop
+from edgeeff.data.images import load_rgb, resize_crop, unreadable_note
 
 HOLDOUT_EVERY = 5  # one image in five of each class is held back to compare float and int8
 DEFAULT_SEED = 0
@@ -155,8 +155,7 @@ def load_calibration(folder: str | Path | None, pp: Preprocessor, num: int = 100
     held, held_files = ([], []) if not holdout else _round_robin(
         held_q, max(1, num // (HOLDOUT_EVERY - 1)), pp, skipped)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) under {folder}",
-                      stacklevel=2)
+        warnings.warn(unreadable_note(len(skipped), folder), stacklevel=2)
     if not calib:
         raise EdgeeffError(f"no usable calibration images under {folder} "
                            f"({len(skipped)} unreadable)")

@@ -32,10 +32,17 @@ from edgeeff.core import artifacts as A
 from edgeeff.core import specfile
 from edgeeff.core.arch import ModelSpec, expand
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.fsutil import atomic_dir, check_out, write_json_atomic, write_text_atomic
+from edgeeff.core.fsutil import (
+    atomic_dir,
+    check_out,
+    finite_or_none,
+    json_text,
+    write_json_atomic,
+    write_text_atomic,
+)
 from edgeeff.core.preprocess import Preprocessor
 from edgeeff.data.folder import ImageFolder
-from edgeeff.data.images import load_rgb, resize_crop
+from edgeeff.data.images import load_rgb, resize_crop, unreadable_note
 from edgeeff.device.profile.host import usable_cores
 from edgeeff.model import features as F
 from edgeeff.model.build import build_model
@@ -298,7 +305,7 @@ def _save_state(state_dir: Path, model, opt, state: dict) -> None:
     with open(tmp_o, "wb") as f:
         np.savez(f, *[np.asarray(v) for v in opt.variables])
     os.replace(tmp_o, state_dir / "optimizer.npz")
-    write_json_atomic(state_dir / "state.json", state)
+    write_json_atomic(state_dir / "state.json", finite_or_none(state))  # NaN loss: null
 
 
 def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int | None = None,
@@ -336,6 +343,9 @@ def load_split(data, val_dir, val_fraction, spec, seed, phases, log):
     phases.report("load", 0)
     pixels, ok = load_pixels(tr_files + va_files, F.preprocessor(spec),
                              progress=lambda n: phases.report("load", n))
+    skipped = len(tr_files) + len(va_files) - len(ok)
+    if skipped:
+        log(unreadable_note(skipped, data if val_dir is None else f"{data} and {val_dir}"))
     y = np.array(tr_labels + va_labels)[ok]
     is_val = np.array(ok) >= len(tr_files)
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -508,7 +518,7 @@ def _write_files(tmp: Path, out, model, spec, classes, history, data, desc, n_tr
     model.save(str(tmp / A.TRAINED_KERAS))
     model.save_weights(str(tmp / A.TRAINED_WEIGHTS))
     write_text_atomic(tmp / A.LABELS, "\n".join(classes) + "\n")
-    write_json_atomic(tmp / A.TRAIN_HISTORY, history)
+    write_json_atomic(tmp / A.TRAIN_HISTORY, finite_or_none(history))  # NaN loss: null
     result = {"classes": classes, "train_images": int(n_tr), "val_images": int(n_va),
               "val_accuracy": round(val_acc, 4), "weights_from": desc,
               "top1": round(100 * val_acc, 2),
@@ -588,5 +598,5 @@ def _train_full(data, spec: ModelSpec, weights: str, out, epochs: int, batch: in
         shutil.rmtree(out.parent, ignore_errors=True)
         log("non-chief worker: done; the chief writes the outputs")
     result["chief"] = chief
-    log(json.dumps({k: v for k, v in result.items() if k != "classes"}))
+    log(json_text({k: v for k, v in result.items() if k != "classes"}))
     return result

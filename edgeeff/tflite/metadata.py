@@ -19,11 +19,10 @@ flatc numbers them (a union field takes two: its type, then its value).
 
 from __future__ import annotations
 
-import json
-
 import flatbuffers
 
 from edgeeff import __version__
+from edgeeff.core.fsutil import json_text
 from edgeeff.core.preprocess import Preprocessor
 
 TFLITE_METADATA = "TFLITE_METADATA"  # the metadata entry MediaPipe and the Task Library look for
@@ -176,4 +175,4 @@ def model_metadata(name: str, spec: dict | None, labels: list[str], pp: Preproce
 
 def json_bytes(meta: dict) -> bytes:
     """``meta`` as the compact UTF-8 JSON stored in the ``edgeeff`` metadata buffer."""
-    return json.dumps(meta, separators=(",", ":")).encode("utf-8")
+    return json_text(meta, "the model's metadata", separators=(",", ":")).encode("utf-8")

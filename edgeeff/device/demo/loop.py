@@ -20,7 +20,6 @@ loops so the page never goes blank.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys
@@ -30,6 +29,7 @@ from collections import deque
 import numpy as np
 
 from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.fsutil import json_text
 from edgeeff.core.optional import require
 from edgeeff.device.demo import sources
 from edgeeff.device.demo.capture import _END, _Capture
@@ -67,7 +67,7 @@ def open_source(source: str) -> Source:
 
 def _report_event(ev: dict, as_lines: bool, out, err) -> None:
     if as_lines:
-        out.write(json.dumps(ev) + "\n")
+        out.write(json_text(ev) + "\n")
         out.flush()
     else:
         res = "reconnected" if ev["ok"] else f"failed ({ev['error']})"

@@ -18,9 +18,10 @@ the next hand-over or by :meth:`close`.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
+
+from edgeeff.core.fsutil import json_text
 
 QUEUE_SIZE = 8
 _STOP = object()
@@ -103,7 +104,7 @@ class Reporter(threading.Thread):
                     top = self.clf.top_k(scores, self.k)
                 payload = {"frame": n, "top": top, "latency_ms": round(latency, 3),
                            "fps": round(fps, 2)}
-                line = json.dumps(payload)
+                line = json_text(payload)
                 if self.lines:
                     self.out.write(line + "\n")
                     self.out.flush()

@@ -246,7 +246,7 @@ def sample_clip() -> Path:
     tmp = path.with_suffix(f".{os.getpid()}.tmp.avi")
     w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
     for n in names:
-        img = cv2.imread(str(data_dir("calibration") / n), cv2.IMREAD_COLOR)
+        img = load_bgr(data_dir("calibration") / n)
         for k in range(8):  # a slow zoom, 8 frames per photo
             h, wd = img.shape[:2]
             m = 1.0 - 0.02 * k
