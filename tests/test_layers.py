@@ -95,6 +95,19 @@ def test_the_ruff_allow_list_is_the_one_list_of_optional_modules():
     assert NEVER_ON_DEVICE <= set(modules) - on_device
 
 
+def test_every_package_is_in_the_wheel():
+    """pyproject lists the packages by hand (targets/ and calibration/ are mapped in): a new
+    sub-package missing there is missing from the wheel the bundle installs on the board."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PKG.rglob("__init__.py")}
+    assert found <= listed, found - listed
+
+
 def test_missing_extra_messages_come_from_the_one_list():
     """No module writes its own "pip install 'edgeeff[...]'": require() and install_hint() do."""
     offenders = [f"{f.relative_to(ROOT)}:{i}" for f in sorted(PKG.rglob("*.py"))
