@@ -79,7 +79,7 @@ def _report_event(ev: dict, as_lines: bool, out, err) -> None:
 
 
 def _next_item(cap: Capture, src: Source, on_event):
-    """The next queued frame (or _END); events queued before it are reported first. No frame
+    """The next queued frame (or END); events queued before it are reported first. No frame
     for CAMERA_TIMEOUT_S is an error, except while a reconnecting source is reopening."""
     deadline = time.monotonic() + CAMERA_TIMEOUT_S
     while True:
