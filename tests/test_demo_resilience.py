@@ -1,48 +1,64 @@
 """The demo keeps going: damaged video frames are skipped and counted, a camera that goes away
 is reopened with backoff under --reconnect (and ends the run with exit 1 without it).
 
-No model is needed: a stand-in classifier reports the mean brightness of the pixels it was
-given, so the tests can tell which frames reached it.
+The model is real: a synthesized int8 EfficientNet-Lite (random weights, built in
+milliseconds by :mod:`edgeeff.device.synth`) run by the real runtime. Frames are uniform
+grey; the classifier records the mean of every input tensor it is handed (the capture
+thread's crop, raw uint8 pixels), so the tests can tell which frames reached the model, and
+its top-1, which the JSON line of that frame must carry. Cameras cannot exist here: a
+:class:`~edgeeff.device.demo.sources.Source` of the tests' own stands in for one, handed to
+``run_demo`` as any user's own source is, and for the CLI a stand-in for OpenCV's capture on
+a camera index.
 """
 
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeeff.core.arch import ModelSpec
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device import synth
 from tests.conftest import needs
 
 cv2 = needs("cv2")
+needs("ai_edge_litert")
 
 from edgeeff.device import demo  # noqa: E402
+from edgeeff.device.runtime import Classifier  # noqa: E402
+
+TINY = ModelSpec(family="lite", width=0.25, depth=0.25, resolution=32, num_classes=10)
 
 
-class StubClassifier:
-    """Stands in for runtime.Classifier: 'scores' are the input's mean brightness."""
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("resilience") / "tiny.tflite"
+    p.write_bytes(synth.build(TINY))
+    return p
 
-    path, runtime, delegate = Path("stub.tflite"), "stub", None
-    resolution, input_dtype, raw_pixel_input = 32, np.uint8, True
-    preprocessor = Preprocessor(32)
 
-    def __init__(self, invoke_s=0.0):
+class Watched(Classifier):
+    """The real classifier, which also records what it was handed: the input tensor's mean
+    brightness (``levels``), its top-1 (``tops``) and OpenCV's thread count at that moment
+    (``cv_threads``). ``invoke_s``: a model that takes that much longer per frame."""
+
+    def __init__(self, path, invoke_s=0.0):
+        super().__init__(path, num_threads=1)
+        assert self.raw_pixel_input  # the input tensor is the crop's pixels
         self.invoke_s = invoke_s
+        self.levels, self.tops, self.cv_threads = [], [], []
 
-    def set_input(self, x):
-        self.level = float(x.mean())
-
-    def invoke(self, x=None):
-        if x is not None:
-            self.set_input(x)
+    def invoke(self, tensor=None):
+        scores = super().invoke(tensor)
+        self.levels.append(float((self._buf if tensor is None else tensor).mean()))
+        self.tops.append(self.top_k(scores, 1))
+        self.cv_threads.append(cv2.getNumThreads())
         time.sleep(self.invoke_s)
-        return np.array([self.level])
-
-    def top_k(self, scores, k):
-        return [{"label": "brightness", "score": round(float(scores[0]), 1)}]
+        return scores
 
 
 def corrupt_clip(path: Path, n: int = 30, bad=range(9, 14)) -> Path:
@@ -66,32 +82,37 @@ def corrupt_clip(path: Path, n: int = 30, bad=range(9, 14)) -> Path:
     return path
 
 
-def _run(source, invoke_s=0.0, **kw):
+def _run(model, source, invoke_s=0.0, **kw):
+    """run_demo, headless, on ``source`` (a --source string, or a Source opener); the
+    summary, the JSON lines, stderr, and the classifier (what reached the model)."""
     out, err = io.StringIO(), io.StringIO()
-    summary = demo.run_demo(StubClassifier(invoke_s), str(source), True, False, 1,
-                            kw.pop("max_frames", None), out=out, err=err, **kw)
+    clf = Watched(model, invoke_s)
+    summary = demo.run_demo(clf, source, True, False, 1, kw.pop("max_frames", None),
+                            out=out, err=err, **kw)
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    return summary, lines, err.getvalue()
+    frames = [x for x in lines if "frame" in x]
+    assert [x["top"] for x in frames] == clf.tops  # each line is its frame's result
+    return summary, lines, err.getvalue(), clf
 
 
-def test_damaged_video_frames_are_skipped_and_counted(tmp_path):
+def test_damaged_video_frames_are_skipped_and_counted(model, tmp_path):
     clip = corrupt_clip(tmp_path / "bad.avi")
-    summary, lines, err = _run(clip)
+    summary, lines, err, clf = _run(model, str(clip))
     frames = [x for x in lines if "frame" in x]
     assert summary["frames"] == len(frames) == 25 and summary["skipped_frames"] == 5
-    levels = [x["top"][0]["score"] for x in frames]
-    # every good frame, in order, the last ones included (brightness 8 * i)
+    # every good frame reached the model, in order, the last ones included (brightness 8 * i)
     expected = [8 * i for i in range(30) if i not in range(9, 14)]
-    assert np.allclose(levels, expected, atol=3)
+    assert np.allclose(clf.levels, expected, atol=3)
     assert "5 undecodable skipped" in err
 
 
-def test_unreadable_files_in_an_image_folder_are_skipped_and_counted(tmp_path):
+def test_unreadable_files_in_an_image_folder_are_skipped_and_counted(model, tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 40, 3), 50 * i, np.uint8))
     (tmp_path / "1b.png").write_bytes(b"\x89PNG broken")
-    summary, lines, _ = _run(tmp_path)
+    summary, lines, _, clf = _run(model, str(tmp_path))
     assert summary["frames"] == 3 and summary["skipped_frames"] == 1
+    assert np.allclose(clf.levels, [0, 50, 100], atol=1)
 
 
 class _Camera(demo.Source):
@@ -121,36 +142,35 @@ class _Camera(demo.Source):
 
 
 def _script(monkeypatch, steps):
-    """open_source returns, in turn, each step: a _Camera, or an exception to raise."""
+    """A source opener (what run_demo takes besides a --source string) that returns, in
+    turn, each step: a _Camera, or an exception to raise; and the list of those opened."""
     opened = []
 
-    def opener(source):
+    def opener():
         step = steps.pop(0)
         if isinstance(step, Exception):
             raise step
         opened.append(step)
         return step
 
-    monkeypatch.setattr(demo.loop, "open_source", opener)
     monkeypatch.setattr(demo.sources, "RECONNECT_DELAYS_S", (0.01, 0.02, 0.04))
-    return opened
+    return opener, opened
 
 
 @pytest.mark.parametrize("invoke_s", [0.0, 0.05])  # a fast and a slow model
-def test_camera_that_disconnects_is_reopened_with_backoff(monkeypatch, invoke_s):
-    opened = _script(monkeypatch, [
+def test_camera_that_disconnects_is_reopened_with_backoff(model, monkeypatch, invoke_s):
+    opener, opened = _script(monkeypatch, [
         _Camera(40, 3),
         EdgeeffError("cannot open camera 0: check it is connected"),
         EdgeeffError("cannot open camera 0: check it is connected"),
         _Camera(200, None),
     ])
-    summary, lines, _ = _run("0", invoke_s, reconnect=True, max_frames=8)
+    summary, lines, _, clf = _run(model, opener, invoke_s, reconnect=True, max_frames=8)
     events = [x for x in lines if x.get("event") == "reconnect"]
     assert [(e["attempt"], e["ok"]) for e in events] == [(1, False), (2, False), (3, True)]
     assert [e["delay_s"] for e in events] == [0.01, 0.02, 0.04]  # backing off
     assert "stopped delivering" in events[0]["reason"] and "cannot open" in events[0]["error"]
-    frames = [x for x in lines if "frame" in x]
-    levels = [round(f["top"][0]["score"]) for f in frames]
+    levels = [round(x) for x in clf.levels]
     old = levels.count(40)
     # the old camera's frames, then the new one's; a slow model may find the old camera's last
     # queued frame stale once the new camera fills the pool (a live source drops its stalest
@@ -164,32 +184,64 @@ def test_camera_that_disconnects_is_reopened_with_backoff(monkeypatch, invoke_s)
     assert all(c.closed for c in opened)  # the lost camera and the last one, both released
 
 
-def test_without_reconnect_a_lost_camera_still_ends_the_run(monkeypatch):
-    opened = _script(monkeypatch, [_Camera(40, 3), _Camera(200, None)])
+def test_without_reconnect_a_lost_camera_still_ends_the_run(model, monkeypatch):
+    opener, opened = _script(monkeypatch, [_Camera(40, 3), _Camera(200, None)])
     with pytest.raises(demo.DemoError, match="stopped delivering"):
-        _run("0")
+        _run(model, opener)
     assert len(opened) == 1 and opened[0].closed
 
 
-def test_cli_reconnect_option_reports_json_events(monkeypatch, tmp_path):
+class _UsbCameras:
+    """Stands in for ``cv2.VideoCapture`` on a camera index (no camera exists here; anything
+    else opens the real one), so the CLI's ``--source 0`` reaches edgeeff's real
+    :class:`VideoSource`: the n-th camera opened delivers ``script[n]`` frames and then fails
+    every read, as an unplugged camera does (``None``: it delivers until released)."""
+
+    def __init__(self, monkeypatch, script):
+        self.script, self.real = list(script), cv2.VideoCapture
+        monkeypatch.setattr(cv2, "VideoCapture", self.open)
+
+    def open(self, target, *args):
+        if not isinstance(target, int):
+            return self.real(target, *args)
+        return _UsbCamera(self.script.pop(0))
+
+
+class _UsbCamera:
+    def __init__(self, frames):
+        self.left, self.opened = frames, True
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def read(self):
+        if not self.opened or self.left == 0:
+            return False, None
+        if self.left is not None:
+            self.left -= 1
+        return True, np.full((48, 64, 3), 90, np.uint8)
+
+    def release(self):
+        self.opened = False
+
+
+def test_cli_reconnect_option_reports_json_events(model, monkeypatch):
     """--reconnect reaches run_demo through the CLI; without it the exit code is 1."""
     from click.testing import CliRunner
 
     from edgeeff.cli import main
-    from edgeeff.device import runtime
 
-    monkeypatch.setattr(runtime, "resolve_model_path", lambda m, delegate=None: Path(m))
-    monkeypatch.setattr(runtime, "Classifier", lambda *a, **k: StubClassifier())
-    _script(monkeypatch, [_Camera(40, 2), _Camera(90, None)])
-    r = CliRunner().invoke(main, ["demo", "--model", "m.tflite", "--source", "0", "--headless",
+    monkeypatch.setattr(demo.sources, "RECONNECT_DELAYS_S", (0.01, 0.02, 0.04))
+    _UsbCameras(monkeypatch, [2, None])
+    r = CliRunner().invoke(main, ["demo", "--model", str(model), "--source", "0", "--headless",
                                   "--reconnect", "--max-frames", "4"])
     assert r.exit_code == 0, r.output
     events = [json.loads(x) for x in r.stdout.splitlines() if '"event"' in x]
-    assert events == [{"event": "reconnect", "attempt": 1, "source": "camera:fake",
-                       "delay_s": 0.01, "reason": "camera:fake stopped delivering frames",
+    assert events == [{"event": "reconnect", "attempt": 1, "source": "camera:0",
+                       "delay_s": 0.01, "reason": "camera:0 stopped delivering frames",
                        "ok": True, "error": None}]
-    _script(monkeypatch, [_Camera(40, 2)])
-    r = CliRunner().invoke(main, ["demo", "--model", "m.tflite", "--source", "0", "--headless"])
+    _UsbCameras(monkeypatch, [2])
+    r = CliRunner().invoke(main, ["demo", "--model", str(model), "--source", "0", "--headless"])
     assert r.exit_code == 1 and "stopped delivering" in r.stderr
 
 
@@ -206,44 +258,33 @@ class _ClosingPipe(io.StringIO):
         return super().write(s)
 
 
-def test_a_closed_output_pipe_ends_the_run_from_the_reporter_thread(tmp_path):
+def test_a_closed_output_pipe_ends_the_run_from_the_reporter_thread(model, tmp_path):
     """The JSON lines are written by the reporter thread; its failure reaches run_demo's
     caller (the CLI turns it into a quiet exit), and no demo thread outlives the run."""
-    import threading
-
     clip = corrupt_clip(tmp_path / "clip.avi", n=30, bad=())
     out = _ClosingPipe(3)
     with pytest.raises(BrokenPipeError):
-        demo.run_demo(StubClassifier(), str(clip), True, False, 1, None, out=out,
+        demo.run_demo(Watched(model), str(clip), True, False, 1, None, out=out,
                       err=io.StringIO())
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["frame"] for x in lines] == [1, 2, 3]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(
-            t.name in ("edgeeff-reporter", "edgeeff-capture") for t in threading.enumerate()):
-        time.sleep(0.05)
-    assert not [t.name for t in threading.enumerate()
-                if t.name in ("edgeeff-reporter", "edgeeff-capture")]
+    left = [t for t in threading.enumerate() if t.name in ("edgeeff-reporter", "edgeeff-capture")]
+    for t in left:  # ending, if not yet ended: wait for that, not for a time
+        t.join(timeout=60)  # a safety net against a hung test, not a measurement
+    assert not [t.name for t in left if t.is_alive()]
 
 
-def test_opencv_gets_the_cores_the_interpreter_leaves_and_gets_them_back(tmp_path):
+def test_opencv_gets_the_cores_the_interpreter_leaves_and_gets_them_back(model, tmp_path):
     """While the demo runs, OpenCV's pool is capture_threads() (not every core, the
     interpreter's too); afterwards the caller's setting is back."""
-    seen = []
-
-    class Recording(StubClassifier):
-        num_threads = 1
-
-        def invoke(self, x=None):
-            seen.append(cv2.getNumThreads())
-            return super().invoke(x)
-
     clip = corrupt_clip(tmp_path / "clip.avi", n=5, bad=())
     before = demo.loop.capture_threads(1) + 5  # any other setting of the caller's
     cv2.setNumThreads(before)
     try:
-        demo.run_demo(Recording(), str(clip), True, False, 1, None, out=io.StringIO(),
+        clf = Watched(model)  # one interpreter thread
+        demo.run_demo(clf, str(clip), True, False, 1, None, out=io.StringIO(),
                       err=io.StringIO())
+        seen = clf.cv_threads
         assert seen and set(seen) == {demo.loop.capture_threads(1)}
         assert cv2.getNumThreads() == before
     finally:

@@ -93,7 +93,7 @@ def test_demo_without_display_or_edgetpu_says_what_to_do(lite0_export):
     assert r.returncode == 2 and "edgetpu_compiler" in r.stderr
 
 
-def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
+def test_camera_that_stops_delivering_exits_nonzero(lite0_export):
     from edgeeff.device import demo
     from edgeeff.device.runtime import Classifier
 
@@ -105,7 +105,6 @@ def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
                 yield np.zeros((240, 320, 3), np.uint8)
             raise demo.DemoError("camera:fake stopped delivering frames")
 
-    monkeypatch.setattr(demo.loop, "open_source", lambda s: Flaky())
     clf = Classifier(lite0_export / "model_int8.tflite", num_threads=2)
     out = []
 
@@ -117,7 +116,7 @@ def test_camera_that_stops_delivering_exits_nonzero(lite0_export, monkeypatch):
             pass
 
     with pytest.raises(demo.DemoError, match="stopped delivering"):
-        demo.run_demo(clf, "fake", True, False, 3, None, out=W(), err=W())
+        demo.run_demo(clf, Flaky, True, False, 3, None, out=W(), err=W())
 
 
 def test_live_capture_drops_stale_frames_instead_of_lagging():
@@ -131,13 +130,13 @@ def test_live_capture_drops_stale_frames_instead_of_lagging():
             for i in range(50):
                 yield np.full((4, 4, 3), i, np.uint8)
 
-    cap = demo._Capture(Burst(), Preprocessor(8))
+    cap = demo.Capture(Burst(), Preprocessor(8))
     cap.start()
     cap.join(timeout=5)
     items = []
     while not cap.q.empty():
         items.append(cap.q.get_nowait())
-    frames = [x for x in items if x is not demo._END]
+    frames = [x for x in items if x is not demo.END]
     # nobody consumed: the pool of QUEUE_SIZE + 2 buffers holds the newest frames only
     assert cap.dropped == 50 - len(cap.bufs) and len(frames) == len(cap.bufs)
     newest_frame, slot = frames[-1]

@@ -110,8 +110,11 @@ class _Sink:
         pass
 
 
-def _run(model, camera, max_frames, invoke_delay_s=0.0):
-    """Run the demo on the stand-in camera; the model inputs it saw (RGB crops) and the summary."""
+def _run(model, camera, max_frames, wait_frames=0):
+    """Run the demo on the stand-in camera; the model inputs it saw (RGB crops) and the summary.
+
+    ``wait_frames``: a slow model, which finishes each frame only once the camera has made
+    that many more frames (a count to wait for, not a time)."""
     from edgeeff.device import demo
     from edgeeff.device.runtime import Classifier
 
@@ -122,8 +125,10 @@ def _run(model, camera, max_frames, invoke_delay_s=0.0):
 
     def spy(tensor=None):  # the demo hands invoke the capture thread's ready input tensor
         seen.append((clf._buf if tensor is None else tensor)[0].copy())
-        clf.made_at_invoke.append(camera.frames_made)
-        time.sleep(invoke_delay_s)
+        made = camera.frames_made
+        clf.made_at_invoke.append(made)
+        while camera.frames_made < made + wait_frames:
+            time.sleep(0.001)
         return invoke(tensor)
 
     clf.invoke = spy
@@ -145,8 +150,10 @@ def test_live_camera_drops_stale_frames_and_the_model_sees_the_newest(model, cam
     from edgeeff.device import demo
 
     camera.scene = lambda n: (n % 256, n // 256, 7)  # the frame number, readable in RGB
-    camera.frame_interval_s = 0.001  # ~1000 fps camera against a 50 ms model
-    seen, summary = _run(model, camera, max_frames=5, invoke_delay_s=0.05)
+    camera.frame_interval_s = 0.001
+    pool = demo.QUEUE_SIZE + 2
+    # the camera makes more frames than the pool holds while the model runs on each
+    seen, summary = _run(model, camera, max_frames=5, wait_frames=pool + 2)
     numbers = [int(c[0, 0, 0]) + 256 * int(c[0, 0, 1]) for c in seen]
     assert all((c[..., 2] == 7).all() for c in seen)  # blue stayed blue: colour order intact
     assert numbers == sorted(numbers) and len(set(numbers)) == 5
@@ -154,7 +161,6 @@ def test_live_camera_drops_stale_frames_and_the_model_sees_the_newest(model, cam
     gaps = [b - a for a, b in zip(numbers, numbers[1:])]
     assert max(gaps) > 1, numbers  # frames captured while the model ran were skipped
     # never older than the buffer pool allows: the model works on one of the newest frames
-    pool = demo.QUEUE_SIZE + 2
     for n, made in zip(numbers, summary["made_at_invoke"]):
         assert made - 1 - n <= pool, (numbers, summary["made_at_invoke"])
 
@@ -184,16 +190,16 @@ def test_ctrl_c_while_serving_releases_the_camera_and_the_port(model, camera):
     from edgeeff.device.runtime import Classifier
 
     clf = Classifier(model, num_threads=1)
-    invoke, calls = clf.invoke, []
+    invoke, calls, watching = clf.invoke, [], threading.Event()
 
-    def interrupted_after_a_while(tensor=None):
+    def interrupted_once_watched(tensor=None):
         calls.append(1)
-        if len(calls) == 40:
+        # Ctrl-C once the viewer has had a frame's event (the count: a safety net)
+        if (watching.is_set() and len(calls) >= 10) or len(calls) == 20_000:
             raise KeyboardInterrupt
-        time.sleep(0.01)
         return invoke(tensor)
 
-    clf.invoke = interrupted_after_a_while
+    clf.invoke = interrupted_once_watched
     before = set(threading.enumerate())
     server = demo.DemoServer("127.0.0.1", 0).start()
     port = server.port
@@ -201,7 +207,11 @@ def test_ctrl_c_while_serving_releases_the_camera_and_the_port(model, camera):
 
     def watch():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/events", timeout=30) as r:
-            viewer.append(r.readline())
+            while (line := r.readline()) and not line.startswith(b"data: "):
+                pass
+            if line:  # a frame's event
+                viewer.append(line)
+                watching.set()
             r.read()  # until the server ends the stream
 
     t = threading.Thread(target=watch)

@@ -117,7 +117,7 @@ def test_the_demo_capture_thread_makes_the_runtime_input_tensor(lite0_export):
 
     for name, lsb in (("model_int8.tflite", 1), ("model_float32.tflite", 1 / 128)):
         clf = Classifier(lite0_export / name, num_threads=1)
-        cap = demo._Capture(OnePhoto(), clf.preprocessor)
+        cap = demo.Capture(OnePhoto(), clf.preprocessor)
         cap.start()
         cap.join(timeout=30)
         _, slot = cap.q.get_nowait()
@@ -138,7 +138,7 @@ def test_the_capture_thread_applies_a_quantised_input_table():
         def frames(self):
             yield np.full((16, 16, 3), 200, np.uint8)
 
-    cap = demo._Capture(Grey(), pp)
+    cap = demo.Capture(Grey(), pp)
     cap.start()
     cap.join(timeout=10)
     _, slot = cap.q.get_nowait()

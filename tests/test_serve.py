@@ -1,9 +1,12 @@
 """``edgeeff demo --serve``: the browser view of the demo, over real HTTP on 127.0.0.1.
 
 The server tests publish synthetic frames straight into a :class:`DemoServer` (no model
-needed) and read every path with urllib or a raw socket; the end-to-end tests run the real
-CLI on the sample clip with Lite0, and one drives a real headless Chromium (Debian's
-``chromium``, through Playwright with that executable: no browser is downloaded).
+needed) and read every path with urllib or a raw socket; the tests with the loop run it on a
+synthesized int8 model (random weights, built in milliseconds) with the real runtime; the
+end-to-end tests run the real CLI on the sample clip with Lite0, and one drives a real
+headless Chromium (Debian's ``chromium``, through Playwright with that executable: no browser
+is downloaded). Nothing waits for a time to pass: each wait is for a condition (with a
+generous limit, a safety net against a hung test, not a measurement).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeeff.core.arch import ModelSpec
+from edgeeff.device import synth
 from tests.conftest import needs
 
 cv2 = needs("cv2")
@@ -34,12 +39,32 @@ from edgeeff.device import demo  # noqa: E402
 from edgeeff.device.demo import serve  # noqa: E402
 
 TOKEN = "s3cret"
+TINY = ModelSpec(family="lite", width=0.25, depth=0.25, resolution=32, num_classes=10)
 CHROMIUM = Path("/usr/bin/chromium")
 # top-1 labels Lite0 gives the sample clip's photos (a cat, a coffee, a rocket, Grace Hopper)
 SAMPLE_LABELS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "espresso",
                  "cup", "coffee mug", "eggnog", "missile", "projectile", "space shuttle",
                  "military uniform", "suit", "Windsor tie", "bow tie", "mortarboard",
                  "academic gown"}
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A synthesized int8 model file (random weights): what the loop tests classify with."""
+    needs("ai_edge_litert")
+    p = folder / "tiny.tflite"
+    p.write_bytes(synth.build(TINY))
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("serve"))
+
+
+def _classifier(model):
+    from edgeeff.device.runtime import Classifier
+
+    return Classifier(model, num_threads=1)
 
 
 def _wait(cond, timeout=10.0, what="condition"):
@@ -114,7 +139,7 @@ def test_every_path_needs_the_token(served, path):
 def test_predictions_is_the_latest_result_as_json(served):
     _wait(lambda: served.latest is not None, what="a first frame")
     a = json.loads(_get(_url(served, "/predictions")).read())
-    time.sleep(0.1)
+    _wait(lambda: served.latest[2]["frame"] > a["frame"], what="a newer frame")
     b = json.loads(_get(_url(served, "/predictions")).read())
     assert set(a) == {"frame", "top", "latency_ms", "fps"}
     assert b["frame"] > a["frame"] and b["top"][0]["label"] == f"label{b['frame']}"
@@ -149,23 +174,31 @@ def test_mjpeg_stream_sends_jpeg_frames_with_the_overlay(served):
     assert len({d for _, d in frames}) == 3  # the picture changes: the label text does
 
 
-def test_events_stream_one_json_object_per_frame(served):
-    r = _get(_url(served, "/events"))
-    assert r.headers["Content-Type"] == "text/event-stream"
-    events = []
-    while len(events) < 20:
-        line = r.readline().decode()
-        if line.startswith("data: "):
-            events.append(json.loads(line[6:]))
-    r.close()
+def test_events_stream_one_json_object_per_frame():
+    with serve.DemoServer("127.0.0.1", 0, token=TOKEN) as server:
+        r = _get(_url(server, "/events"))
+        assert r.headers["Content-Type"] == "text/event-stream"
+        _wait(lambda: len(server._event_clients) == 1, what="the client's queue")
+        frame = np.zeros((60, 80, 3), np.uint8)
+        for n in range(1, 21):  # fewer than a client's queue holds
+            server.publish(frame, {"frame": n, "top": [], "latency_ms": 1.0, "fps": 1.0})
+        events = []
+        while len(events) < 20:
+            line = r.readline().decode()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+        r.close()
     frames = [e["frame"] for e in events]
     assert frames == sorted(frames) and len(set(frames)) == 20
     # a client that keeps up gets every frame (the queue drops only for slow clients)
-    assert frames[-1] - frames[1] == 18
+    assert frames == list(range(1, 21))
 
 
-def _raw_client(server, path, reset=False):
-    s = socket.create_connection(("127.0.0.1", server.port))
+def _raw_client(server, path, reset=False, rcvbuf=None):
+    s = socket.socket()
+    if rcvbuf is not None:  # before connecting: the window it offers stays this small
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", server.port))
     s.sendall(f"GET {path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     if reset:  # close with an RST, as a client that crashes or loses its network does
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -202,19 +235,44 @@ def test_clients_that_vanish_while_no_frames_come_leave_no_thread():
         _wait(lambda: server.clients == 0, timeout=5, what="the idle client threads to end")
 
 
-def test_a_client_that_does_not_read_never_stalls_publish(served):
-    _wait(lambda: served.latest is not None, what="a first frame")
-    stuck = [_raw_client(served, p) for p in ("/events", "/stream.mjpg")]
-    _wait(lambda: served.clients == 2, what="two clients")
-    frame = np.zeros((480, 640, 3), np.uint8)
-    t = time.perf_counter()
-    for n in range(3000):
-        served.publish(frame, {"frame": n, "top": [], "latency_ms": 0.0, "fps": 0.0})
-    assert time.perf_counter() - t < 1.0  # publish only queues: 3000 in well under a second
-    queues = served._event_clients + served._stream_clients
-    assert queues and all(len(q) <= q.maxlen for q in queues)  # bounded: old frames dropped
-    for s in stuck:
-        s.close()
+def test_a_client_that_does_not_read_never_stalls_publish(monkeypatch):
+    """publish only queues: with an event client and a stream client that read nothing, many
+    times more results than their sockets can take are all published, and each client's queue
+    stays bounded, holding the newest (a publish that wrote to a client would block for good
+    once the socket is full, and the publishing thread would never finish)."""
+    monkeypatch.setattr(serve._Handler, "timeout", 600)  # the stuck clients stay while we count
+    n, label = 3000, "x" * 16384
+    with serve.DemoServer("127.0.0.1", 0, token=TOKEN, stream_fps=30) as server:
+        stuck = [_raw_client(server, p, rcvbuf=4096) for p in ("/events", "/stream.mjpg")]
+        _wait(lambda: len(server._event_clients) == len(server._stream_clients) == 1,
+              what="two clients")
+        events = server._event_clients[0]
+        frame = np.zeros((480, 640, 3), np.uint8)
+        lines = [json.dumps({"frame": k, "top": [{"label": label, "score": 0.5}],
+                             "latency_ms": 0.0, "fps": 0.0}) for k in (1, n)]
+        wmem = Path("/proc/sys/net/ipv4/tcp_wmem")
+        if wmem.is_file():  # what the sockets can hold: the sender's most, the reader's window
+            held = int(wmem.read_text().split()[2]) + stuck[0].getsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert n * len(lines[0]) > 2 * held + serve.EVENT_QUEUE * len(lines[0])
+        done = threading.Event()
+
+        def publish_all():
+            for k in range(1, n + 1):
+                payload = {"frame": k, "top": [{"label": label, "score": 0.5}],
+                           "latency_ms": 0.0, "fps": 0.0}
+                server.publish(frame, payload)
+            done.set()
+
+        threading.Thread(target=publish_all, daemon=True).start()
+        assert done.wait(timeout=300)  # a safety net against a hung test, not a measurement
+        assert server.latest[0] == n  # every result was handed over
+        queues = server._event_clients + server._stream_clients
+        assert len(queues) == 2 and all(len(q) <= q.maxlen for q in queues)  # old ones dropped
+        # the newest result is queued for the event client, which took at most a socketful
+        assert len(events) == serve.EVENT_QUEUE and events[-1] == lines[1]
+        for s in stuck:
+            s.close()
 
 
 def _nice(tid: int) -> int:
@@ -265,54 +323,27 @@ def test_a_busy_port_is_one_line_and_exit_2():
 # --------------------------------------------------------------------------- with the loop
 
 
-class _Stub:
-    """A stand-in classifier (see test_demo_resilience): the input's mean brightness."""
-
-    path, runtime, delegate = Path("stub.tflite"), "stub", None
-    resolution, input_dtype, raw_pixel_input = 32, np.uint8, True
-
-    def __init__(self):
-        from edgeeff.core.preprocess import Preprocessor
-
-        self.preprocessor = Preprocessor(32)
-
-    def set_input(self, x):
-        self.level = float(x.mean())
-
-    def invoke(self, x=None):
-        if x is not None:
-            self.set_input(x)
-        time.sleep(0.002)
-        return np.array([self.level])
-
-    def top_k(self, scores, k):
-        return [{"label": "brightness", "score": round(float(scores[0]), 1)}]
-
-
-def test_a_finite_source_loops_while_serving(tmp_path):
+def test_a_finite_source_loops_while_serving(tiny_model, tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 40, 3), 60 * i, np.uint8))
     with serve.DemoServer("127.0.0.1", 0) as server:
-        s = demo.run_demo(_Stub(), str(tmp_path), True, False, 1, 10, out=io.StringIO(),
-                          err=io.StringIO(), server=server)
+        s = demo.run_demo(_classifier(tiny_model), str(tmp_path), True, False, 1, 10,
+                          out=io.StringIO(), err=io.StringIO(), server=server)
         last = json.loads(_get(f"http://127.0.0.1:{server.port}/predictions").read())
     assert s["frames"] == 10 and last["frame"] == 10  # three images, shown over and over
     # without a server the folder is read once
-    s = demo.run_demo(_Stub(), str(tmp_path), True, False, 1, 10, out=io.StringIO(),
-                      err=io.StringIO())
+    s = demo.run_demo(_classifier(tiny_model), str(tmp_path), True, False, 1, 10,
+                      out=io.StringIO(), err=io.StringIO())
     assert s["frames"] == 3
 
 
-def test_cli_serve_on_all_interfaces_prints_one_warning(monkeypatch, tmp_path):
+def test_cli_serve_on_all_interfaces_prints_one_warning(tiny_model, tmp_path):
     from click.testing import CliRunner
 
     from edgeeff.cli import main
-    from edgeeff.device import runtime
 
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 60, np.uint8))
-    monkeypatch.setattr(runtime, "resolve_model_path", lambda m, delegate=None: Path(m))
-    monkeypatch.setattr(runtime, "Classifier", lambda *a, **k: _Stub())
-    args = ["demo", "--model", "m.tflite", "--source", str(tmp_path), "--max-frames", "3"]
+    args = ["demo", "--model", str(tiny_model), "--source", str(tmp_path), "--max-frames", "3"]
     r = CliRunner().invoke(main, [*args, "--serve", "0.0.0.0:0", "--token", "t"])
     assert r.exit_code == 0, r.output
     warnings = [x for x in r.stderr.splitlines() if "warning" in x]
@@ -397,12 +428,16 @@ def test_browser_shows_live_labels_and_the_overlay(lite0_export, tmp_path):
                 page = browser.new_page(viewport={"width": 800, "height": 900})
                 assert page.goto(url).status == 200
                 page.wait_for_selector("#top li", timeout=60_000)
-                seen, texts = set(), []
-                for _ in range(30):
-                    items = page.locator("#top li").all_inner_texts()
-                    texts.append(tuple(items))
-                    seen |= {re.sub(r" [0-9.]+$", "", t) for t in items}
-                    page.wait_for_timeout(150)
+                texts = [tuple(page.locator("#top li").all_inner_texts())]
+                for _ in range(30):  # the list follows the frames: wait for it to change
+                    if len(set(texts)) > 3:
+                        break
+                    page.wait_for_function(
+                        "(prev) => Array.from(document.querySelectorAll('#top li'),"
+                        " (li) => li.textContent).join('\\n') !== prev",
+                        arg="\n".join(texts[-1]), timeout=60_000)
+                    texts.append(tuple(page.locator("#top li").all_inner_texts()))
+                seen = {re.sub(r" [0-9.]+$", "", t) for items in texts for t in items}
                 assert seen & SAMPLE_LABELS, seen
                 assert len(set(texts)) > 3, texts  # the list follows the frames
                 assert "FPS" in page.inner_text("#stats")

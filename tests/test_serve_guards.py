@@ -26,7 +26,7 @@ cv2 = needs("cv2")
 
 from edgeeff.device import demo  # noqa: E402
 from edgeeff.device.demo import serve  # noqa: E402
-from tests.test_serve import _Publisher, _read_part, _Stub, _wait  # noqa: E402
+from tests.test_serve import _classifier, _Publisher, _read_part, _wait, write_tiny_model  # noqa: E402
 
 TOKEN = "s3cret"
 GUARDS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
@@ -36,6 +36,11 @@ GUARDS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
 def _publish(server, n=1):
     server.publish(np.zeros((60, 80, 3), np.uint8), {"frame": n, "top": [], "latency_ms": 1.0,
                                                      "fps": 1.0})
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("guards"))
 
 
 @pytest.fixture
@@ -216,16 +221,13 @@ def test_all_ipv6_addresses_serve_ipv4_too():
 
 
 @needs_ipv6
-def test_cli_serves_on_ipv6(monkeypatch, tmp_path):
+def test_cli_serves_on_ipv6(tiny_model, tmp_path):
     from click.testing import CliRunner
 
     from edgeeff.cli import main
-    from edgeeff.device import runtime
 
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 60, np.uint8))
-    monkeypatch.setattr(runtime, "resolve_model_path", lambda m, delegate=None: Path(m))
-    monkeypatch.setattr(runtime, "Classifier", lambda *a, **k: _Stub())
-    r = CliRunner().invoke(main, ["demo", "--model", "m.tflite", "--source", str(tmp_path),
+    r = CliRunner().invoke(main, ["demo", "--model", str(tiny_model), "--source", str(tmp_path),
                                   "--max-frames", "3", "--serve", "[::1]:0"])
     assert r.exit_code == 0, r.output
     assert re.search(r"serving on http://\[::1\]:\d+/$", r.stderr, re.M), r.stderr
@@ -364,14 +366,14 @@ def test_every_response_carries_the_guard_headers():
     assert answers["501"][0] == 501 and answers["garbage"][0] == 400
 
 
-def test_the_page_shows_the_source_by_its_base_name(tmp_path):
+def test_the_page_shows_the_source_by_its_base_name(tiny_model, tmp_path):
     folder = tmp_path / "private-dir" / "clips"
     folder.mkdir(parents=True)
     for i in range(2):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((40, 40, 3), 60 * i, np.uint8))
     with serve.DemoServer("127.0.0.1", 0) as s:
-        demo.run_demo(_Stub(), str(folder), True, False, 1, 3, out=io.StringIO(),
-                      err=io.StringIO(), server=s)
+        demo.run_demo(_classifier(tiny_model), str(folder), True, False, 1, 3,
+                      out=io.StringIO(), err=io.StringIO(), server=s)
         status, _, page = _ask(s.port, "/")
     assert status == 200
     assert b"source images:clips<" in page and b"private-dir" not in page
@@ -382,17 +384,14 @@ def test_the_page_shows_the_source_by_its_base_name(tmp_path):
     assert serve.public_info(r"source images:C:\Users\me\pics\\") == "source images:pics"
 
 
-def test_the_token_from_a_file_or_the_environment(monkeypatch, tmp_path):
+def test_the_token_from_a_file_or_the_environment(tiny_model, monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from edgeeff.cli import main
-    from edgeeff.device import runtime
 
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 60, np.uint8))
-    monkeypatch.setattr(runtime, "resolve_model_path", lambda m, delegate=None: Path(m))
-    monkeypatch.setattr(runtime, "Classifier", lambda *a, **k: _Stub())
     monkeypatch.delenv("EDGEEFF_TOKEN", raising=False)
-    args = ["demo", "--model", "m.tflite", "--source", str(tmp_path), "--max-frames", "3"]
+    args = ["demo", "--model", str(tiny_model), "--source", str(tmp_path), "--max-frames", "3"]
     tf = tmp_path / "token"
     tf.write_text("fromfile\n")
     run = CliRunner().invoke

@@ -1,7 +1,8 @@
 """The int8 TFLite flatbuffer of a spec, written without TensorFlow (random, plausible weights).
 
-``edgeeff export --int8`` builds the Keras model, converts it and quantises it (10-30 s, and
-TensorFlow). For latency work only the graph matters: which ops run in which order, on which
+``edgeeff export --int8`` builds the Keras model, converts it and quantises it: TensorFlow, and
+a wait of its own (``benchmarks/export_speed.py`` times an export; docs/benchmarks.md). For
+latency work only the graph matters: which ops run in which order, on which
 shapes, with which kernels, fused activations and quantisation *types* (the runtime picks its
 kernels from those, never from the weight values). :func:`build` takes that graph from
 :func:`edgeeff.core.graph.graph`, attaches seeded weights and quantisation ranges to it (what

@@ -17,10 +17,10 @@ from edgeeff.data.images import frame_into
 from edgeeff.device.demo.sources import ReconnectingSource, Source
 
 QUEUE_SIZE = 2
-_END = object()  # queued after the last frame
+END = object()  # queued after the last frame
 
 
-class _Capture(threading.Thread):
+class Capture(threading.Thread):
     """Reads and preprocesses frames in its own thread, into a fixed pool of input buffers.
 
     The pool (``QUEUE_SIZE + 2`` input tensors, ``[1, R, R, 3]`` in the model's dtype) is
@@ -103,4 +103,4 @@ class _Capture(threading.Thread):
         except Exception as e:  # noqa: BLE001 - reported by the consumer
             self.error = e
         finally:
-            self.q.put(_END)
+            self.q.put(END)

@@ -25,6 +25,7 @@ import queue
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import json_text
 from edgeeff.core.optional import require
 from edgeeff.device.demo import sources
-from edgeeff.device.demo.capture import _END, _Capture
+from edgeeff.device.demo.capture import END, Capture
 from edgeeff.device.demo.keep import Keeper, KeepUnsure
 from edgeeff.device.demo.reporter import Reporter
 from edgeeff.device.demo.serve import overlay
@@ -55,14 +56,16 @@ def default_threads() -> int:
 def capture_threads(interpreter_threads: int | None) -> int:
     """OpenCV's worker threads while the demo runs: the cores the interpreter leaves free (at
     least one). OpenCV would otherwise spread each resize over every core, the interpreter's
-    too, and preempt it (headless demo / interpreter-only FPS on 2 cores: 0.95-0.96 with
-    OpenCV's default of 2 threads, 0.97 with 1)."""
+    too, and preempt it: the demo's FPS falls further below the interpreter's own.
+    ``benchmarks/demo_fps.py`` measures that ratio (docs/benchmarks.md, "Demo end to end vs
+    interpreter only")."""
     return max(1, usable_cores() - (interpreter_threads or 1))
 
 
-def open_source(source: str) -> Source:
-    """The source named on the command line (looked up here so tests can stand in for it)."""
-    return sources.open_source(source)
+def _opener(source: str | Callable[[], Source]) -> Callable[[], Source]:
+    if isinstance(source, str):
+        return lambda: sources.open_source(source)
+    return source
 
 
 def _report_event(ev: dict, as_lines: bool, out, err) -> None:
@@ -75,16 +78,15 @@ def _report_event(ev: dict, as_lines: bool, out, err) -> None:
               f"{ev['attempt']} after {ev['delay_s']:g} s: {res}", file=err)
 
 
-def _next_item(cap: _Capture, src: Source, on_event):
-    """The next queued frame (or _END); events queued before it are reported first. No frame
+def _next_item(cap: Capture, src: Source, on_event):
+    """The next queued frame (or END); events queued before it are reported first. No frame
     for CAMERA_TIMEOUT_S is an error, except while a reconnecting source is reopening."""
     deadline = time.monotonic() + CAMERA_TIMEOUT_S
     while True:
         try:
             item = cap.q.get(timeout=0.1)
         except queue.Empty:
-            reconnecting = getattr(src, "reconnecting", None)
-            if reconnecting is not None and reconnecting.is_set():
+            if src.reconnecting:
                 deadline = time.monotonic() + CAMERA_TIMEOUT_S
             elif time.monotonic() > deadline:
                 raise DemoError(f"{src.name} delivered no frame for {CAMERA_TIMEOUT_S:.0f}s"
@@ -97,11 +99,17 @@ def _next_item(cap: _Capture, src: Source, on_event):
         return item
 
 
-def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
-             max_frames: int | None, out=None, err=None, reconnect: bool = False,
+def run_demo(clf, source: str | Callable[[], Source], headless: bool, as_json: bool,
+             top_k: int, max_frames: int | None, out=None, err=None, reconnect: bool = False,
              server=None, keep: KeepUnsure | None = None) -> dict:
     """Classify every frame of ``source``; the summary (frames, FPS, drops, skips) as a dict.
 
+    ``clf``: a :class:`~edgeeff.device.runtime.Classifier`. ``source``: what ``--source``
+    takes (:func:`~edgeeff.device.demo.sources.open_source`: a camera index or
+    ``/dev/videoN``, ``picamera``, a video file, an image or a folder of them, ``sample``),
+    or a function that opens a :class:`~edgeeff.device.demo.sources.Source` of your own (a
+    ``Source`` subclass itself will do). It is called again to reopen the source: a live one
+    that failed, under ``reconnect``; a finite one that ended, while serving.
     ``headless``: no window, one JSON line per frame on ``out`` (``as_json``: those lines as
     well as the window). ``server``, a started :class:`DemoServer`, receives every result
     instead of a window; a finite source then starts again when it ends. ``keep``
@@ -109,12 +117,13 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     (:mod:`edgeeff.device.demo.keep`), from the reporter thread.
     """
     out, err = out or sys.stdout, err or sys.stderr  # the streams of the moment, not of import
-    src = open_source(source)
+    opener = _opener(source)
+    src = opener()
     if server is not None and not src.live:
-        src = LoopingSource(lambda: open_source(source), src)
+        src = LoopingSource(opener, src)
     if reconnect:
         if src.live:
-            src = ReconnectingSource(lambda: open_source(source), src)
+            src = ReconnectingSource(opener, src)
         else:
             print(f"edgeeff demo: --reconnect applies to cameras; {src.name} is read once",
                   file=err)
@@ -135,8 +144,8 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     import cv2
 
     cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(capture_threads(getattr(clf, "num_threads", None)))
-    cap = _Capture(src, clf.preprocessor)
+    cv2.setNumThreads(capture_threads(clf.num_threads))
+    cap = Capture(src, clf.preprocessor)
     cap.start()
     reporter = keeper = None
     if keep is not None:
@@ -153,7 +162,7 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     try:
         while max_frames is None or n < max_frames:
             item = _next_item(cap, src, on_event)
-            if item is _END:
+            if item is END:
                 if cap.error is not None:
                     raise cap.error if isinstance(cap.error, EdgeeffError) else DemoError(
                         f"{src.name} failed: {cap.error}")
@@ -201,7 +210,7 @@ def run_demo(clf, source: str, headless: bool, as_json: bool, top_k: int,
     summary = {"frames": n, "fps": round(n / wall, 2) if wall > 0 else 0.0,
                "mean_latency_ms": round(lat_sum / n, 3) if n else None,
                "dropped_frames": cap.dropped, "skipped_frames": skipped,
-               "reconnects": getattr(src, "reconnects", 0), "runtime": clf.runtime}
+               "reconnects": src.reconnects, "runtime": clf.runtime}
     if keeper is not None:
         summary.update(kept_unsure=keeper.kept, unsure_dropped=keeper.dropped)
     print(f"edgeeff demo: {n} frames, {summary['fps']} FPS end to end, mean inference "

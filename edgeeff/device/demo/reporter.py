@@ -1,8 +1,9 @@
 """The demo's outputs of each classified frame, produced off the inference thread.
 
-After ``invoke`` the inference thread's caches hold the model, not Python's objects: measured
-on this 2-core x86 host, top-k, the JSON line and the server hand-over took 250-350 µs a
-frame there against 30-60 µs on a warm thread, 5-7 % of a 4.5 ms Lite0 frame. The
+After ``invoke`` the inference thread's caches hold the model, not Python's objects: top-k,
+the JSON line and the server hand-over run several times slower there than on a thread that
+does only that, a cost that shows in the FPS of a small model (``benchmarks/demo_fps.py``
+measures the demo against the interpreter alone; its figures are in docs/benchmarks.md). The
 :class:`Reporter` thread does that work (it runs beside the capture thread on the core the
 interpreter leaves), in frame order, and events (reconnects) travel the same queue, so lines
 stay in order. Its queue is bounded: a slow ``out`` (a pipe nobody reads) holds inference back,
@@ -10,10 +11,10 @@ as writing inline did, instead of queueing without end. A result is *held*
 (:meth:`Reporter.hold`) and handed over by :meth:`Reporter.flush`, which the inference loop
 calls when it would wait for the next frame anyway, or just before its next ``invoke``: the
 reporter's Python then runs while ``invoke`` has released the GIL instead of holding it while the
-inference thread prepares the next input (handed over at once, it made that 4x slower). Events
-and :meth:`Reporter.close` flush first, so the order stays that of the frames. An
-exception there (a closed pipe) ends the thread and is raised again on the inference thread by
-the next hand-over or by :meth:`close`.
+inference thread prepares the next input (handed over at once, the two threads contend for
+the GIL and both slow down). Events and :meth:`Reporter.close` flush first, so the order
+stays that of the frames. An exception there (a closed pipe) ends the thread and is raised
+again on the inference thread by the next hand-over or by :meth:`close`.
 """
 
 from __future__ import annotations

@@ -31,9 +31,24 @@ class DemoError(EdgeeffError):
 
 
 class Source:
+    """Where frames come from: subclass it and give ``frames()`` (and ``close()`` if there is
+    a device to release) to classify frames from anything (see ``run_demo``'s ``source``).
+
+    ``live``: frames come at their own pace (a camera), so a stale one is dropped rather than
+    lag; otherwise every frame is read in turn (a file, a folder). ``skipped``: frames or files
+    that could not be decoded. ``reconnects`` and ``reconnecting``: how many times the source
+    was reopened after it failed, and whether it is reopening now (no frame can come, so the
+    demo does not time out); only :class:`ReconnectingSource` reopens.
+    """
+
     live = False
     name = "source"
     skipped = 0  # frames or files that could not be decoded, skipped
+    reconnects = 0
+
+    @property
+    def reconnecting(self) -> bool:
+        return False
 
     def frames(self):  # yields BGR uint8 frames
         raise NotImplementedError
@@ -162,7 +177,7 @@ class ReconnectingSource(Source):
     """A live source that is reopened (``opener()``) with backoff when it fails or ends.
 
     Runs in the capture thread; every attempt is handed to ``emit`` as an event dict, and
-    ``reconnecting`` is set while no frames can come (the consumer does not time out then).
+    ``reconnecting`` is true while no frames can come (the consumer does not time out then).
     Any source with ``frames()`` and ``close()`` can be wrapped (a camera, the Pi camera).
     """
 
@@ -171,7 +186,7 @@ class ReconnectingSource(Source):
     def __init__(self, opener, first: Source):
         self.opener, self.src, self.name = opener, first, first.name
         self.stop_event = threading.Event()
-        self.reconnecting = threading.Event()
+        self._reopening = threading.Event()
         self.emit = lambda event: None
         self.reconnects = 0
         self._skipped_before = 0
@@ -179,6 +194,10 @@ class ReconnectingSource(Source):
     @property
     def skipped(self) -> int:
         return self._skipped_before + (self.src.skipped if self.src is not None else 0)
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._reopening.is_set()
 
     def frames(self):
         while not self.stop_event.is_set():
@@ -204,7 +223,7 @@ class ReconnectingSource(Source):
                 pass
 
     def _reopen(self, reason: str) -> Source | None:
-        self.reconnecting.set()
+        self._reopening.set()
         try:
             attempt = 0
             while True:
@@ -226,7 +245,7 @@ class ReconnectingSource(Source):
                 self.emit({**event, "ok": True, "error": None})
                 return src
         finally:
-            self.reconnecting.clear()
+            self._reopening.clear()
 
     def close(self) -> None:
         self.stop_event.set()

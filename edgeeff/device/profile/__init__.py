@@ -43,7 +43,6 @@ from edgeeff.device.profile.host import board_name, cap_threads, cpu_model, memi
 from edgeeff.device.profile.timing import (
     SpecTimer,
     Timer,
-    _SchedStat,
     settle,
     time_interleaved,
     time_model,
@@ -55,7 +54,7 @@ from edgeeff.device.runtime import runtime_info
 __all__ = [
     "BUDGET_S", "CLASSES", "DEADLINE_S", "MAX_MACS", "MIN_MACS", "QUICK_MAX_MACS", "REFERENCE",
     "SPECS", "Drift", "Measurement", "Probe", "ProfileResult", "SpecTimer", "Timer",
-    "_SchedStat", "board_name", "cap_threads", "cpu_model", "cut_points", "design",
+    "board_name", "cap_threads", "cpu_model", "cut_points", "design",
     "design_specs", "device_profile", "fit_measurements", "measure", "meminfo", "noise_warning",
     "profile", "random_specs", "runtime_info", "sample_spec", "settle", "time_interleaved",
     "time_model", "time_spec", "usable_cores", "write_profile",
