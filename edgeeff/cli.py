@@ -196,13 +196,16 @@ def devices(as_json: bool) -> None:
                    "measured latency; needs only edgeeff[runtime].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Interpreter threads for --measure (default: the profile's, else 2).")
+@click.option("--time-budget", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds --measure may spend timing candidates; then the pick is the "
+                   "largest measured to fit.")
 @click.option("--trained", "trained", multiple=True, metavar="SPEC",
               help="A spec file written by 'edgeeff train' (repeatable): rank it by its "
                    "measured validation top-1, with the pretrained models if --pretrained.")
 @click.option("--plot", "plot_file", help="Also draw the candidates (predicted top-1 against "
               "latency or MACs, budget lines, pick, runner-up) to a .png or .svg file.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
-        pretrained, as_json, out, measure, threads, trained, plot_file) -> None:
+        pretrained, as_json, out, measure, threads, time_budget, trained, plot_file) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
 
     if plot_file:
@@ -214,21 +217,35 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     if measure:
 
         n = threads or (device.latency_model.threads if device.latency_model else 2)
-        timer = prof.SpecTimer(threads=n)
-        if timer.note:
-            click.echo(f"edgeeff: {timer.note}", err=True)
+        spec_timer = prof.SpecTimer(threads=n)
+        if spec_timer.note:
+            click.echo(f"edgeeff: {spec_timer.note}", err=True)
+
+        def progress(k, spec, t):
+            click.echo(f"edgeeff: timed {k}: {spec.name} {t.p50_ms:.3g} ms "
+                       f"(p10..p90 {t.p10_ms:.3g}..{t.p90_ms:.3g}, {t.invokes} frames, "
+                       f"{t.seconds:.1f} s)", err=True)
+
+        timer = budget.BudgetedMeasure(spec_timer, time_budget, progress)
     if pretrained or trained:
         res = rank.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
                                  trained=trained, pretrained=pretrained, measure=timer)
     else:
         res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer)
     res.write_spec(out)
+    measured = None
+    if timer is not None:
+        measured = timer.summary(res.chosen.spec)
+        click.echo(f"edgeeff: {measured.line()}", err=True)
+        if measured.warning:
+            click.echo(f"edgeeff: warning: {measured.warning}", err=True)
     if plot_file:
 
         plot.plot_fit(res, plot_file)
     if as_json:
         _emit_json({**res.summary(out), "spec_file": out,
-                    "candidates": [c.row() for c in res.neighbours]})
+                    "candidates": [c.row() for c in res.neighbours],
+                    **({"measure": measured.to_dict()} if measured else {})})
     else:
         report.fit_table(res, out)
         click.echo(f"wrote {out}" + (f" and {plot_file}" if plot_file else ""))
@@ -643,8 +660,11 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @click.option("--name", help="Device name in the profile (default: the board or host name).")
 @click.option("--quick", is_flag=True, help="A small design (about 20 s): a rougher model.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--time-budget", type=click.FloatRange(min=1), default=None,
+              help="Seconds of timing (default: 110, --quick 12); no new graph is timed "
+                   "after about 1.5 times this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def profile_cmd(threads, out, name, quick, force, as_json) -> None:
+def profile_cmd(threads, out, name, quick, force, time_budget, as_json) -> None:
     """Time synthetic int8 EfficientNets on this device; write a per-op latency profile."""
 
 
@@ -660,7 +680,7 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
         def log(k, n, probe, ms):
             bar.update(task, completed=k, total=n)
 
-        res = prof.profile(threads=threads, quick=quick, log=log)
+        res = prof.profile(threads=threads, quick=quick, log=log, budget_s=time_budget)
     prof.write_profile(out, res, name)
     threads = res.threads
     v = res.model.validation
@@ -669,7 +689,10 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
                "cv_within_10pct": v.get("within_10pct"),
                "cv_median_abs_error": v.get("median_abs_error"),
                "runtime": f"{res.model.runtime} {res.model.runtime_version}",
-               "cpu": res.model.cpu}
+               "cpu": res.model.cpu,
+               "time_budget_s": time_budget or prof.BUDGET_S["quick" if quick else "full"],
+               "runqueue_share": v.get("runqueue_share"), "busy": bool(v.get("busy")),
+               "spread_p10": res.spread[0], "spread_p90": res.spread[1]}
     if as_json:
         _emit_json(summary)
     else:
@@ -679,7 +702,13 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
                    f"{res.int8_macs_per_s / 1e9:.1f} G int8 MACs/s; per-op model "
                    f"cross-validated {v.get('within_10pct', 0):.0%} within +-10 % "
                    f"(median error {v.get('median_abs_error', 0):.1%})")
+        click.echo(f"spread of the graphs' frames (p90/p10) {summary['spread_p10']:.0%}.."
+                   f"{summary['spread_p90']:.0%}, in a {summary['time_budget_s']:g} s "
+                   "timing budget")
         click.echo(f"wrote {out} (use: edgeeff fit --device {out})")
+    busy = prof.busy_note(res)
+    if busy:
+        click.echo(f"edgeeff: warning: {busy}", err=True)
     warning = prof.noise_warning(res)
     if warning:
         click.echo(f"edgeeff: warning: {warning}", err=True)
