@@ -98,6 +98,7 @@ def main(argv: list[str]) -> int:
 
     if a.profile:
         model = targets.load(a.profile).latency_model
+        level = model.validation.get("reference_ms")
         design = set()
         print(f"profile {a.profile}: {model.runtime} {model.runtime_version}, "
               f"{model.threads} threads, {model.cpu}")
@@ -105,6 +106,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         res = profile.profile(threads=a.threads, quick=a.quick)
         model = res.model
+        level = res.reference_ms
         v = model.validation
         print(f"profile: {len(res.measurements)} graphs in {time.perf_counter() - t0:.0f} s "
               f"({a.threads} thread{'s' if a.threads > 1 else ''}, {model.runtime} "
@@ -123,12 +125,17 @@ def main(argv: list[str]) -> int:
                 p = Path(d) / f"{i}.tflite"
                 p.write_bytes(synth.build(s))
                 paths.append(p)
+        ref = Path(d) / "reference.tflite"
+        ref.write_bytes(synth.build(profile.REFERENCE, metadata=False))
         rng = np.random.default_rng(seed)
         p50 = np.zeros((a.reps, len(specs)))
+        refs = []
         for r in range(a.reps):
-            for i in rng.permutation(len(specs)):
+            for k, i in enumerate(rng.permutation(len(specs))):
                 row = bench.bench_model(paths[i], a.threads, a.runs, 5)
                 p50[r, i] = row["p50_ms"]
+                if k % 6 == 0:  # the profile's drift reference, for the diagnostic below
+                    refs.append(bench.bench_model(ref, a.threads, a.runs, 5)["p50_ms"])
             print(f"pass {r + 1}/{a.reps} done (load average {load()})", flush=True)
     measured = np.median(p50, axis=0)
     spread = np.max(np.abs(p50 / measured - 1), axis=0)
@@ -149,6 +156,14 @@ def main(argv: list[str]) -> int:
             f"(target >= 90 %); signed mean error {mean:+.1%} (target within +-3 %); "
             f"median |error| {sm['median_abs_error']:.1%}, max {sm['max_abs_error']:.1%}")
     print("\n" + head)
+    if level:
+        now = float(np.median(refs))
+        e2 = pred / (measured * level / now) - 1
+        print(f"diagnostic: the profile's reference graph ({profile.REFERENCE.name}) took "
+              f"{level:.3f} ms while profiling and {now:.3f} ms during these passes (x"
+              f"{now / level:.2f}: the machine's speed changed between them); scaled by it, "
+              f"{latency.summarize(e2)['within_10pct']:.0%} within +-10 %, signed mean "
+              f"{float(np.mean(e2)):+.1%} (not the headline: bench shows the unscaled figure)")
     print(f"{kind} int8 models, {a.threads} thread(s), {a.reps} passes of bench_model "
           f"({a.runs} runs, 5 warm-up); seed {seed}; load average {load0} before, {load1} after")
     if not a.no_page:
