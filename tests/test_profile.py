@@ -280,3 +280,26 @@ def test_profile_times_the_same_frame_bench_times(tmp_path):
     # the same input: bench's seeded pixels
     rng = np.random.default_rng(0)
     assert np.array_equal(t.input, rng.integers(0, 256, t.input.shape, dtype=np.uint8))
+
+
+def test_a_profile_taken_on_a_busy_machine_says_so():
+    """Run-queue waits above 10 % of the wall time: the profile records the share and a busy
+    flag, its latency source says so, and the command's warning line names it; a quiet run
+    has none of that."""
+    from edgeeff.device import profile as prof
+
+    probes = [p for p in prof.design(quick=True)][:12]
+    rng = np.random.default_rng(0)
+    for share, busy in ((0.4, True), (0.01, False)):
+        ms = [prof.Measurement(p, m, m, 1.0, share, 0.05) for p, m in
+              zip(probes, rng.uniform(1, 10, len(probes)))]
+        res = prof.fit_measurements(ms, 1, folds=3)
+        v = res.model.validation
+        assert v["busy"] is busy and v["runqueue_share"] == pytest.approx(share)
+        note = prof.busy_note(res)
+        src = prof.device_profile(res, "x")["sources"]["latency"]
+        if busy:
+            assert "busy" in note and "40%" in note and "busy" in src and "40%" in src
+        else:
+            assert note is None and "busy" not in src
+        assert "wall-clock p50" in src

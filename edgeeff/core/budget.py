@@ -148,7 +148,8 @@ class MeasureSummary:
     timed: int  # graphs timed (a network timed once counts once)
     seconds: float  # time spent timing them
     budget_s: float  # the time budget (--time-budget)
-    bound: int  # the most the search may time (its bisection bound)
+    bound: int  # the most the phi search may time (its bisection bound); 0: no such bound
+    # (an accuracy ranking times every candidate within the static budgets, time permitting)
     spread_p10: float  # p90/p10 - 1 of the candidates' frames: the 10th percentile over them
     spread_p90: float  # ... and the 90th
     pick_p10_ms: float | None = None  # the pick's frames, p10 and p90
@@ -157,8 +158,9 @@ class MeasureSummary:
     warning: str = ""  # the last two candidates cannot be told apart, else ""
 
     def line(self) -> str:
-        s = (f"timed {self.timed} candidate{'s' if self.timed != 1 else ''} "
-             f"(at most {self.bound}) in {self.seconds:.1f} s of a {self.budget_s:g} s budget; "
+        bound = f" (at most {self.bound})" if self.bound else ""
+        s = (f"timed {self.timed} candidate{'s' if self.timed != 1 else ''}{bound} "
+             f"in {self.seconds:.1f} s of a {self.budget_s:g} s budget; "
              f"spread of their frames (p90/p10) {self.spread_p10:.0%}..{self.spread_p90:.0%}")
         if self.pick_p10_ms is not None:
             s += f"; the pick {self.pick_p10_ms:.3g}..{self.pick_p90_ms:.3g} ms (p10..p90)"
@@ -198,14 +200,17 @@ class BudgetedMeasure:
     def cached(self, spec: ModelSpec):
         return self.timer.cached(spec)
 
-    def timing(self, spec: ModelSpec, share: float = 3.0):
+    def timing(self, spec: ModelSpec, share: float = 3.0, force: bool = False):
         """The candidate's timing (cached, or taken now with at most ``1/share`` of the time
-        left), or None when the budget is spent."""
+        left), or None when the budget is spent (``force``: timed anyway, with the fewest
+        frames)."""
         t = self.timer.cached(spec)
         if t is not None:
             return t
         left = self.budget_s - self.spent()
-        if left <= 0:
+        if left <= 0 and force:
+            left = 1e-9
+        elif left <= 0:
             if not self.stopped:
                 self.stopped = (f"stopped by the {self.budget_s:g} s time budget "
                                 "(--time-budget): the pick is the largest candidate measured "

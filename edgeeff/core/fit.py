@@ -109,8 +109,8 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
 def search_bound(n: int) -> int:
     """The most candidates :func:`_fit_measured` times over an interval of ``n`` grid steps:
     the model's guess, then an exponential search outwards from it and a bisection, each at
-    most ceil(log2 n) timings."""
-    return 1 + 2 * max(math.ceil(math.log2(max(n, 2))), 1)
+    most ceil(log2 n) timings, and the smallest candidate when none timed fits."""
+    return 2 + 2 * max(math.ceil(math.log2(max(n, 2))), 1)
 
 
 def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
@@ -187,7 +187,7 @@ def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
         step = max(2 * step, 1)
         g = min(max(c, lo + step), hi - 1) if fits else max(min(c, hi - step), lo + 1)
     if lo < kmin:  # nothing timed fits: the smallest candidate decides (timed past the budget)
-        t = timer.timing(spec(kmin), share=1.0) or timer.timer.timing(spec(kmin))
+        t = timer.timing(spec(kmin), share=1.0, force=True)
         if t.p50_ms > lim:
             smallest = evaluate(spec(kmin), device, budgets, lambda s: t.p50_ms)
             raise NothingFits(device, fam, smallest, shortfalls(smallest, budgets),
