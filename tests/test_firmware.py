@@ -182,3 +182,14 @@ def test_cortex_m4_counts_are_deterministic_under_qemu_icount(export):
     ops = a["counts"]["per_op"]
     assert [o["op"] for o in ops] == list(range(len(ops))) and len(ops) > 10
     assert a["counts"]["in_ops"] <= a["instructions"]
+
+
+def test_mcu_milliseconds_from_counts_only_where_the_core_is_calibrated():
+    p = fw.predict_mcu_ms(64_000_000, "cortex-m4", "nrf52840")
+    cpi = __import__("json").loads(fw.MCU_CORES.read_text())["cores"]["cortex-m4"][
+        "cycles_per_instruction"]
+    assert p["predicted_ms"] == pytest.approx(cpi * 1000.0, rel=1e-3)  # 64 M at 64 MHz
+    assert "MLPerf Tiny" in p["predicted_basis"]
+    assert fw.predict_mcu_ms(1000, "cortex-m7", "stm32f746")["predicted_ms"] is None
+    assert "has a cortex-m7" in fw.predict_mcu_ms(1000, "cortex-m4", "stm32h743")["predicted_basis"]
+    assert fw.predict_mcu_ms(1000, "cortex-m4", "pi4")["predicted_ms"] is None

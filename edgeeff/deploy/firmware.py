@@ -407,6 +407,30 @@ def parse_counts(text: str, ns_per_tick: float) -> dict | None:
             "in_ops": sum(o["instructions"] for o in ops), "resolution": round(scale)}
 
 
+MCU_CORES = Path(__file__).resolve().parents[1] / "data" / "mcu_cores.json"
+
+
+def predict_mcu_ms(instructions: int, core: str, device: str) -> dict:
+    """``{"predicted_ms", "predicted_basis"}`` for a count on ``core`` at ``device``'s clock
+    (edgeeff/data/mcu_cores.json); ``predicted_ms`` None, with the reason, where the core is
+    not calibrated, the device's clock is unknown or it has another core."""
+    data = json.loads(MCU_CORES.read_text("utf-8"))
+    dev = data["devices"].get(Path(device).stem.lower())
+    model = data["cores"].get(core)
+    if dev is None:
+        return {"predicted_ms": None, "predicted_basis": f"no clock known for {device}"}
+    if dev["core"] != core:
+        return {"predicted_ms": None,
+                "predicted_basis": f"{device} has a {dev['core']}, this build is {core}"}
+    if model is None:
+        return {"predicted_ms": None, "predicted_basis": f"{core}: no calibration yet "
+                "(no published TFLite Micro + CMSIS-NN measurement used)"}
+    ms = model["cycles_per_instruction"] * instructions / dev["clock_hz"] * 1000.0
+    return {"predicted_ms": round(ms, 3),
+            "predicted_basis": f"{model['cycles_per_instruction']:g} cycles per instruction "
+                               f"at {dev['clock_hz'] / 1e6:g} MHz: {model['basis']}"}
+
+
 def run_firmware(elf: Path, target: Target, timeout: float = RUN_TIMEOUT_S) -> dict:
     """Run the built firmware on the host or under QEMU; its parsed output and how it ran."""
     if target.cross:
@@ -474,6 +498,8 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
             r["output_hash_check"] = ti.get("output_hash") == r.get("output_hash")
             if "arena_used" in r:
                 r["arena_margin_pct"] = round(100 * (1 - r["arena_used"] / r["arena_size"]), 1)
+        if r.get("counts") is not None and device:
+            r.update(predict_mcu_ms(r["counts"]["instructions"], t.name, device))
         report["run"] = r
     write_json_atomic(Path(b["elf"]).parent / "firmware.json", report)
     return report
