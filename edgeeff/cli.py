@@ -661,8 +661,8 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @click.option("--quick", is_flag=True, help="A small design (about 20 s): a rougher model.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--time-budget", type=click.FloatRange(min=1), default=None,
-              help="Seconds of timing (default: 110, --quick 12); no new graph is timed "
-                   "after about 1.5 times this.")
+              help="Seconds of timing (default: 110, --quick 12); no new graph is started "
+                   "after 1.5x (--quick: 2x) this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def profile_cmd(threads, out, name, quick, force, time_budget, as_json) -> None:
     """Time synthetic int8 EfficientNets on this device; write a per-op latency profile."""
