@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     rounds = 15 if a.quick else a.rounds
     rows = []
     print(f"{'spec':<22} {'MACs':>7} {'synth ms (cpu)':>14} | {'2 thr export':>12} {'synth':>8} "
-          f"{'ratio':>6} | {'1 thr net export':>16} {'synth':>8} {'ratio':>6}")
+          f"{'ratio':>6} | {'1 thr export':>16} {'synth':>8} {'ratio':>6}")
     for label, preset, phi, family, classes, res in specs:
         spec = specfile.resolve(None, preset, phi, family, classes, res)
         exported = export_cached(cli_args(preset, phi, family, classes, res), spec,
@@ -120,15 +120,14 @@ def main(argv: list[str]) -> int:
             t.append(time.perf_counter() - t0)
             c.append(time.thread_time() - c0)
         build_ms, build_cpu_ms = 1000 * min(t), 1000 * min(c)
-        e2, s2 = time_interleaved([exported, synthetic], threads=2, rounds=rounds, runs=3,
-                                  net=False)
+        e2, s2 = time_interleaved([exported, synthetic], threads=2, rounds=rounds, runs=3)
         e1, s1 = time_interleaved([exported, synthetic], threads=1, rounds=rounds, runs=3)
         rows.append((s2 / e2, s1 / e1))
         print(f"{label:<22} {cost(spec).macs / 1e6:>6.0f}M {build_ms:>6.0f} ({build_cpu_ms:>4.0f}) | {e2:>12.3f} "
               f"{s2:>8.3f} {s2 / e2:>6.3f} | {e1:>16.3f} {s1:>8.3f} {s1 / e1:>6.3f}", flush=True)
     r = np.array(rows)
     print(f"ratio synthetic/exported: 2 threads {r[:, 0].min():.3f}..{r[:, 0].max():.3f} "
-          f"(median {np.median(r[:, 0]):.3f}); 1 thread net {r[:, 1].min():.3f}.."
+          f"(median {np.median(r[:, 0]):.3f}); 1 thread {r[:, 1].min():.3f}.."
           f"{r[:, 1].max():.3f} (median {np.median(r[:, 1]):.3f}); target 0.95..1.05")
     return 0
 

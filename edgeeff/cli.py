@@ -196,7 +196,6 @@ def _stdout_to_stderr():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices(as_json: bool) -> None:
     """List the bundled device profiles (targets/*.toml)."""
-
     devs = targets.load_all()
     if as_json:
         _emit_json([{**d.to_dict(), "latency_basis": d.latency_basis,
@@ -225,27 +224,34 @@ def devices(as_json: bool) -> None:
                    "measured latency; needs only edgeeff[runtime].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Interpreter threads for --measure (default: the profile's, else 2).")
+@click.option("--time-budget", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds --measure may spend timing candidates; then the pick is the "
+                   "largest measured to fit.")
 @click.option("--trained", "trained", multiple=True, metavar="SPEC",
               help="A spec file written by 'edgeeff train' (repeatable): rank it by its "
                    "measured validation top-1, with the pretrained models if --pretrained.")
 @click.option("--plot", "plot_file", help="Also draw the candidates (predicted top-1 against "
               "latency or MACs, budget lines, pick, runner-up) to a .png or .svg file.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
-        pretrained, as_json, out, measure, threads, trained, plot_file) -> None:
+        pretrained, as_json, out, measure, threads, time_budget, trained, plot_file) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
-
     if plot_file:
-
         plot.check_path(plot_file)
     device = targets.load(device_name)
     budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     timer = None
     if measure:
-
         n = threads or (device.latency_model.threads if device.latency_model else 2)
-        timer = prof.SpecTimer(threads=n)
-        if timer.note:
-            click.echo(f"edgeeff: {timer.note}", err=True)
+        spec_timer = prof.SpecTimer(threads=n)
+        if spec_timer.note:
+            click.echo(f"edgeeff: {spec_timer.note}", err=True)
+
+        def progress(k, spec, t):
+            click.echo(f"edgeeff: timed {k}: {spec.name} {t.p50_ms:.3g} ms "
+                       f"(p10..p90 {t.p10_ms:.3g}..{t.p90_ms:.3g}, {t.invokes} frames, "
+                       f"{t.seconds:.1f} s)", err=True)
+
+        timer = budget.BudgetedMeasure(spec_timer, time_budget, progress)
     if device.kind == "phone" and not (pretrained or trained or family):
         pretrained = True  # an app needs a model that works: rank the weight-bearing ones
         click.echo("edgeeff: phone: picking the most accurate model with ImageNet weights; for "
@@ -257,8 +263,13 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     else:
         res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer)
     res.write_spec(out)
+    measured = None
+    if timer is not None:
+        measured = timer.summary(res.chosen.spec)
+        click.echo(f"edgeeff: {measured.line()}", err=True)
+        if measured.warning:
+            click.echo(f"edgeeff: warning: {measured.warning}", err=True)
     if plot_file:
-
         plot.plot_fit(res, plot_file)
     gpu_line = None
     if "float16" in device.formats:  # a GPU-delegate profile: what falls back to the CPU
@@ -269,7 +280,8 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     if as_json:
         extra = {"gpu_fallback_ops": [vars(f) for f in falls]} if gpu_line else {}
         _emit_json({**res.summary(out), "spec_file": out,
-                    "candidates": [c.row() for c in res.neighbours], **extra})
+                    "candidates": [c.row() for c in res.neighbours], **extra,
+                    **({"measure": measured.to_dict()} if measured else {})})
     else:
         report.fit_table(res, out)
         if gpu_line:
@@ -289,10 +301,8 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
 @click.option("--json", "as_json", is_flag=True)
 def info(preset, phi, family, spec_file, num_classes, resolution, device_name, as_json) -> None:
     """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
-
     spec, s = specfile.info(spec_file, preset, phi, family, num_classes, resolution)
     if device_name:
-
         dev = targets.load(device_name)
         s.update(device=dev.key, latency_ms=round(dev.latency_ms(spec), 2),
                  latency_source="model", latency_basis=dev.latency_basis)
@@ -378,7 +388,6 @@ class _PhaseBars(trainmod.Phases):
 def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights, epochs, views,
               batch_size, seed, val_split, patience, resume, distribute, out, force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
-
     check_out(out, force)
     if spec_file is None and phi is None:
         preset = preset or "lite0"
@@ -722,7 +731,6 @@ def collect_cmd(folder, source, serve, token, token_file, allow_hosts) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
     """Latency percentiles, throughput and peak RSS; float32 vs int8 for an export folder."""
-
     res = bench.bench(model, threads, runs, warmup, delegate)
     if as_json:
         _emit_json(res)
@@ -738,8 +746,11 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @click.option("--name", help="Device name in the profile (default: the board or host name).")
 @click.option("--quick", is_flag=True, help="A small design (about 20 s): a rougher model.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--time-budget", type=click.FloatRange(min=1), default=None,
+              help="Seconds of timing (default: 110, --quick 12); no new graph is started "
+                   "after 1.5x (--quick: 2x) this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def profile_cmd(threads, out, name, quick, force, as_json) -> None:
+def profile_cmd(threads, out, name, quick, force, time_budget, as_json) -> None:
     """Time synthetic int8 EfficientNets on this device; write a per-op latency profile."""
 
 
@@ -755,7 +766,7 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
         def log(k, n, probe, ms):
             bar.update(task, completed=k, total=n)
 
-        res = prof.profile(threads=threads, quick=quick, log=log)
+        res = prof.profile(threads=threads, quick=quick, log=log, budget_s=time_budget)
     prof.write_profile(out, res, name)
     threads = res.threads
     v = res.model.validation
@@ -764,7 +775,10 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
                "cv_within_10pct": v.get("within_10pct"),
                "cv_median_abs_error": v.get("median_abs_error"),
                "runtime": f"{res.model.runtime} {res.model.runtime_version}",
-               "cpu": res.model.cpu}
+               "cpu": res.model.cpu,
+               "time_budget_s": time_budget or prof.BUDGET_S["quick" if quick else "full"],
+               "runqueue_share": v.get("runqueue_share"), "busy": bool(v.get("busy")),
+               "spread_p10": res.spread[0], "spread_p90": res.spread[1]}
     if as_json:
         _emit_json(summary)
     else:
@@ -774,7 +788,13 @@ def profile_cmd(threads, out, name, quick, force, as_json) -> None:
                    f"{res.int8_macs_per_s / 1e9:.1f} G int8 MACs/s; per-op model "
                    f"cross-validated {v.get('within_10pct', 0):.0%} within +-10 % "
                    f"(median error {v.get('median_abs_error', 0):.1%})")
+        click.echo(f"spread of the graphs' frames (p90/p10) {summary['spread_p10']:.0%}.."
+                   f"{summary['spread_p90']:.0%}, in a {summary['time_budget_s']:g} s "
+                   "timing budget")
         click.echo(f"wrote {out} (use: edgeeff fit --device {out})")
+    busy = prof.busy_note(res)
+    if busy:
+        click.echo(f"edgeeff: warning: {busy}", err=True)
     warning = prof.noise_warning(res)
     if warning:
         click.echo(f"edgeeff: warning: {warning}", err=True)
@@ -822,7 +842,6 @@ def doctor_cmd(model, seconds, as_json) -> int:
               "edgeeff's source, or repack the installed edgeeff).")
 def bundle_cmd(export_dir, target, out, force, wheel) -> None:
     """Gather model, labels, model card, edgeeff's wheel, run script and a systemd unit."""
-
     b = bundlemod.bundle(export_dir, target, out, force, wheel=wheel)
     click.echo(f"wrote {b.folder}/ and {b.archive} ({b.model}; {b.wheel}, {b.wheel_source})")
 
@@ -844,12 +863,10 @@ def bundle_cmd(export_dir, target, out, force, wheel) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def firmware_cmd(outdir, target, tflm_dir, run_it, device_name, arena, jobs, as_json) -> None:
     """Build the TFLite Micro firmware an 'export --format tflm' folder holds, and check it."""
-
     rep = fw.firmware(outdir, target, tflm_dir, run_it, device_name, arena, jobs)
     if as_json:
         _emit_json(rep)
     else:
-
         Console().print(fw.table(rep))
     sys.exit(0 if fw.passed(rep) else 1)
 

@@ -149,3 +149,25 @@ def test_profile_and_fit_measure_timer_on_tflite_runtime_alone(armhf_venv, tmp_p
     pick = json.loads(r.stdout)
     assert pick["latency_source"] == "measured" and 0 < pick["latency_ms"]
     assert pick["mflops"] <= 10 and (tmp_path / "fit.json").is_file()
+
+
+def test_fit_measure_latency_search_is_bounded_on_tflite_runtime(armhf_venv, tmp_path):
+    """The whole ``fit --measure`` search under a latency budget, on the slow runtime (Lite0
+    int8 runs about 70x slower in tflite-runtime 2.14's x86 wheel than in ai-edge-litert): it
+    times at most its bisection bound of candidates, reports how many, for how long and how
+    steady, and stops at its time budget (counts and the command's own report, no clock)."""
+    budget = 30
+    r = _edgeeff(armhf_venv, "fit", "--device", "pi4", "--max-latency-ms", "60", "--measure",
+                 "--threads", "1", "--time-budget", str(budget), "--json",
+                 "--out", str(tmp_path / "fit.json"), cwd=tmp_path, timeout=900)
+    pick = json.loads(r.stdout)
+    m = pick["measure"]
+    assert 1 <= m["timed"] <= m["bound"] and m["budget_s"] == budget
+    assert pick["latency_source"] == "measured" and pick["latency_ms"] <= 60
+    # the budget is checked before each candidate: past it, none is started (the one running
+    # then finishes its minimum of frames)
+    timed_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("edgeeff: timed ")
+                   and ":" in ln.split("timed ", 1)[1][:4]]
+    assert len(timed_lines) == m["timed"]
+    assert m["stopped"] is None or "time budget" in m["stopped"]
+    assert f"timed {m['timed']} candidate" in r.stderr and f"of a {budget} s budget" in r.stderr

@@ -147,3 +147,49 @@ def test_missing_cross_compiler_is_one_line(export, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == ("edgeeff: error: arm-none-eabi-g++ not found on PATH: sudo apt-get "
                                 "install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+
+
+def test_firmware_counts_parse_into_instructions_per_op():
+    """The count lines main.cc prints (recorded from a Cortex-M4 run under QEMU -icount) ->
+    instructions: SysTick ticks times the virtual nanoseconds per tick (40 at the MPS2's
+    25 MHz, one instruction per ns at shift 0), per op, per kind and in total."""
+    text = ("edgeeff: top_class=3 output_hash=0badf00d arena_used=1 arena_size=2 "
+            "kTensorArenaSize=2 output_match=yes\n"
+            "edgeeff: count op[0] QUANTIZE ticks=1949\n"
+            "edgeeff: count op[1] CONV_2D ticks=114575\n"
+            "edgeeff: count op[2] DEPTHWISE_CONV_2D ticks=75537\n"
+            "edgeeff: count op[3] CONV_2D ticks=21876\n"
+            "edgeeff: count invoke_ticks=214000\n")
+    c = fw.parse_counts(text, 1e9 / fw.QEMU_SYSCLK_HZ["mps2-an386"])
+    assert c["resolution"] == 40 and c["instructions"] == 214000 * 40
+    assert [(o["op"], o["kind"], o["instructions"]) for o in c["per_op"]] == [
+        (0, "QUANTIZE", 77960), (1, "CONV_2D", 4583000), (2, "DEPTHWISE_CONV_2D", 3021480),
+        (3, "CONV_2D", 875040)]
+    assert c["by_kind"] == {"CONV_2D": 5458040, "DEPTHWISE_CONV_2D": 3021480, "QUANTIZE": 77960}
+    assert c["in_ops"] == sum(c["by_kind"].values()) <= c["instructions"]
+    assert fw.parse_counts("edgeeff: top_class=3", 40.0) is None  # a host build counts nothing
+
+
+def test_cortex_m4_counts_are_deterministic_under_qemu_icount(export):
+    """The same firmware run twice under -icount counts the same instructions, op for op."""
+    _need_tree("cortex-m7-cmsis-nn")
+    _need_tools("arm-none-eabi-g++", "arm-none-eabi-size", "qemu-system-arm")
+    rep = fw.firmware(export, "cortex-m4", run=True)
+    a = rep["run"]
+    b = fw.run_firmware(Path(rep["build"]["elf"]), fw.TARGETS["cortex-m4"])
+    assert a["ran"] and a["counts"] is not None and "-icount" in a["runner"]
+    assert a["counts"] == b["counts"] and a["instructions"] > 0
+    ops = a["counts"]["per_op"]
+    assert [o["op"] for o in ops] == list(range(len(ops))) and len(ops) > 10
+    assert a["counts"]["in_ops"] <= a["instructions"]
+
+
+def test_mcu_milliseconds_from_counts_only_where_the_core_is_calibrated():
+    p = fw.predict_mcu_ms(64_000_000, "cortex-m4", "nrf52840")
+    cpi = __import__("json").loads(fw.MCU_CORES.read_text())["cores"]["cortex-m4"][
+        "cycles_per_instruction"]
+    assert p["predicted_ms"] == pytest.approx(cpi * 1000.0, rel=1e-3)  # 64 M at 64 MHz
+    assert "MLPerf Tiny" in p["predicted_basis"]
+    assert fw.predict_mcu_ms(1000, "cortex-m7", "stm32f746")["predicted_ms"] is None
+    assert "has a cortex-m7" in fw.predict_mcu_ms(1000, "cortex-m4", "stm32h743")["predicted_basis"]
+    assert fw.predict_mcu_ms(1000, "cortex-m4", "pi4")["predicted_ms"] is None

@@ -52,13 +52,15 @@ def test_fit_measure_times_candidates_in_a_runtime_only_install(tmp_path):
     d = json.loads(r.stdout)
     assert d["latency_source"] == "measured" and d["latency_ms"] > 0
     assert d["latency_predicted_ms"] > 0 and d["latency_predicted_ms"] != d["latency_ms"]
-    # candidates within the static budgets are timed; those over --max-mflops are not (the
-    # search never times a network it could not choose), and keep the profile's prediction
-    inside = [c for c in d["candidates"] if c["mflops"] <= 40]
+    # --max-mflops binds: the profile's pick is timed, measured within the device's latency
+    # budget, and the next phi is over the MACs budget, so nothing else is timed; candidates
+    # over --max-mflops never are (the search never times a network it could not choose)
+    assert d["measure"]["timed"] == 1 <= d["measure"]["bound"]
+    assert d["measure"]["pick_p10_ms"] <= d["latency_ms"] <= d["measure"]["pick_p90_ms"]
     over = [c for c in d["candidates"] if c["mflops"] > 40]
-    assert inside and over
-    assert all(c["latency_source"] == "measured" for c in inside)
+    assert over
     assert all(c["latency_source"] == "model" and c["latency_ms"] == c["latency_predicted_ms"] for c in over)
+    assert "timed 1 candidate (at most" in r.stderr and "p90/p10" in r.stderr
     # neighbouring phi that round to one network are timed once: one latency per network
     seen: dict[tuple, set] = {}
     for c in d["candidates"]:
@@ -91,3 +93,95 @@ def test_info_device_reports_predicted_latency():
     assert d["device"] == "pi4" and d["latency_source"] == "model"
     r = run_cli("info", "--preset", "lite0", "--device", "nope", "--json")
     assert r.returncode == 2 and "unknown device" in r.stderr
+
+
+# --------------------------------------------------------------------------- bounded fit --measure
+
+
+class _FakeTimer:
+    """A device whose measured latency is the profile's prediction times ``factor`` (and whose
+    frames spread +-``spread``): the search logic without a runtime. ``clock`` advances by
+    ``cost_s`` per timing."""
+
+    def __init__(self, device, factor=1.3, spread=0.02, cost_s=1.0):
+        self.device, self.factor, self.spread, self.cost_s = device, factor, spread, cost_s
+        self.cache, self.now = {}, 0.0
+
+    def latency(self, spec):
+        return self.device.latency_ms(spec) * self.factor
+
+    def cached(self, spec):
+        return self.cache.get(spec.name)
+
+    def timing(self, spec, budget_s=None):
+        from edgeeff.core.latency import Timing
+
+        m = self.latency(spec)
+        self.now += self.cost_s
+        t = Timing(m, m * (1 - self.spread), m * (1 + self.spread), 15, self.cost_s)
+        self.cache[spec.name] = t
+        return t
+
+
+def _search(device_name="pi4", max_latency=60.0, budget_s=1e9, **kw):
+    from edgeeff.core import budget, fit, targets
+
+    dev = targets.load(device_name)
+    fake = _FakeTimer(dev, **kw)
+    m = budget.BudgetedMeasure(fake, budget_s, clock=lambda: fake.now)
+    b = budget.Budgets.for_device(dev, None, None, None, max_latency)
+    return fit.fit(dev, b, family="lite", num_classes=10, measure=m), m, fake
+
+
+def test_measured_search_times_few_candidates_and_finds_the_measured_boundary():
+    from edgeeff.core.fit import PHI_STEP
+
+    res, m, fake = _search(factor=1.3)
+    s = m.summary(res.chosen.spec)
+    assert 1 <= s.timed <= m.bound <= 25 and not s.stopped
+    # the pick is measured to fit and the next grid step (another network) is measured over
+    assert res.chosen.latency_source == "measured" and res.chosen.latency_ms <= 60.0
+    from edgeeff.core.arch import phi_spec
+
+    nxt = phi_spec(round(res.chosen.spec.phi + PHI_STEP, 2), "lite", 10)
+    assert fake.latency(nxt) > 60.0 or SpecTimer_key_same(res.chosen.spec, nxt)
+    # the model alone (factor 1.3 off) would have picked a larger network
+    assert res.binding == "latency"
+    # neighbours not timed during the search keep the prediction and are not timed after it
+    assert len(fake.cache) == s.timed
+    assert any(c.latency_source == "model" for c in res.neighbours)
+
+
+def SpecTimer_key_same(a, b):
+    from edgeeff.core.cost import cost
+
+    return cost(a) == cost(b)
+
+
+def test_measured_search_is_stopped_by_its_time_budget():
+    res, m, fake = _search(factor=0.5, budget_s=2.5, cost_s=1.0)
+    s = m.summary(res.chosen.spec)
+    assert s.timed == 3 and "time budget" in s.stopped
+    assert res.chosen.latency_ms <= 60.0  # still a candidate measured to fit
+    assert "stopped by the 2.5 s time budget" in s.line()
+
+
+def test_measured_search_without_a_latency_budget_times_only_the_pick():
+    from edgeeff.core import budget, fit, targets
+
+    dev = targets.load("pi4")
+    fake = _FakeTimer(dev)
+    m = budget.BudgetedMeasure(fake, 100, clock=lambda: fake.now)
+    res = fit.fit(dev, budget.Budgets.for_device(dev, 60, None, None, None), family="lite",
+                  num_classes=10, measure=m)
+    assert m.summary().timed == 1 and res.chosen.latency_source == "measured"
+
+
+def test_spread_line_and_the_warning_when_the_last_two_cannot_be_told_apart():
+    res, m, _ = _search(factor=1.3, spread=0.0)
+    s = m.summary(res.chosen.spec)
+    assert not s.warning
+    assert f"timed {s.timed} candidate" in s.line() and "(p90/p10) 0%..0%" in s.line()
+    res, m, _ = _search(factor=1.3, spread=0.25)
+    s = m.summary(res.chosen.spec)
+    assert "cannot decide" in s.warning and "p10..p90" in s.warning

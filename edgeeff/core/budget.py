@@ -7,8 +7,11 @@ models (:mod:`edgeeff.core.rank`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from edgeeff.core import specfile
 from edgeeff.core.accuracy import Prediction, predict
@@ -134,7 +137,103 @@ def ram_bytes(c: Cost, device: Device) -> int:
     return c.tflm_arena_bytes if device.kind == "mcu" else c.peak_ram_bytes
 
 
-Measure = Callable[[ModelSpec], float]  # spec -> measured latency, ms (fit --measure)
+# spec -> measured latency, ms (fit --measure); None: not timed (the prediction stands)
+Measure = Callable[[ModelSpec], "float | None"]
+
+
+@dataclass(frozen=True)
+class MeasureSummary:
+    """What ``fit --measure`` spent and how steady its timings were: one line of output."""
+
+    timed: int  # graphs timed (a network timed once counts once)
+    seconds: float  # time spent timing them
+    budget_s: float  # the time budget (--time-budget)
+    bound: int  # the most the phi search may time (its bisection bound); 0: no such bound
+    # (an accuracy ranking times every candidate within the static budgets, time permitting)
+    spread_p10: float  # p90/p10 - 1 of the candidates' frames: the 10th percentile over them
+    spread_p90: float  # ... and the 90th
+    pick_p10_ms: float | None = None  # the pick's frames, p10 and p90
+    pick_p90_ms: float | None = None
+    stopped: str = ""  # why the search stopped early (the time budget), else ""
+    warning: str = ""  # the last two candidates cannot be told apart, else ""
+
+    def line(self) -> str:
+        bound = f" (at most {self.bound})" if self.bound else ""
+        s = (f"timed {self.timed} candidate{'s' if self.timed != 1 else ''}{bound} "
+             f"in {self.seconds:.1f} s of a {self.budget_s:g} s budget; "
+             f"spread of their frames (p90/p10) {self.spread_p10:.0%}..{self.spread_p90:.0%}")
+        if self.pick_p10_ms is not None:
+            s += f"; the pick {self.pick_p10_ms:.3g}..{self.pick_p90_ms:.3g} ms (p10..p90)"
+        return s + (f"; {self.stopped}" if self.stopped else "")
+
+    def to_dict(self) -> dict:
+        return {"timed": self.timed, "seconds": round(self.seconds, 2), "budget_s": self.budget_s,
+                "bound": self.bound, "spread_p10": round(self.spread_p10, 4),
+                "spread_p90": round(self.spread_p90, 4), "pick_p10_ms": self.pick_p10_ms,
+                "pick_p90_ms": self.pick_p90_ms, "stopped": self.stopped or None,
+                "warning": self.warning or None}
+
+
+class BudgetedMeasure:
+    """``fit --measure``'s timer held to a time budget: the search asks it for a candidate's
+    :class:`~edgeeff.core.latency.Timing`; once the budget is spent it answers ``None`` (the
+    candidate keeps the profile's prediction) and says so in its summary.
+
+    ``timer`` is any object with ``timing(spec, budget_s) -> Timing`` (timing it, at most
+    about ``budget_s`` seconds) and ``cached(spec) -> Timing | None``: the device tier's
+    :class:`edgeeff.device.profile.SpecTimer`. ``progress(k, spec, timing)`` is told of each
+    timing; ``clock`` is the monotonic clock the budget is kept with."""
+
+    def __init__(self, timer, budget_s: float, progress=None, clock=None):
+        self.timer, self.budget_s = timer, float(budget_s)
+        self.progress = progress
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.timings: list = []  # (spec, Timing) in the order taken
+        self.stopped = ""
+        self.bound = 0  # set by the search
+        self.warning = ""
+
+    def spent(self) -> float:
+        return self.clock() - self.start
+
+    def cached(self, spec: ModelSpec):
+        return self.timer.cached(spec)
+
+    def timing(self, spec: ModelSpec, share: float = 3.0, force: bool = False):
+        """The candidate's timing (cached, or taken now with at most ``1/share`` of the time
+        left), or None when the budget is spent (``force``: timed anyway, with the fewest
+        frames)."""
+        t = self.timer.cached(spec)
+        if t is not None:
+            return t
+        left = self.budget_s - self.spent()
+        if left <= 0 and force:
+            left = 1e-9
+        elif left <= 0:
+            if not self.stopped:
+                self.stopped = (f"stopped by the {self.budget_s:g} s time budget "
+                                "(--time-budget): the pick is the largest candidate measured "
+                                "to fit")
+            return None
+        t = self.timer.timing(spec, budget_s=left / share)
+        self.timings.append((spec, t))
+        if self.progress:
+            self.progress(len(self.timings), spec, t)
+        return t
+
+    def __call__(self, spec: ModelSpec) -> float | None:
+        t = self.timing(spec)
+        return None if t is None else t.p50_ms
+
+    def summary(self, pick: ModelSpec | None = None) -> MeasureSummary:
+        spreads = [t.spread for _, t in self.timings] or [0.0]
+        pt = self.timer.cached(pick) if pick is not None else None
+        return MeasureSummary(
+            len(self.timings), sum(t.seconds for _, t in self.timings), self.budget_s,
+            self.bound, float(np.percentile(spreads, 10)), float(np.percentile(spreads, 90)),
+            None if pt is None else round(pt.p10_ms, 3),
+            None if pt is None else round(pt.p90_ms, 3), self.stopped, self.warning)
 
 
 def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
@@ -153,9 +252,10 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
         v.append("flash")
     # a spec the static budgets already exclude is not timed: fit --measure times only
     # candidates that could be chosen (its latency then stays the profile's prediction)
-    timed = measure is not None and not v
-    lat = float(measure(spec)) if timed else predicted
-    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms and (timed or measure is None):
+    m = measure(spec) if measure is not None and not v else None
+    timed = m is not None
+    lat = float(m) if timed else predicted
+    if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
         v.append("latency")
     weights = source_for(spec)
     acc = predict(weights, spec.resolution) if weights else None

@@ -8,10 +8,20 @@ evaluations: milliseconds, no TensorFlow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from edgeeff.core.arch import phi_spec
-from edgeeff.core.budget import Budgets, Candidate, FitResult, Measure, NothingFits, evaluate, shortfalls
+from edgeeff.core.budget import (
+    BudgetedMeasure,
+    Budgets,
+    Candidate,
+    FitResult,
+    Measure,
+    NothingFits,
+    evaluate,
+    shortfalls,
+)
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.rank import fit_pretrained
 from edgeeff.core.targets import Device
@@ -45,7 +55,12 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
                                     f"chose the {other} family instead")
     if res.weightless:  # name the best pretrained model within the same budgets
         try:
-            alt = fit_pretrained(device, budgets, num_classes, measure=measure)
+            alt_measure = measure
+            if isinstance(measure, BudgetedMeasure):  # nothing more is timed for the aside
+                def alt_measure(s, _m=measure):
+                    t = _m.cached(s)
+                    return None if t is None else t.p50_ms
+            alt = fit_pretrained(device, budgets, num_classes, measure=alt_measure)
             # its candidates too: --plot draws them (already evaluated, measured with --measure)
             res = replace(res, alternative=alt.chosen, candidates=alt.candidates)
         except NothingFits:
@@ -55,6 +70,8 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
 
 def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
                 measure: Measure | None = None) -> FitResult:
+    if isinstance(measure, BudgetedMeasure):
+        return _fit_measured(device, budgets, fam, num_classes, measure)
     if num_classes < 1:
         raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
     cache: dict[int, Candidate] = {}
@@ -82,6 +99,132 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if at(mid).fits else (lo, mid)
         best, binding = lo, "+".join(at(hi).violations)
+    chosen = at(best)
+    steps = (-100, -50, -25, 0, 1, 25, 50)
+    ks = sorted({min(max(best + s, round(PHI_MIN / PHI_STEP)), round(PHI_MAX / PHI_STEP))
+                 for s in steps})
+    return FitResult(chosen, binding, [at(k) for k in ks], device, budgets)
+
+
+def search_bound(n: int) -> int:
+    """The most candidates :func:`_fit_measured` times over an interval of ``n`` grid steps:
+    the model's guess, then an exponential search outwards from it and a bisection, each at
+    most ceil(log2 n) timings, and the smallest candidate when none timed fits."""
+    return 2 + 2 * max(math.ceil(math.log2(max(n, 2))), 1)
+
+
+def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
+                  timer: BudgetedMeasure) -> FitResult:
+    """``fit --measure``: the model's search first (no timing), then as few timed candidates
+    as the latency budget needs.
+
+    Without a latency budget only the pick is timed. With one, the measured latency decides:
+    the first candidate timed is the profile's pick; each timing rescales the profile's
+    prediction (measured / predicted there) for the next guess, stepping outwards from it
+    with doubling steps until one candidate is measured over the budget and one under, then
+    bisecting between them (at most :func:`search_bound` timings). Neighbouring phi that round
+    to one network are timed once. When the time budget is spent the pick is the largest
+    candidate measured to fit, and the summary says the search stopped there."""
+    kmin, kmax = round(PHI_MIN / PHI_STEP), round(PHI_MAX / PHI_STEP)
+    # the largest phi the static budgets allow (NothingFits when not even the smallest does)
+    top = _fit_family(device, replace(budgets, max_latency_ms=None), fam, num_classes)
+    lim = budgets.max_latency_ms
+    specs: dict[int, object] = {}
+
+    def spec(k: int):
+        if k not in specs:
+            specs[k] = phi_spec(round(k * PHI_STEP, 2), fam, num_classes)
+        return specs[k]
+
+    def k_of(c: Candidate) -> int:
+        return round(c.spec.phi / PHI_STEP)
+
+    if lim is None:
+        timer.bound = 1
+        best = k_of(top.chosen)
+        timer.timing(spec(best), share=1.0)
+        return _measured_result(device, budgets, fam, num_classes, timer, best, top.binding)
+    try:
+        first = k_of(_fit_family(device, budgets, fam, num_classes).chosen)  # the model's pick
+    except NothingFits:
+        first = kmin
+    static_hi = kmax + 1 if top.binding.startswith("none") else k_of(top.chosen) + 1
+    lo, hi = kmin - 1, static_hi  # invariant: lo measured to fit (or below), hi does not fit
+    n0 = hi - lo
+    timer.bound = search_bound(n0)
+    gallop_max = max(math.ceil(math.log2(max(n0, 2))), 1)
+    pred: dict[int, float] = {}
+
+    def predicted(k: int) -> float:
+        if k not in pred:
+            pred[k] = device.latency_ms(spec(k))
+        return pred[k]
+
+    def guess(r: float) -> int:
+        """The largest k in (lo, hi) whose prediction, rescaled by r, is within the budget."""
+        a, b = lo, hi
+        while b - a > 1:
+            m = (a + b) // 2
+            a, b = (m, b) if predicted(m) * r <= lim else (a, m)
+        return min(max(a, lo + 1), hi - 1)
+
+    g = min(max(first, lo + 1), hi - 1)
+    step, gallops, seen = 0, 0, set()
+    while hi - lo > 1:
+        t = timer.timing(spec(g))
+        if t is None:  # the time budget is spent
+            break
+        fits = t.p50_ms <= lim
+        seen.add(fits)
+        lo, hi = (g, hi) if fits else (lo, g)
+        if hi - lo <= 1:
+            break
+        if len(seen) == 2 or gallops >= gallop_max:
+            g = (lo + hi) // 2  # bracketed (or galloped long enough): bisect
+            continue
+        gallops += 1  # outwards from the guess, rescaled by what this timing showed
+        c = guess(t.p50_ms / max(predicted(g), 1e-9))
+        step = max(2 * step, 1)
+        g = min(max(c, lo + step), hi - 1) if fits else max(min(c, hi - step), lo + 1)
+    if lo < kmin:  # nothing timed fits: the smallest candidate decides (timed past the budget)
+        t = timer.timing(spec(kmin), share=1.0, force=True)
+        if t.p50_ms > lim:
+            smallest = evaluate(spec(kmin), device, budgets, lambda s: t.p50_ms)
+            raise NothingFits(device, fam, smallest, shortfalls(smallest, budgets),
+                              f"the smallest {fam} candidate (phi={PHI_MIN:g}, measured)", "")
+        lo = kmin
+    _check_decidable(timer, spec(lo), spec(hi) if hi <= kmax else None, lim)
+    binding = top.binding if hi >= static_hi else "latency"
+    return _measured_result(device, budgets, fam, num_classes, timer, lo, binding)
+
+
+def _check_decidable(timer: BudgetedMeasure, lo_spec, hi_spec, lim: float) -> None:
+    """Warn when the two candidates either side of the latency budget were timed with frames
+    spread so wide (p10..p90) that both could lie on either side of it."""
+    a = timer.cached(lo_spec)
+    b = timer.cached(hi_spec) if hi_spec is not None else None
+    if a is None or b is None:
+        return
+    if a.p90_ms > lim or b.p10_ms <= lim:
+        timer.warning = (f"the last two candidates ({lo_spec.name}: {a.p10_ms:.3g}..{a.p90_ms:.3g}"
+                         f" ms, {hi_spec.name}: {b.p10_ms:.3g}..{b.p90_ms:.3g} ms, p10..p90) "
+                         f"straddle the {lim:g} ms budget within their spread: the timings "
+                         "cannot decide between them; time again on a quieter device or "
+                         "with fewer --threads")
+
+
+def _measured_result(device: Device, budgets: Budgets, fam: str, num_classes: int,
+                     timer: BudgetedMeasure, best: int, binding: str) -> FitResult:
+    """The result around the pick ``best``: candidates timed during the search carry their
+    measured latency, the others the profile's prediction (nothing more is timed)."""
+    def cached(s):
+        t = timer.cached(s)
+        return None if t is None else t.p50_ms
+
+    def at(k: int) -> Candidate:
+        return evaluate(phi_spec(round(k * PHI_STEP, 2), fam, num_classes), device, budgets,
+                        cached)
+
     chosen = at(best)
     steps = (-100, -50, -25, 0, 1, 25, 50)
     ks = sorted({min(max(best + s, round(PHI_MIN / PHI_STEP)), round(PHI_MAX / PHI_STEP))

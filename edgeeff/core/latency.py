@@ -90,6 +90,48 @@ def _graph_of(x) -> Graph:
     return x if isinstance(x, Graph) else graph(x)
 
 
+# --------------------------------------------------------------------------- one graph timed
+
+BUSY_SHARE = 0.10  # run-queue waits above this share of the wall time: the machine was busy
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock latency of one graph as ``edgeeff bench`` reports it (p50 of its frames),
+    with how steady it was (p10, p90) and what it cost to find out.
+
+    ``runqueue_share``: the share of the frames' wall time the interpreter's busiest thread
+    spent waiting for a CPU (other work on the machine); it is reported, never subtracted."""
+
+    p50_ms: float
+    p10_ms: float
+    p90_ms: float
+    invokes: int
+    seconds: float = 0.0
+    runqueue_share: float = 0.0
+
+    @property
+    def spread(self) -> float:
+        """p90 / p10 - 1."""
+        return self.p90_ms / self.p10_ms - 1.0 if self.p10_ms > 0 else 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self.runqueue_share > BUSY_SHARE
+
+    @classmethod
+    def of(cls, wall_ms, seconds: float = 0.0, wait_ms=None) -> Timing:
+        """From the frames' wall times (ms) and, optionally, each one's run-queue wait (ms)."""
+        w = np.asarray(wall_ms, float)
+        if w.size == 0:
+            return cls(0.0, 0.0, 0.0, 0, seconds)
+        share = 0.0
+        if wait_ms is not None and len(wait_ms) and w.sum() > 0:
+            share = float(min(np.sum(wait_ms) / w.sum(), 1.0))
+        p10, p50, p90 = (float(np.percentile(w, q)) for q in (10, 50, 90))
+        return cls(p50, p10, p90, int(w.size), float(seconds), share)
+
+
 # --------------------------------------------------------------------------- the design matrix
 
 
@@ -270,9 +312,16 @@ def _round(v: float) -> float:
 # --------------------------------------------------------------------------- fitting
 
 
-def solve(rows: np.ndarray, ms: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+def solve(rows: np.ndarray, ms: np.ndarray, ridge: float = 1e-3, debias: bool = True
+          ) -> np.ndarray:
     """Non-negative coefficients (ms per scaled unit) minimising the *relative* squared error,
-    with a small ridge so that collinear columns share rather than swing."""
+    with a small ridge so that collinear columns share rather than swing.
+
+    Both pull the predictions low: least squares on ratios settles below a mean ratio of 1
+    (it trades over-prediction of one graph for under-prediction of another unevenly), and the
+    ridge shrinks every coefficient towards zero. ``debias`` scales the solution so that the
+    mean of predicted / measured over the rows is 1: a prediction is then as likely high as
+    low."""
     rows = np.asarray(rows, float)
     ms = np.asarray(ms, float)
     w = 1.0 / ms  # relative error
@@ -289,6 +338,10 @@ def solve(rows: np.ndarray, ms: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
         b = np.concatenate([b, np.zeros(An.shape[1])])
     x = np.zeros(rows.shape[1])
     x[used] = nnls(An, b) / norms
+    if debias:
+        q = rows @ x / ms
+        if np.all(np.isfinite(q)) and q.mean() > 0:
+            x = x / q.mean()
     return x
 
 

@@ -34,8 +34,16 @@ from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomi
 
 KB = 1024
 RUN_TIMEOUT_S = 300
-INSTRUCTIONS_NOTE = ("QEMU reports no instruction count here (Debian's qemu-system-arm ships no "
-                     "TCG plugins); an emulator's count would not be a latency anyway")
+# QEMU runs the firmware with -icount shift=0: the virtual clock advances 2**0 ns per guest
+# instruction and nothing else (align=off: not slowed to the host's clock; sleep=off: no idle
+# time), so the board's timers -- SysTick on the processor clock, which main.cc reads around
+# every op -- count instructions, the same on every run and host. One SysTick tick is
+# 1e9 / (the board's SYSCLK) ns of virtual time, i.e. that many instructions.
+ICOUNT_SHIFT = 0
+QEMU_SYSCLK_HZ = {"mps2-an386": 25_000_000, "mps2-an500": 25_000_000, "mps2-an505": 20_000_000}
+INSTRUCTIONS_NOTE = ("instructions executed, counted by QEMU -icount (deterministic virtual "
+                     "time) through SysTick read around each op: a count, not cycles; "
+                     "edgeeff.deploy.mcu_latency turns it into milliseconds per core")
 
 
 @dataclass(frozen=True)
@@ -432,15 +440,66 @@ def parse_output(text: str) -> dict:
     return rec
 
 
+_COUNT_OP = re.compile(r"edgeeff: count op\[(\d+)\] (\S+) ticks=(\d+)")
+_COUNT_TOTAL = re.compile(r"edgeeff: count invoke_ticks=(\d+)")
+
+
+def parse_counts(text: str, ns_per_tick: float) -> dict | None:
+    """The firmware's count lines -> instructions per op, per op kind and in total (None
+    when it printed none: a host build, or a firmware built without counting).
+
+    ``ns_per_tick``: virtual nanoseconds per SysTick tick; with ``-icount shift=s`` one
+    instruction is 2**s ns. Counts are exact to one tick (``resolution``)."""
+    total = _COUNT_TOTAL.search(text)
+    if total is None:
+        return None
+    per_insn = 2.0 ** ICOUNT_SHIFT
+    scale = ns_per_tick / per_insn
+    ops = [{"op": int(i), "kind": k, "instructions": round(int(t) * scale)}
+           for i, k, t in _COUNT_OP.findall(text)]
+    kinds: dict[str, int] = {}
+    for o in ops:
+        kinds[o["kind"]] = kinds.get(o["kind"], 0) + o["instructions"]
+    n = round(int(total.group(1)) * scale)
+    return {"instructions": n, "per_op": ops, "by_kind": dict(sorted(kinds.items(),
+                                                                     key=lambda kv: -kv[1])),
+            "in_ops": sum(o["instructions"] for o in ops), "resolution": round(scale)}
+
+
+MCU_CORES = Path(__file__).resolve().parents[1] / "data" / "mcu_cores.json"
+
+
+def predict_mcu_ms(instructions: int, core: str, device: str) -> dict:
+    """``{"predicted_ms", "predicted_basis"}`` for a count on ``core`` at ``device``'s clock
+    (edgeeff/data/mcu_cores.json); ``predicted_ms`` None, with the reason, where the core is
+    not calibrated, the device's clock is unknown or it has another core."""
+    data = json.loads(MCU_CORES.read_text("utf-8"))
+    dev = data["devices"].get(Path(device).stem.lower())
+    model = data["cores"].get(core)
+    if dev is None:
+        return {"predicted_ms": None, "predicted_basis": f"no clock known for {device}"}
+    if dev["core"] != core:
+        return {"predicted_ms": None,
+                "predicted_basis": f"{device} has a {dev['core']}, this build is {core}"}
+    if model is None:
+        return {"predicted_ms": None, "predicted_basis": f"{core}: no calibration yet "
+                "(no published TFLite Micro + CMSIS-NN measurement used)"}
+    ms = model["cycles_per_instruction"] * instructions / dev["clock_hz"] * 1000.0
+    return {"predicted_ms": round(ms, 3),
+            "predicted_basis": f"{model['cycles_per_instruction']:g} cycles per instruction "
+                               f"at {dev['clock_hz'] / 1e6:g} MHz: {model['basis']}"}
+
+
 def run_firmware(elf: Path, target: Target, timeout: float = RUN_TIMEOUT_S) -> dict:
     """Run the built firmware on the host or under QEMU; its parsed output and how it ran."""
     if target.cross:
         if target.qemu_machine is None:
             return {"ran": False, "runner": None, "why": NO_QEMU.get(target.name, "no QEMU board")}
+        icount = f"shift={ICOUNT_SHIFT},align=off,sleep=off"
         cmd = [_tool("qemu-system-arm"), "-M", target.qemu_machine, "-nographic",
                "-monitor", "none", "-semihosting-config", "enable=on,target=native",
-               "-kernel", str(elf)]
-        runner = f"qemu-system-arm -M {target.qemu_machine}"
+               "-icount", icount, "-kernel", str(elf)]
+        runner = f"qemu-system-arm -M {target.qemu_machine} -icount {icount}"
     else:
         cmd, runner = [str(elf)], "host"
     t0 = time.perf_counter()
@@ -457,7 +516,10 @@ def run_firmware(elf: Path, target: Target, timeout: float = RUN_TIMEOUT_S) -> d
                else f"exit code {r.returncode}")
         rec["error"] = f"the firmware stopped ({how}) before printing its result"
     if target.cross:
-        rec["instructions"] = None
+        counts = parse_counts(r.stdout + "\n" + r.stderr,
+                              1e9 / QEMU_SYSCLK_HZ.get(target.qemu_machine, 25_000_000))
+        rec["instructions"] = None if counts is None else counts["instructions"]
+        rec["counts"] = counts
         rec["instructions_note"] = INSTRUCTIONS_NOTE
     return rec
 
@@ -495,6 +557,8 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
             r["output_hash_check"] = ti.get("output_hash") == r.get("output_hash")
             if "arena_used" in r:
                 r["arena_margin_pct"] = round(100 * (1 - r["arena_used"] / r["arena_size"]), 1)
+        if r.get("counts") is not None and device:
+            r.update(predict_mcu_ms(r["counts"]["instructions"], t.name, device))
         report["run"] = r
     write_json_atomic(Path(b["elf"]).parent / "firmware.json", report)
     return report
@@ -548,5 +612,15 @@ def table(report: dict):
         t.add_row("top class / hash", f"{r.get('top_class')} / {r.get('output_hash')}",
                   r["runner"], "")
         if "instructions_note" in r:
-            t.add_row("instructions", "-", "", r["instructions_note"])
+            c = r.get("counts")
+            if c is None:
+                t.add_row("instructions", "-", "", "the firmware printed no counts")
+            else:
+                top = ", ".join(f"{k} {v / c['instructions']:.0%}"
+                                for k, v in list(c["by_kind"].items())[:3])
+                t.add_row("instructions (invoke)", f"{c['instructions']:,}",
+                          f"{len(c['per_op'])} ops: {top}", "QEMU -icount")
+                if r.get("predicted_ms") is not None:
+                    t.add_row("predicted latency", f"{r['predicted_ms']:.3g} ms",
+                              r.get("predicted_basis", ""), "")
     return t

@@ -34,6 +34,7 @@ from edgeeff.device.profile.fit import (
     Drift,
     Measurement,
     ProfileResult,
+    busy_note,
     fit_measurements,
     measure,
     noise_warning,
@@ -43,9 +44,9 @@ from edgeeff.device.profile.host import board_name, cap_threads, cpu_model, memi
 from edgeeff.device.profile.timing import (
     SpecTimer,
     Timer,
-    settle,
     time_interleaved,
     time_model,
+    time_model_stats,
     time_spec,
 )
 from edgeeff.device.profile.toml import device_profile, write_profile
@@ -54,8 +55,8 @@ from edgeeff.device.runtime import runtime_info
 __all__ = [
     "BUDGET_S", "CLASSES", "DEADLINE_S", "MAX_MACS", "MIN_MACS", "QUICK_MAX_MACS", "REFERENCE",
     "SPECS", "Drift", "Measurement", "Probe", "ProfileResult", "SpecTimer", "Timer",
-    "board_name", "cap_threads", "cpu_model", "cut_points", "design",
+    "board_name", "busy_note", "cap_threads", "cpu_model", "cut_points", "design",
     "design_specs", "device_profile", "fit_measurements", "measure", "meminfo", "noise_warning",
-    "profile", "random_specs", "runtime_info", "sample_spec", "settle", "time_interleaved",
-    "time_model", "time_spec", "usable_cores", "write_profile",
+    "profile", "random_specs", "runtime_info", "sample_spec", "time_interleaved",
+    "time_model", "time_model_stats", "time_spec", "usable_cores", "write_profile",
 ]

@@ -13,7 +13,7 @@ from edgeeff.core import latency
 from edgeeff.device import synth
 from edgeeff.device.profile.design import REFERENCE, Probe, design
 from edgeeff.device.profile.host import cap_threads, cpu_model, usable_cores
-from edgeeff.device.profile.timing import Timer, settle, time_model
+from edgeeff.device.profile.timing import Timer, time_model_stats
 from edgeeff.device.runtime import runtime_info
 
 
@@ -21,8 +21,10 @@ from edgeeff.device.runtime import runtime_info
 class Measurement:
     probe: Probe
     ms: float  # drift-corrected latency
-    raw_ms: float = 0.0  # as measured
+    raw_ms: float = 0.0  # as measured: wall-clock p50 of its frames
     reference_ms: float = 0.0  # the reference graph, timed right after
+    runqueue_share: float = 0.0  # share of the wall time spent waiting for a CPU
+    spread: float = 0.0  # p90 / p10 - 1 of its frames
 
 
 @dataclass
@@ -34,6 +36,12 @@ class ProfileResult:
     wall_s: float = 0.0
     cv_errors: np.ndarray | None = None  # out-of-fold relative error of each measurement
     threads_note: str | None = None  # set when the threads asked for were capped at the cores
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """p10 and p90, over the graphs, of each one's frame spread (p90/p10 - 1)."""
+        s = [m.spread for m in self.measurements] or [0.0]
+        return (round(float(np.percentile(s, 10)), 4), round(float(np.percentile(s, 90)), 4))
 
     @property
     def reference_ms(self) -> float:
@@ -52,7 +60,7 @@ class Drift:
         self.times: list[float] = []
 
     def now(self, runs: int = 5) -> float:
-        t = settle(*self.timer.sample(runs))
+        t = float(np.median(self.timer.run(runs)))
         self.times.append(t)
         return t
 
@@ -82,10 +90,12 @@ def measure(probes: list[Probe], threads: int | None, budget_s: float, log=None,
             t0 = time.perf_counter()
             model = synth.build(p.spec, n_ops=p.n_ops, metadata=False)
             left = per - (time.perf_counter() - t0)
-            ms = time_model(model, threads, runs=runs, warmup=1, budget_s=max(left, 0.0))
+            t = time_model_stats(model, threads, runs=runs, warmup=2,
+                                 budget_s=max(left, 0.0))
+            ms = t.p50_ms
             del model
             r = ref.now(3) if ref else 1.0
-            out.append(Measurement(p, ms, ms, r))
+            out.append(Measurement(p, ms, ms, r, t.runqueue_share, t.spread))
             if log:
                 log(k + 1, len(probes), p, ms)
         if ref and ref.times:
@@ -110,7 +120,11 @@ def fit_measurements(ms: list[Measurement], threads: int | None, folds: int = 5,
     cv = latency.summarize(err[whole])
     cv.update(method=f"{folds}-fold cross-validation over the design's specs, whole graphs",
               design_graphs=int(len(ms)),
-              statistic="median of invokes, wall time net of run-queue waits, drift-corrected")
+              statistic="wall-clock p50 of frames as edgeeff bench times them, drift-corrected")
+    shares = [m.runqueue_share for m in ms]
+    if shares:
+        cv["runqueue_share"] = round(float(np.median(shares)), 4)
+        cv["busy"] = bool(np.median(shares) > latency.BUSY_SHARE)
     refs = [m.reference_ms for m in ms if m.reference_ms > 0]
     if refs:
         cv["reference_ms"] = round(float(np.median(refs)), 4)
@@ -137,7 +151,8 @@ def profile(threads: int | None = 2, quick: bool = False, budget_s: float | None
     probes = design(quick)
     mode = "quick" if quick else "full"
     budget = budget_s if budget_s is not None else BUDGET_S[mode]
-    ms = measure(probes, threads, budget, log, deadline_s=DEADLINE_S[mode])
+    deadline = DEADLINE_S[mode] * budget / BUDGET_S[mode]
+    ms = measure(probes, threads, budget, log, deadline_s=deadline)
     res = fit_measurements(ms, threads)
     res.wall_s = time.perf_counter() - t0
     res.threads_note = note
@@ -158,3 +173,16 @@ def noise_warning(res: ProfileResult) -> str | None:
             f"during the run, {cv:.0%} of the design predicted within +-10 % in "
             f"cross-validation{load}). Profile again with the device otherwise idle, or with "
             "fewer --threads than it has cores.")
+
+
+def busy_note(res: ProfileResult) -> str | None:
+    """One line when the machine was busy while profiling: the interpreter's threads waited
+    for a CPU for more than :data:`~edgeeff.core.latency.BUSY_SHARE` of the wall time. The
+    figures include those waits (they are what a user on that machine saw); on an idle
+    device the same graphs run faster."""
+    v = res.model.validation
+    if not v.get("busy"):
+        return None
+    return (f"the machine was busy while profiling: the interpreter's threads waited for a "
+            f"CPU {v.get('runqueue_share', 0):.0%} of the time (median over the graphs); the "
+            "latencies include those waits. Profile again on an idle device for its own speed.")

@@ -55,7 +55,11 @@ def device_profile(res: ProfileResult, name: str | None = None, folder: str = ".
                            f"{n_whole} synthetic int8 EfficientNets, {rt} {ver}, {th}"),
             "latency": (f"measured by edgeeff profile on {today}: per-op model fitted to "
                         f"{len(res.measurements)} synthetic int8 graphs, {rt} {ver}, {th}; "
-                        f"cross-validated {cv.get('within_10pct', 0):.0%} within +-10 %"),
+                        f"cross-validated {cv.get('within_10pct', 0):.0%} within +-10 %; "
+                        "wall-clock p50 of frames as edgeeff bench times them"
+                        + (f"; the machine was busy: threads waited for a CPU "
+                           f"{cv.get('runqueue_share', 0):.0%} of the time" if cv.get("busy")
+                           else "")),
         },
         "latency": res.model.to_toml_dict(),
     }

@@ -17,6 +17,16 @@
 #define EDGEEFF_LOG_CALLBACK 1
 #endif
 
+// On Arm Cortex-M the run is counted (-DEDGEEFF_NO_COUNT: not): SysTick, clocked from the
+// processor clock, is read around every op through TFLM's profiler interface and the counts are
+// printed after the result. Under QEMU with -icount the clock is the instruction count, so the
+// counts are instructions (edgeeff firmware --run converts them); on a board, cycles.
+#if defined(__arm__) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M' && \
+    __ARM_ARCH >= 7 && !defined(EDGEEFF_NO_COUNT)
+#define EDGEEFF_COUNT 1
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+#endif
+
 // Override with -DEDGEEFF_ARENA_SIZE=N to try another arena size (edgeeff firmware --arena N).
 #ifndef EDGEEFF_ARENA_SIZE
 #define EDGEEFF_ARENA_SIZE kTensorArenaSize
@@ -27,6 +37,63 @@ alignas(16) uint8_t tensor_arena[EDGEEFF_ARENA_SIZE];
 
 #ifdef EDGEEFF_LOG_CALLBACK
 void LogToStdout(const char* s) { fputs(s, stdout); }
+#endif
+
+#ifdef EDGEEFF_COUNT
+// SysTick: CSR, RVR, CVR. A 24-bit down-counter reloaded from RVR; Ticks() extends it to 64
+// bits, so it must be read at least once per 2^24 ticks (every op boundary is a read).
+volatile uint32_t* const kSysTick = reinterpret_cast<volatile uint32_t*>(0xE000E010u);
+uint64_t g_ticks = 0;
+uint32_t g_last = 0;
+
+void TicksStart() {
+  kSysTick[0] = 0;
+  kSysTick[1] = 0xFFFFFFu;
+  kSysTick[2] = 0;
+  kSysTick[0] = 5u;  // ENABLE | CLKSOURCE (processor clock), no interrupt
+  g_last = kSysTick[2] & 0xFFFFFFu;
+  g_ticks = 0;
+}
+
+uint64_t Ticks() {
+  const uint32_t now = kSysTick[2] & 0xFFFFFFu;
+  g_ticks += (g_last - now) & 0xFFFFFFu;
+  g_last = now;
+  return g_ticks;
+}
+
+// One event per op invoke (TFLM tags it with the op's name).
+class EdgeeffProfiler : public tflite::MicroProfilerInterface {
+ public:
+  static constexpr uint32_t kMaxEvents = 1024;
+  uint32_t BeginEvent(const char* tag) override {
+    if (n_ < kMaxEvents) {
+      tags_[n_] = tag;
+      ticks_[n_] = 0;
+      start_[n_] = Ticks();
+    }
+    return n_++;
+  }
+  void EndEvent(uint32_t h) override {
+    if (h < kMaxEvents) ticks_[h] = static_cast<uint32_t>(Ticks() - start_[h]);
+  }
+  void Reset() { n_ = 0; }
+  void Print() const {
+    const uint32_t n = n_ < kMaxEvents ? n_ : kMaxEvents;
+    for (uint32_t i = 0; i < n; ++i)
+      MicroPrintf("edgeeff: count op[%d] %s ticks=%lu", static_cast<int>(i), tags_[i],
+                  static_cast<unsigned long>(ticks_[i]));
+    if (n_ > kMaxEvents)
+      MicroPrintf("edgeeff: count ops_dropped=%d", static_cast<int>(n_ - kMaxEvents));
+  }
+
+ private:
+  uint32_t n_ = 0;
+  const char* tags_[kMaxEvents];
+  uint64_t start_[kMaxEvents];
+  uint32_t ticks_[kMaxEvents];
+};
+EdgeeffProfiler g_profiler;
 #endif
 
 // FNV-1a, 32 bit: the same value edgeeff computes from the .tflite model's output.
@@ -52,8 +119,13 @@ int EdgeeffRun() {
     MicroPrintf("edgeeff: ERROR registering the model's kernels failed");
     return 4;
   }
+#ifdef EDGEEFF_COUNT
+  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena,
+                                              sizeof(tensor_arena), nullptr, &g_profiler);
+#else
   static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena,
                                               sizeof(tensor_arena));
+#endif
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     MicroPrintf("edgeeff: ERROR arena too small: AllocateTensors failed in a %d-byte tensor "
                 "arena (kTensorArenaSize is %d); raise EDGEEFF_ARENA_SIZE / kTensorArenaSize",
@@ -67,10 +139,18 @@ int EdgeeffRun() {
     return 4;
   }
   memcpy(input->data.raw, g_test_input, kTestInputLen);
+#ifdef EDGEEFF_COUNT
+  g_profiler.Reset();  // AllocateTensors' events (op Prepare) are not the invoke
+  TicksStart();
+  const uint64_t t0 = Ticks();
+#endif
   if (interpreter.Invoke() != kTfLiteOk) {
     MicroPrintf("edgeeff: ERROR Invoke failed");
     return 4;
   }
+#ifdef EDGEEFF_COUNT
+  const uint64_t invoke_ticks = Ticks() - t0;
+#endif
   const TfLiteTensor* output = interpreter.output(0);
   const size_t n = output->bytes;
   const uint8_t* raw = reinterpret_cast<const uint8_t*>(output->data.raw);
@@ -96,6 +176,11 @@ int EdgeeffRun() {
               static_cast<int>(interpreter.arena_used_bytes()),
               static_cast<int>(sizeof(tensor_arena)), kTensorArenaSize,
               match ? "yes" : "no");
+#ifdef EDGEEFF_COUNT
+  g_profiler.Print();
+  MicroPrintf("edgeeff: count invoke_ticks=%lu",
+              static_cast<unsigned long>(invoke_ticks));
+#endif
   return match ? 0 : 1;
 }
 
