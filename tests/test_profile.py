@@ -159,7 +159,8 @@ def test_bundled_profiles_carry_per_op_tables_labelled_estimates():
     lite0, b0 = preset_spec("lite0"), preset_spec("b0")
     mark = "written by tools/make_bundled_latency.py"
     for dev in targets.load_all():
-        if mark not in (data_dir("targets") / f"{dev.key}.toml").read_text():  # a table of its own: the phones' published figures
+        # a table of its own (the phones: published figures) is not the tool's
+        if mark not in (data_dir("targets") / f"{dev.key}.toml").read_text():
             assert "published" in dev.latency_model.estimate, dev.key
             continue
         m = dev.latency_model
