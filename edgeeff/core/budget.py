@@ -116,7 +116,8 @@ class Candidate:
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
             "tflm_arena_bytes": c.tflm_arena_bytes,
-            "tflm_reserved_bytes": c.tflm_reserved_bytes, "head": "scaled" if s.scaled_head else "fixed", "ram_bytes": self.ram_bytes,
+            "tflm_reserved_bytes": c.tflm_reserved_bytes,
+            "head": "scaled" if s.scaled_head else "fixed", "ram_bytes": self.ram_bytes,
             "latency_ms": round(self.latency_ms, 2), "latency_source": self.latency_source,
             "latency_predicted_ms": (None if self.latency_predicted_ms is None
                                      else round(self.latency_predicted_ms, 2)),
