@@ -213,7 +213,15 @@ def devices(as_json: bool) -> None:
 @click.option("--max-latency-ms", type=FiniteFloat(), help="Estimated int8 latency budget.")
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]),
               help="Network family (default: the device's preferred one).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--num-classes", type=click.IntRange(min=1),
+              help="Classes of your task [default: --data's class folders, else ImageNet's "
+                   "1000 where a pretrained model fits the device, else 10, said in one line].")
+@click.option("--data", "data_dir", metavar="DIR",
+              help="Your training images, one sub-folder per class: fit sizes the classifier "
+                   "for their class count (the folders are listed, no image is read).")
+@click.option("--head", type=click.Choice(["fixed", "scaled"]),
+              help="Lite's 1280-wide top conv kept fixed or scaled with width [default: the "
+                   "family's rule; on a microcontroller scaled where that fits a larger phi].")
 @click.option("--pretrained", is_flag=True,
               help="Only architectures with ImageNet weights (lite0/1/2), scaled by resolution.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -233,8 +241,15 @@ def devices(as_json: bool) -> None:
 @click.option("--plot", "plot_file", help="Also draw the candidates (predicted top-1 against "
               "latency or MACs, budget lines, pick, runner-up) to a .png or .svg file.")
 def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num_classes,
-        pretrained, as_json, out, measure, threads, time_budget, trained, plot_file) -> None:
+        data_dir, head, pretrained, as_json, out, measure, threads, time_budget, trained,
+        plot_file) -> None:
     """Pick the largest compound-scaling phi whose model fits the device's budgets."""
+    if data_dir is not None:
+        n = len(ImageFolder(data_dir, min_classes=2).classes())
+        if num_classes is not None and num_classes != n:
+            raise EdgeeffError(f"--num-classes {num_classes} disagrees with --data {data_dir}'s "
+                               f"{n} class folders: give one")
+        num_classes = n
     if plot_file:
         plot.check_path(plot_file)
     device = targets.load(device_name)
@@ -258,10 +273,14 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
                    "the largest model that fits, give --family lite|efficientnet, then 'edgeeff "
                    f"train --data DIR --spec {out}'", err=True)
     if pretrained or trained:
-        res = rank.fit_pretrained(device, budgets, num_classes=num_classes, family=family,
-                                 trained=trained, pretrained=pretrained, measure=timer)
+        res = rank.fit_pretrained(device, budgets, num_classes=num_classes or 1000,
+                                 family=family, trained=trained, pretrained=pretrained,
+                                 measure=timer)
     else:
-        res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer)
+        res = fitmod.fit(device, budgets, family=family, num_classes=num_classes, measure=timer,
+                         head=head)
+        if res.assumed:
+            click.echo(f"edgeeff: {res.assumed}", err=True)
     res.write_spec(out)
     measured = None
     if timer is not None:

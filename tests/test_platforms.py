@@ -140,13 +140,13 @@ def _run_without_tflm(int8_model: bytes, tmp_path, spec: bool, io: str = "uint8"
 
 def test_tflm_without_tflite_micro_uses_the_estimate_and_says_so(int8_model, tmp_path):
     from edgeeff.core.arch import phi_spec
-    from edgeeff.core.cost import cost
+    from edgeeff.core.cost import cost, tflm_reserved_arena
 
     out = _run_without_tflm(int8_model, tmp_path, spec=True)
     rec, logs = out["rec"]["tflm"], out["logs"]
     estimate = cost(phi_spec(-6, "lite", 10)).tflm_arena_bytes
     assert rec["min_arena_bytes"] == estimate
-    assert rec["recommended_arena_bytes"] == -(-int(estimate * 1.1) // 1024) * 1024
+    assert rec["recommended_arena_bytes"] == tflm_reserved_arena(estimate)
     arena = json.loads((tmp_path / "tflm" / "arena.json").read_text())
     assert arena["measured_with"].startswith("estimate") and arena == rec
     h = (tmp_path / "tflm" / "model_data.h").read_text()

@@ -107,6 +107,7 @@ MAX_WIDTH = 8.0
 MAX_DEPTH = 16.0
 MAX_RESOLUTION = 4096
 MAX_CLASSES = 1_000_000
+HEADS = (None, "fixed", "scaled")  # ModelSpec.head
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ class ModelSpec:
     dropout: float = 0.2
     phi: float | None = None
     preset: str | None = None  # set when the spec equals (or is a resized) official member
+    # the top 1x1 conv's width: None = the family's rule (efficientnet scales it with width,
+    # lite keeps 1280); "scaled" or "fixed" overrides it. A scaled lite head is what lets a
+    # microcontroller's flash pay for width and resolution instead of 1280 head channels.
+    head: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -136,20 +141,45 @@ class ModelSpec:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.phi is not None and not math.isfinite(self.phi):
             raise ValueError(f"phi must be a finite number, got {self.phi}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(h for h in HEADS if h)}, "
+                             f"got {self.head!r}")
+        if self.head is not None and (self.head == "scaled") == FAMILIES[self.family].scale_stem_head:
+            # the family's own rule is stored as None: one architecture, one spec (and the
+            # layout older spec files have)
+            object.__setattr__(self, "head", None)
+
+    @property
+    def scaled_head(self) -> bool:
+        """Whether the top conv's width scales with ``width`` (the family's rule unless
+        ``head`` overrides it)."""
+        if self.head is None:
+            return FAMILIES[self.family].scale_stem_head
+        return self.head == "scaled"
 
     @property
     def name(self) -> str:
         if self.preset is not None:
             base = PRESETS[self.preset][1]
             suffix = "" if self.resolution == base.resolution else f"-{self.resolution}"
-            return f"efficientnet-{self.preset}{suffix}"
+            return f"efficientnet-{self.preset}{suffix}{self._head_suffix}"
         base = "efficientnet" if self.family == "efficientnet" else f"efficientnet-{self.family}"
         if self.phi is not None:
-            return f"{base}-phi{self.phi:+.2f}-r{self.resolution}"
-        return f"{base}-w{self.width:.3f}-d{self.depth:.3f}-r{self.resolution}"
+            return f"{base}-phi{self.phi:+.2f}-r{self.resolution}{self._head_suffix}"
+        return (f"{base}-w{self.width:.3f}-d{self.depth:.3f}-r{self.resolution}"
+                f"{self._head_suffix}")
+
+    @property
+    def _head_suffix(self) -> str:
+        """``-head<N>`` where the head differs from the family's rule."""
+        if self.scaled_head == FAMILIES[self.family].scale_stem_head:
+            return ""
+        return f"-head{top_filters(self)}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["head"] is None:  # the family's head: the layout older spec files have
+            del d["head"]
         d["name"] = self.name
         return d
 
@@ -178,6 +208,8 @@ class ModelSpec:
             kw["dropout"] = float(kw.get("dropout", 0.2))
             if kw.get("phi") is not None:
                 kw["phi"] = float(kw["phi"])
+            if kw.get("head") is not None:
+                kw["head"] = str(kw["head"])
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"bad value in spec: {e}") from None
         if kw.get("preset") is not None and kw["preset"] not in PRESETS:
@@ -186,6 +218,10 @@ class ModelSpec:
 
     def with_classes(self, num_classes: int) -> ModelSpec:
         return replace(self, num_classes=num_classes)
+
+    def with_head(self, head: str | None) -> ModelSpec:
+        """This spec with ``head`` ("scaled", "fixed"; None for the family's rule)."""
+        return replace(self, head=head)
 
 
 def preset_spec(name: str, num_classes: int = 1000, resolution: int | None = None) -> ModelSpec:
@@ -232,8 +268,10 @@ def block_suffix(j: int) -> str:
     return letters
 
 
-def phi_spec(phi: float, family: str = "efficientnet", num_classes: int = 1000) -> ModelSpec:
-    """The spec of the continuous compound-scaling member ``phi`` of ``family``."""
+def phi_spec(phi: float, family: str = "efficientnet", num_classes: int = 1000,
+             head: str | None = None) -> ModelSpec:
+    """The spec of the continuous compound-scaling member ``phi`` of ``family`` (``head``:
+    see :attr:`ModelSpec.head`)."""
     check_phi(phi)
     c = coefficients_for_phi(phi)
     return ModelSpec(
@@ -244,6 +282,7 @@ def phi_spec(phi: float, family: str = "efficientnet", num_classes: int = 1000) 
         num_classes=num_classes,
         dropout=c.dropout,
         phi=float(phi),
+        head=head,
     )
 
 
@@ -287,15 +326,21 @@ class Architecture:
 DROP_CONNECT_RATE = 0.2
 
 
+def top_filters(spec: ModelSpec) -> int:
+    """Width of the top 1x1 conv: 1280 scaled with width where the head scales."""
+    return round_filters(TOP_FILTERS, spec.width) if spec.scaled_head else TOP_FILTERS
+
+
 def expand(spec: ModelSpec) -> Architecture:
-    """Apply ``spec``'s multipliers to the base table (TF's and Keras' rounding rules)."""
+    """Apply ``spec``'s multipliers to the base table (TF's and Keras' rounding rules); the
+    head follows ``spec.head`` (:func:`top_filters`), the stem the family."""
     fam = FAMILIES[spec.family]
 
     def filters(f: int, fixed: bool = False) -> int:
         return f if fixed else round_filters(f, spec.width)
 
     stem = filters(STEM_FILTERS, fixed=not fam.scale_stem_head)
-    top = filters(TOP_FILTERS, fixed=not fam.scale_stem_head)
+    top = top_filters(spec)
     repeats = []
     for i, st in enumerate(B0_STAGES):
         fixed = fam.fix_first_last_repeats and i in (0, len(B0_STAGES) - 1)

@@ -118,7 +118,9 @@ class Candidate:
             "depth": round(s.depth, 4), "width": round(s.width, 4), "resolution": s.resolution,
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "peak_ram_bytes": c.peak_ram_bytes,
-            "tflm_arena_bytes": c.tflm_arena_bytes, "ram_bytes": self.ram_bytes,
+            "tflm_arena_bytes": c.tflm_arena_bytes,
+            "tflm_reserved_bytes": c.tflm_reserved_bytes,
+            "head": "scaled" if s.scaled_head else "fixed", "ram_bytes": self.ram_bytes,
             "latency_ms": round(self.latency_ms, 2), "latency_source": self.latency_source,
             "latency_predicted_ms": (None if self.latency_predicted_ms is None
                                      else round(self.latency_predicted_ms, 2)),
@@ -132,9 +134,11 @@ def ram_bytes(c: Cost, device: Device) -> int:
     """The RAM figure a device's budget is checked against.
 
     Microcontrollers run TensorFlow Lite Micro, whose arena also holds its tensor and node
-    structs and per-channel kernel data; elsewhere the TFLite arena is the activations.
+    structs and per-channel kernel data: the figure is the arena the firmware reserves
+    (``kTensorArenaSize``, the minimum plus its margin); elsewhere the TFLite arena is the
+    activations.
     """
-    return c.tflm_arena_bytes if device.kind == "mcu" else c.peak_ram_bytes
+    return c.tflm_reserved_bytes if device.kind == "mcu" else c.peak_ram_bytes
 
 
 # spec -> measured latency, ms (fit --measure); None: not timed (the prediction stands)
@@ -275,6 +279,7 @@ class FitResult:
     alternative: Candidate | None = None  # weightless pick: the best pretrained one that fits
     # everything evaluated for an accuracy pick, or for a weightless pick's alternative
     candidates: tuple[Candidate, ...] = ()
+    assumed: str = ""  # one line: the class count fit assumed (none given, no pretrained fits)
 
     @property
     def weightless(self) -> bool:
@@ -313,6 +318,8 @@ class FitResult:
                                            else self.alternative.row())
         if self.note:
             s["note"] = self.note
+        if self.assumed:
+            s["classes_assumed"] = self.assumed
         return s
 
     def weights_hint(self, spec_file: str = SPEC_FILE) -> str:

@@ -11,7 +11,9 @@ the exporter produces, one op per kernel in execution order:
 * ``peak_ram_bytes``: the largest total size of int8 activation tensors alive at once when the
   ops run in order, each tensor living from its producer to its last consumer (skip connections
   therefore stay alive across their block), the uint8 input included;
-* ``tflm_arena_bytes``: TensorFlow Lite Micro's arena for the converter's form of the graph.
+* ``tflm_arena_bytes``: TensorFlow Lite Micro's arena for the converter's form of the graph;
+  ``tflm_reserved_bytes`` that plus the firmware's margin (:func:`tflm_reserved_arena`), the
+  ``kTensorArenaSize`` ``export --format tflm`` writes and the RAM ``fit`` budgets on an MCU.
 
 ``io`` and ``form`` are :mod:`edgeeff.core.graph`'s.
 """
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 from edgeeff.core.arch import ModelSpec, expand
 from edgeeff.core.graph import Graph, Op, graph
 
-__all__ = ["Cost", "const_tensors", "cost", "flash_bytes", "live_bytes", "stage_table", "tflm_overhead_bytes"]
+__all__ = ["Cost", "const_tensors", "cost", "flash_bytes", "live_bytes", "stage_table",
+           "tflm_overhead_bytes", "tflm_reserved_arena"]
 
 # Flatbuffer bookkeeping, calibrated on models written by TFLiteConverter (tests keep these honest).
 FLASH_PER_TENSOR = 180  # tensor table entry, name string, buffer entry
@@ -37,6 +40,25 @@ TFLM_PER_TENSOR = 24  # TfLiteEvalTensor, one per tensor in the flatbuffer
 TFLM_PER_OP = 165  # NodeAndRegistration (64) + kernel op data (~77) + graph bookkeeping (~24)
 TFLM_PER_CHANNEL = 8  # conv/depthwise/dense per-channel output multiplier + shift (2 x int32)
 TFLM_FIXED = 716  # persistent input/output TfLiteTensors, their quantization, subgraph structs
+
+# The arena a firmware reserves (kTensorArenaSize) over the minimum above: one margin, here only.
+# The minimum is the 64-bit host's (the estimate above, or tflite-micro measured on the host at
+# export); a 32-bit Cortex-M needs less, as its pointers halve TFLM's structs, even with the
+# CMSIS-NN kernels' scratch buffers (arena_used_bytes() under QEMU, benchmarks/mcu_firmware.py
+# and docs/mcu.md). The margin covers what the host figure does not see: a CMSIS-NN scratch
+# variant not measured (Cortex-M0+, no QEMU board) and an estimate a little under the
+# measurement; then rounded up to whole KB.
+TFLM_ARENA_MARGIN_PCT = 2
+TFLM_ARENA_ALIGN = 1024
+
+
+def tflm_reserved_arena(min_arena_bytes: int) -> int:
+    """The tensor arena a firmware reserves for a graph whose TFLM minimum (host figure) is
+    ``min_arena_bytes``: that plus TFLM_ARENA_MARGIN_PCT, rounded up to TFLM_ARENA_ALIGN.
+    ``fit`` budgets this figure on microcontrollers and ``export --format tflm`` writes it as
+    ``kTensorArenaSize``, so the two cannot differ."""
+    with_margin = -(-int(min_arena_bytes) * (100 + TFLM_ARENA_MARGIN_PCT) // 100)
+    return -(-with_margin // TFLM_ARENA_ALIGN) * TFLM_ARENA_ALIGN
 
 
 def const_tensors(op: Op) -> int:
@@ -76,6 +98,11 @@ class Cost:
     @property
     def mflops(self) -> float:
         return self.macs / 1e6
+
+    @property
+    def tflm_reserved_bytes(self) -> int:
+        """The arena the firmware reserves for this graph (:func:`tflm_reserved_arena`)."""
+        return tflm_reserved_arena(self.tflm_arena_bytes)
 
 
 def flash_bytes(g: Graph) -> int:

@@ -12,6 +12,10 @@ Layouts:
   rather than to the spec file's folder.
 * version 2: ``trained.data`` is relative to the spec file's folder (or absolute), so a
   project moved or cloned as a whole keeps working from any working directory.
+* version 3: as version 2; ``spec.head`` (``"scaled"``/``"fixed"``) may override the family's
+  head (a lite network whose top conv scales with width). A file without it has the family's
+  head, so versions 1 and 2 read unchanged; an older edgeeff refuses a version-3 file in one
+  line instead of building the wrong head.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec
+from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec, top_filters
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
 from edgeeff.core.errors import EdgeeffError
@@ -29,8 +33,8 @@ from edgeeff.core.fsutil import write_json_atomic
 from edgeeff.core.preprocess import Preprocessor
 
 FORMAT = "edgeeff-spec"
-VERSION = 2
-READS = (1, 2)  # the layouts :func:`read` understands
+VERSION = 3
+READS = (1, 2, 3)  # the layouts :func:`read` understands
 
 
 class SpecFileError(EdgeeffError):
@@ -253,6 +257,9 @@ def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
         "peak_ram_bytes": c.peak_ram_bytes,
         "peak_ram_op": c.peak_ram_op,
         "tflm_arena_bytes": c.tflm_arena_bytes,
+        "tflm_reserved_bytes": c.tflm_reserved_bytes,
+        "head": "scaled" if spec.scaled_head else "fixed",
+        "top_filters": top_filters(spec),
         "device": device,
         "binding": binding,
     }

@@ -123,12 +123,29 @@ def repo_tflm_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "tflm"
 
 
+# tflite-micro's own generator of a standalone tree (run from a checkout of that repository;
+# its Makefile downloads the third-party sources, CMSIS-NN included, on the first run)
+CREATE_TREE = "python3 tensorflow/lite/micro/tools/project_generation/create_tflm_tree.py"
+
+
+def make_tree_command(target: Target) -> str:
+    """The command that makes a tree ``target`` builds against (CMSIS-NN for a Cortex-M)."""
+    if not target.cross:
+        return f"'{CREATE_TREE} tflm-host'"
+    return (f"'{CREATE_TREE} --makefile_options=\"TARGET=cortex_m_generic "
+            f"TARGET_ARCH={target.name} OPTIMIZED_KERNEL_DIR=cmsis_nn\" tflm-cmsis-nn'")
+
+
 def tflm_dir_for(target: Target, tflm_dir: str | os.PathLike | None = None) -> Path:
     """The TFLM tree: ``tflm_dir``, else ``$TFLM_DIR``, else ``../shared/tflm/<tree>``."""
     given = tflm_dir or os.environ.get("TFLM_DIR")
     d = Path(given) if given else repo_tflm_dir() / target.tree
     if not (d / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
-        how = "--tflm-dir" if tflm_dir else ("$TFLM_DIR" if given else "the default")
+        if not given:  # neither --tflm-dir nor $TFLM_DIR, and no tree beside the repository
+            raise EdgeeffError(f"no TensorFlow Lite Micro tree (none at {d}): make one with "
+                               f"{make_tree_command(target)} in a tflite-micro checkout "
+                               "(docs/mcu.md), then pass --tflm-dir DIR or set TFLM_DIR")
+        how = "--tflm-dir" if tflm_dir else "$TFLM_DIR"
         raise EdgeeffError(f"{d} ({how}) is not a TensorFlow Lite Micro source tree (no "
                            "tensorflow/lite/micro/micro_interpreter.h): pass --tflm-dir, a tree "
                            "made by tflite-micro's create_tflm_tree.py")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeeff.core.cost import cost
+from edgeeff.core.cost import TFLM_ARENA_MARGIN_PCT, cost, tflm_reserved_arena
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgeeff.device.runtime import Classifier
@@ -60,7 +60,7 @@ INT8_REGISTRATION = {"ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D",
 FRAMEWORK_EXCLUDE = ("test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_graph.cc",
                      "fake_micro_context.cc", "recording_micro_allocator.cc",
                      "recording_single_arena_buffer_allocator.cc")
-ARENA_MARGIN = 0.10  # measured on a 64-bit host, whose structs are larger than an MCU's
+ARENA_MARGIN = TFLM_ARENA_MARGIN_PCT / 100  # edgeeff.core.cost's, the one margin
 PROBE_TIMEOUT_S = 600
 MEASURED_WITH = "tflite-micro Python interpreter (bisection on arena_size)"
 ESTIMATED_WITH = ("estimate (edgeeff.core.cost tflm_arena_bytes: activations + TFLM structs; "
@@ -140,8 +140,9 @@ def fnv1a(data: bytes) -> int:
 
 
 def recommended_arena(arena: int) -> int:
-    """``arena`` plus ARENA_MARGIN, rounded up to 1 KB: the exported kTensorArenaSize."""
-    return int(-(-arena * (1 + ARENA_MARGIN) // 1024) * 1024)
+    """The exported kTensorArenaSize for a minimum of ``arena`` bytes: the core's
+    :func:`~edgeeff.core.cost.tflm_reserved_arena`, the figure ``fit`` budgets."""
+    return tflm_reserved_arena(arena)
 
 
 def _c_array(data: bytes) -> str:
@@ -159,9 +160,9 @@ def _registration(op: str, int8_ops: set[str]) -> str:
 
 def write_sources(model: bytes, folder: Path, name: str, arena: int, methods: list[str],
                   note: str, arena_note: str | None = None,
-                  int8_ops: set[str] = frozenset()) -> list[Path]:
+                  int8_ops: set[str] = frozenset(), reserved: int | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    recommended = recommended_arena(arena)
+    recommended = reserved if reserved is not None else recommended_arena(arena)
     arena_note = arena_note or (f"Smallest arena that allocated in tflite-micro's interpreter on "
                                 f"the build host: {arena} bytes.")
     ops = {RESOLVER[o]: o for o in RESOLVER}
@@ -177,8 +178,9 @@ extern const unsigned char g_model_data[];
 extern const unsigned int g_model_data_len;
 
 // {arena_note}
-// Recommended size: that plus {int(ARENA_MARGIN * 100)} %, rounded up to 1 KB. A 32-bit MCU needs
-// a little less than the 64-bit build host (smaller pointers in TFLite Micro's structs).
+// Reserved: that (or edgeeff's estimate, whichever is larger) plus {TFLM_ARENA_MARGIN_PCT} %, rounded
+// up to 1 KB: the arena 'edgeeff fit' budgets. A 32-bit MCU needs a little less than the 64-bit
+// build host (smaller pointers in TFLite Micro's structs).
 constexpr int kTensorArenaSize = {recommended};
 
 using EdgeeffOpResolver = tflite::MicroMutableOpResolver<{len(methods)}>;
@@ -336,22 +338,26 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
                     probe["output"] = run["output"]
         arena = int(probe["min_arena_bytes"])
         arena_note = None
+        estimate = None if spec is None else int(cost(spec, io).tflm_arena_bytes)
     else:
-        arena = int(cost(spec, io).tflm_arena_bytes)
+        arena = estimate = int(cost(spec, io).tflm_arena_bytes)
         arena_note = (f"Estimated arena (edgeeff's cost model; tflite-micro is not installed on the "
                       f"build host): {arena} bytes.")
         if log is not None:
             log(f"TFLite Micro: tflite-micro is not installed (wheels for x86-64 Linux only), so "
                 f"kTensorArenaSize uses edgeeff's arena estimate ({arena:,} B) instead of a "
                 "measurement; re-export on x86-64 Linux to measure it")
+    # the arena 'fit' budgeted (the estimate's reservation), unless the measurement needs more
+    reserved = recommended_arena(max(arena, estimate or 0))
     files = write_sources(model, folder, name, arena, methods,
                           "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note,
-                          int8_only_ops(model))
+                          int8_only_ops(model), reserved)
     stems = kernel_stems(ops)
     rec = {
         "min_arena_bytes": arena,
+        "estimated_arena_bytes": estimate,
         "arena_margin": ARENA_MARGIN,
-        "recommended_arena_bytes": recommended_arena(arena),
+        "recommended_arena_bytes": reserved,
         "model_bytes": len(model),
         "resolver": methods,
         "kernels": stems,
@@ -386,7 +392,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
                 t["optimized_output"].astype(np.int32) - out.astype(np.int32)).max())
         if micro is not None:
             rec["test_input"]["tflm_python_equal"] = micro.tolist() == out.ravel().tolist()
-        files += write_project(folder, name, stems, recommended_arena(arena))
+        files += write_project(folder, name, stems, reserved)
         rec["files"] = ["model.tflite"] + [f.relative_to(folder).as_posix() for f in files]
     write_json_atomic(folder / "arena.json", rec)
     return rec

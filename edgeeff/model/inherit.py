@@ -174,6 +174,18 @@ def _identity(n_target: int, n_source: int) -> Sel:
     return Sel(np.arange(min(n_target, n_source)), n_target, n_source)
 
 
+def _head_channels(source: Arrays, n_target: int, n_source: int) -> Sel:
+    """The top conv's channels a head of ``n_target`` keeps (a lite head scaled with width
+    is narrower than the source's 1280): as inside a block, the spread after top_bn and ReLU6
+    x the L1 norm of the ImageNet classifier's weights that read the channel."""
+    if n_target >= n_source:
+        return _identity(n_target, n_source)
+    gamma, beta = source["top_bn"][0], source["top_bn"][1]
+    spread = relu6_moments(beta, gamma)[1]
+    reads = np.abs(source["predictions"][0]).sum(axis=1)  # Dense kernel: (channels, classes)
+    return _top(spread * reads, n_target)
+
+
 def _rows_l1(w: np.ndarray) -> np.ndarray:
     """L1 norm of a HWIO kernel per input channel."""
     return np.abs(w).sum(axis=(0, 1, 3))
@@ -219,8 +231,8 @@ def inherit_arrays(spec: ModelSpec, source: Arrays, source_spec: ModelSpec, init
     architecture). ``init`` holds the target model's initial weights (shapes, and the values of
     whatever the source cannot provide)."""
     tgt, src = expand(spec), expand(source_spec)
-    if tgt.stem_filters != src.stem_filters or tgt.top_filters != src.top_filters:
-        raise EdgeeffError("inheritance needs the lite family's fixed stem and head")
+    if tgt.stem_filters != src.stem_filters:
+        raise EdgeeffError("inheritance needs the lite family's fixed stem")
     t_stages, s_stages = _stages(tgt), _stages(src)
     if [b[0].kernel for b in t_stages] != [b[0].kernel for b in s_stages]:
         raise EdgeeffError("inheritance needs the same kernel sizes per stage")
@@ -308,7 +320,7 @@ def inherit_arrays(spec: ModelSpec, source: Arrays, source_spec: ModelSpec, init
 
     last = n_stages - 1
     head_in = stream[last]
-    top = _identity(tgt.top_filters, src.top_filters)
+    top = _head_channels(source, tgt.top_filters, src.top_filters)
     out["top_conv"] = [_place_conv(init["top_conv"][0], source["top_conv"][0], head_in, top)]
     tbn = _place_channels(init["top_bn"], source["top_bn"], top)
     if compensate:
