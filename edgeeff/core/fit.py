@@ -125,13 +125,9 @@ def _fit_lite_mcu(device: Device, budgets: Budgets, num_classes: int,
 
 
 def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
-<<<<<<< HEAD
-                measure: Measure | None = None) -> FitResult:
-    if isinstance(measure, BudgetedMeasure):
-        return _fit_measured(device, budgets, fam, num_classes, measure)
-=======
                 measure: Measure | None = None, head: str | None = None) -> FitResult:
->>>>>>> mcufit
+    if isinstance(measure, BudgetedMeasure):
+        return _fit_measured(device, budgets, fam, num_classes, measure, head)
     if num_classes < 1:
         raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
     cache: dict[int, Candidate] = {}
@@ -174,7 +170,7 @@ def search_bound(n: int) -> int:
 
 
 def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
-                  timer: BudgetedMeasure) -> FitResult:
+                  timer: BudgetedMeasure, head: str | None = None) -> FitResult:
     """``fit --measure``: the model's search first (no timing), then as few timed candidates
     as the latency budget needs.
 
@@ -187,13 +183,13 @@ def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
     candidate measured to fit, and the summary says the search stopped there."""
     kmin, kmax = round(PHI_MIN / PHI_STEP), round(PHI_MAX / PHI_STEP)
     # the largest phi the static budgets allow (NothingFits when not even the smallest does)
-    top = _fit_family(device, replace(budgets, max_latency_ms=None), fam, num_classes)
+    top = _fit_family(device, replace(budgets, max_latency_ms=None), fam, num_classes, head=head)
     lim = budgets.max_latency_ms
     specs: dict[int, object] = {}
 
     def spec(k: int):
         if k not in specs:
-            specs[k] = phi_spec(round(k * PHI_STEP, 2), fam, num_classes)
+            specs[k] = phi_spec(round(k * PHI_STEP, 2), fam, num_classes, head)
         return specs[k]
 
     def k_of(c: Candidate) -> int:
@@ -203,9 +199,9 @@ def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
         timer.bound = 1
         best = k_of(top.chosen)
         timer.timing(spec(best), share=1.0)
-        return _measured_result(device, budgets, fam, num_classes, timer, best, top.binding)
+        return _measured_result(device, budgets, fam, num_classes, timer, best, top.binding, head)
     try:
-        first = k_of(_fit_family(device, budgets, fam, num_classes).chosen)  # the model's pick
+        first = k_of(_fit_family(device, budgets, fam, num_classes, head=head).chosen)  # model's pick
     except NothingFits:
         first = kmin
     static_hi = kmax + 1 if top.binding.startswith("none") else k_of(top.chosen) + 1
@@ -255,7 +251,7 @@ def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
         lo = kmin
     _check_decidable(timer, spec(lo), spec(hi) if hi <= kmax else None, lim)
     binding = top.binding if hi >= static_hi else "latency"
-    return _measured_result(device, budgets, fam, num_classes, timer, lo, binding)
+    return _measured_result(device, budgets, fam, num_classes, timer, lo, binding, head)
 
 
 def _check_decidable(timer: BudgetedMeasure, lo_spec, hi_spec, lim: float) -> None:
@@ -274,7 +270,8 @@ def _check_decidable(timer: BudgetedMeasure, lo_spec, hi_spec, lim: float) -> No
 
 
 def _measured_result(device: Device, budgets: Budgets, fam: str, num_classes: int,
-                     timer: BudgetedMeasure, best: int, binding: str) -> FitResult:
+                     timer: BudgetedMeasure, best: int, binding: str,
+                     head: str | None = None) -> FitResult:
     """The result around the pick ``best``: candidates timed during the search carry their
     measured latency, the others the profile's prediction (nothing more is timed)."""
     def cached(s):
@@ -282,8 +279,8 @@ def _measured_result(device: Device, budgets: Budgets, fam: str, num_classes: in
         return None if t is None else t.p50_ms
 
     def at(k: int) -> Candidate:
-        return evaluate(phi_spec(round(k * PHI_STEP, 2), fam, num_classes), device, budgets,
-                        cached)
+        return evaluate(phi_spec(round(k * PHI_STEP, 2), fam, num_classes, head), device,
+                        budgets, cached)
 
     chosen = at(best)
     steps = (-100, -50, -25, 0, 1, 25, 50)
