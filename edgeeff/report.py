@@ -82,7 +82,7 @@ def fit_table(res, spec_file: str = "edgeeff.json") -> None:
              else f"imagenet ({c.weights})")
         t.add_row(c.label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
                   f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
-                  format_size(c.cost.flash_bytes), format_size(c.ram_bytes), *lat, w,
+                  format_size(c.flash_bytes), format_size(c.ram_bytes), *lat, w,
                   f"{c.top1:.1f} %" if c.top1 is not None else "-", verdict,
                   style="bold" if c is res.chosen else None)
     console.print(t)
