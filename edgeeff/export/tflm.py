@@ -22,6 +22,7 @@ import numpy as np
 from edgeeff.core.cost import cost
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgeeff.core.graph import Graph
 from edgeeff.device.runtime import Classifier
 from edgeeff.model.calibrate import load_calibration
 from edgeeff.tflite import reader
@@ -82,17 +83,17 @@ def tflite_micro_available() -> bool:
         return False
 
 
-def _ops(model: bytes) -> list[str]:
-    names = reader.read(model).op_names
+def _ops(g: Graph) -> list[str]:
+    names = g.op_kinds
     missing = [n for n in names if n not in RESOLVER]
     if missing:
         raise EdgeeffError(f"TFLite Micro has no kernel for op(s): {', '.join(missing)}")
     return names
 
 
-def resolver_methods(model: bytes) -> list[str]:
+def resolver_methods(g: Graph) -> list[str]:
     """The exact registrations the graph needs; EdgeeffError naming any op TFLM lacks."""
-    return [RESOLVER[n] for n in _ops(model)]
+    return [RESOLVER[n] for n in _ops(g)]
 
 
 def kernel_stems(ops: list[str]) -> list[str]:
@@ -102,15 +103,14 @@ def kernel_stems(ops: list[str]) -> list[str]:
     return list(stems)
 
 
-def int8_only_ops(model: bytes) -> set[str]:
+def int8_only_ops(g: Graph) -> set[str]:
     """Ops in INT8_REGISTRATION whose every instance reads and writes int8 tensors."""
-    g = reader.read(model)
     ok: dict[str, bool] = {}
     for op in g.ops:
-        if op.name not in INT8_REGISTRATION:
+        if op.kind not in INT8_REGISTRATION:
             continue
-        io = [g.tensors[i] for i in (op.inputs[:1] + op.outputs) if i >= 0]
-        ok[op.name] = ok.get(op.name, True) and all(t.dtype == "int8" for t in io)
+        io = [g.tensors[i] for i in (op.all_inputs[:1] + op.all_outputs) if i >= 0]
+        ok[op.kind] = ok.get(op.kind, True) and all(t.dtype == "int8" for t in io)
     return {name for name, good in ok.items() if good}
 
 
@@ -218,11 +218,13 @@ def _probe(args: list[str]) -> dict | None:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def make_test_input(model_path: Path, model: bytes, calib: str | None, preprocessor) -> dict:
+def make_test_input(model_path: Path, model: bytes, g: Graph, calib: str | None,
+                    preprocessor) -> dict:
     """One calibration image as edgeeff's runtime feeds ``model_path`` (its Classifier's
-    preprocessing, bound to the input tensor's type and quantisation), and the model's output
-    on it: ``{"input", "output", "optimized_output", "image"}`` (arrays as numpy; an output is
-    None where that TFLite run failed: each runs in a subprocess, as a kernel can abort)."""
+    preprocessing, bound to the input tensor's type and quantisation), and the output of
+    ``model`` (read as ``g``) on it: ``{"input", "output", "optimized_output", "image"}``
+    (arrays as numpy; an output is None where that TFLite run failed: each runs in a
+    subprocess, as a kernel can abort)."""
     clf = Classifier(model_path)
     cal = load_calibration(calib, preprocessor.with_resolution(clf.resolution), 1,
                            holdout=False)
@@ -235,13 +237,12 @@ def make_test_input(model_path: Path, model: bytes, calib: str | None, preproces
         np.save(xp, x)
         for kind in ("ref", "auto"):
             rec = _probe([str(m), "--tflite", kind, str(xp)])
-            outs[kind] = None if rec is None else np.array(rec["output"], _out_dtype(model))
+            outs[kind] = None if rec is None else np.array(rec["output"], _out_dtype(g))
     return {"input": x, "output": outs["ref"], "optimized_output": outs["auto"],
             "image": f"{cal.source.rstrip('/')}/{cal.files[0]}"}
 
 
-def _out_dtype(model: bytes) -> np.dtype:
-    g = reader.read(model)
+def _out_dtype(g: Graph) -> np.dtype:
     return np.dtype(g.tensors[g.outputs[0]].dtype)
 
 
@@ -310,7 +311,8 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
     for the bundled photos) and ``preprocessor`` give the project's test image.
     """
     model = strip(reader.read_model_file(model_path))  # verified before strip parses it
-    ops = _ops(model)
+    g = reader.read(model)  # the one parse of what ships
+    ops = _ops(g)
     methods = [RESOLVER[n] for n in ops]
     measured = tflite_micro_available()
     if not measured and spec is None:
@@ -320,7 +322,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
     write_bytes_atomic(folder / "model.tflite", model)
     t = None
     if preprocessor is not None:
-        t = make_test_input(model_path, model, calib, preprocessor)
+        t = make_test_input(model_path, model, g, calib, preprocessor)
     probe = None
     if measured:
         with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
@@ -346,7 +348,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
                 "measurement; re-export on x86-64 Linux to measure it")
     files = write_sources(model, folder, name, arena, methods,
                           "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note,
-                          int8_only_ops(model))
+                          int8_only_ops(g))
     stems = kernel_stems(ops)
     rec = {
         "min_arena_bytes": arena,
@@ -361,7 +363,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
     }
     if t is not None:
         micro = None if probe is None or "output" not in probe else \
-            np.array(probe["output"], _out_dtype(model))
+            np.array(probe["output"], _out_dtype(g))
         if t["output"] is not None:
             out, how = t["output"], EXPECTED_WITH
         elif micro is not None:
