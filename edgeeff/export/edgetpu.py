@@ -448,13 +448,13 @@ def compile_model(int8_path: Path, folder: Path, runtime: int = DEFAULT_RUNTIME)
         text = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
                 else (e.stdout or "")) + "\nedgeeff: edgetpu_compiler did not finish in 600 s\n"
         code = -1
-    write_text_atomic(folder / "edgetpu_compiler.log", text)
-    out = folder / (int8_path.stem + "_edgetpu.tflite")
+    write_text_atomic(folder / A.EDGETPU_LOG, text)
+    out = folder / A.compiled_name(int8_path.name)
     parsed = parse_compiler_log(text)
     return {"compiled": code == 0 and out.is_file(), "returncode": code,
             "command": f"edgetpu_compiler --show_operations -m {runtime} {int8_path.name}",
             "edgetpu_runtime": runtime, "output": out.name if out.is_file() else None,
-            "log": "edgetpu_compiler.log", "parsed": parsed}
+            "log": A.EDGETPU_LOG, "parsed": parsed}
 
 
 def export(tmp: Path, int8_model: Path, runtime: int | None, log) -> dict:

@@ -14,12 +14,13 @@ import json
 import subprocess
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.cost import cost
+from edgeeff.core.data import package_data
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgeeff.core.graph import Graph
@@ -71,8 +72,7 @@ MICRO_EXPECTED_WITH = ("tflite-micro Python interpreter (TFLite's reference kern
                        "this model)")
 OPTIMIZED_EXPECTED_WITH = ("TFLite interpreter, default optimized kernels (its reference kernels "
                            "failed; TFLM may differ by one quantum)")
-PROJECT_FILES = ("main.cc", "Makefile", "CMakeLists.txt", "README.md",
-                 "boards/mps2/startup.c", "boards/mps2/link.ld.in")
+PROJECT_FILES = A.TFLM_PROJECT_FILES
 
 
 def tflite_micro_available() -> bool:
@@ -199,7 +199,7 @@ alignas(16) const unsigned char g_model_data[] = {{
 }};
 const unsigned int g_model_data_len = {len(model)};
 """
-    h, cc = folder / "model_data.h", folder / "model_data.cc"
+    h, cc = folder / A.TFLM_MODEL_DATA_H, folder / A.TFLM_MODEL_DATA_CC
     write_text_atomic(h, header)
     write_text_atomic(cc, source)
     return [h, cc]
@@ -232,7 +232,7 @@ def make_test_input(model_path: Path, model: bytes, g: Graph, calib: str | None,
     clf.preprocessor.to_input(cal.images[0], x[0], clf.preprocessor.lut())
     outs = {}
     with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
-        m, xp = Path(work) / "model.tflite", Path(work) / "input.npy"
+        m, xp = Path(work) / A.TFLM_MODEL, Path(work) / "input.npy"
         write_bytes_atomic(m, model)
         np.save(xp, x)
         for kind in ("ref", "auto"):
@@ -272,14 +272,14 @@ constexpr unsigned long kExpectedOutputHash = 0x{fnv1a(out):08x}ul;
 
 #endif  // EDGEEFF_TEST_INPUT_H_
 """
-    path = folder / "test_input.h"
+    path = folder / A.TFLM_TEST_INPUT
     write_text_atomic(path, text)
     return path
 
 
 # --------------------------------------------------------------------------- project
 def _template(rel: str) -> str:
-    return resources.files("edgeeff.export").joinpath("tflm_project", rel).read_text("utf-8")
+    return package_data("edgeeff.export", A.TFLM_PROJECT_TEMPLATE, rel).read_text("utf-8")
 
 
 def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list[Path]:
@@ -289,8 +289,7 @@ def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list
              "@EXCLUDE@": " ".join(FRAMEWORK_EXCLUDE), "@ARENA@": str(arena)}
     written = []
     for rel in PROJECT_FILES:
-        text = _template(rel + ".in" if rel in ("Makefile", "CMakeLists.txt", "README.md")
-                         else rel)
+        text = _template(rel + A.TEMPLATE_SUFFIX if rel in A.TFLM_TEMPLATES else rel)
         for k, v in subst.items():
             text = text.replace(k, v)
         path = folder / rel
@@ -319,7 +318,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         raise EdgeeffError("tflite-micro is not installed (it has wheels for x86-64 Linux only) "
                            "and an imported model has no spec to estimate its arena from: "
                            "export --format tflm on an x86-64 Linux machine")
-    write_bytes_atomic(folder / "model.tflite", model)
+    write_bytes_atomic(folder / A.TFLM_MODEL, model)
     t = None
     if preprocessor is not None:
         t = make_test_input(model_path, model, g, calib, preprocessor)
@@ -330,9 +329,9 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
             if t is not None:
                 x_path = Path(work) / "input.npy"
                 np.save(x_path, t["input"])
-            probe = measure_arena(folder / "model.tflite")
+            probe = measure_arena(folder / A.TFLM_MODEL)
             if x_path is not None:  # its own process: the invocation can abort on a model
-                run = _probe([str(folder / "model.tflite"), "--invoke", str(x_path),
+                run = _probe([str(folder / A.TFLM_MODEL), "--invoke", str(x_path),
                               "--arena", str(probe["min_arena_bytes"])])
                 if run is not None and "output" in run:
                     probe["output"] = run["output"]
@@ -358,7 +357,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         "resolver": methods,
         "kernels": stems,
         "framework_exclude": list(FRAMEWORK_EXCLUDE),
-        "files": ["model.tflite"] + [f.name for f in files],
+        "files": [A.TFLM_MODEL] + [f.name for f in files],
         "measured_with": MEASURED_WITH if measured else ESTIMATED_WITH,
     }
     if t is not None:
@@ -389,6 +388,6 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         if micro is not None:
             rec["test_input"]["tflm_python_equal"] = micro.tolist() == out.ravel().tolist()
         files += write_project(folder, name, stems, recommended_arena(arena))
-        rec["files"] = ["model.tflite"] + [f.relative_to(folder).as_posix() for f in files]
-    write_json_atomic(folder / "arena.json", rec)
+        rec["files"] = [A.TFLM_MODEL] + [f.relative_to(folder).as_posix() for f in files]
+    write_json_atomic(folder / A.TFLM_ARENA, rec)
     return rec
