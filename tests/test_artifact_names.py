@@ -99,9 +99,9 @@ def test_every_package_data_file_the_code_reads_is_there():
 _PROBE = """
 import sys
 from pathlib import Path
-sys.path.insert(0, sys.argv[2])
+sys.path.insert(0, sys.argv[1])
 import edgeeff
-assert Path(edgeeff.__file__).is_relative_to(Path(sys.argv[2])), edgeeff.__file__
+assert Path(edgeeff.__file__).is_relative_to(Path(sys.argv[1])), edgeeff.__file__
 from edgeeff.core import accuracy, labels
 from edgeeff.core.data import data_dir
 from edgeeff.export.tflm import PROJECT_FILES, _template
@@ -119,12 +119,9 @@ def test_an_installed_wheel_finds_its_package_data(tmp_path):
     accuracy table, TFLite Micro templates, device profiles and calibration photos without
     the checkout (run from elsewhere, with only that folder on the path)."""
     pytest.importorskip("setuptools")
-    wheels = tmp_path / "wheels"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "-q", "-w", str(wheels), str(ROOT)], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    (whl,) = wheels.glob("edgeeff-*.whl")
+    from edgeeff.deploy.bundle import build_wheel
+
+    whl = build_wheel(ROOT, tmp_path / "wheels")  # on a copy of the source, as bundle does
     names = set(zipfile.ZipFile(whl).namelist())
     assert f"edgeeff/data/{A.ACCURACY_TABLE}" in names
     assert f"edgeeff/export/{A.TFLM_PROJECT_TEMPLATE}/{A.TFLM_STARTUP}" in names
@@ -132,6 +129,6 @@ def test_an_installed_wheel_finds_its_package_data(tmp_path):
     zipfile.ZipFile(whl).extractall(site)  # what pip install --target lays out, without pip
     # -I: neither the checkout (cwd, PYTHONPATH) nor the user's site; the probe puts the
     # installed folder first on the path
-    r = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(ROOT), str(site)],
+    r = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(site)],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr
