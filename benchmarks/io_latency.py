@@ -79,7 +79,7 @@ def main() -> None:
         models["int8 (--io int8)"] = (Path(d) / "i8" / "model_int8.tflite").read_bytes()
     for name, m in models.items():
         g = reader.read(m)
-        ops = [o.name for o in g.ops]
+        ops = [o.kind for o in g.ops]
         print(f"{name:24s} {len(ops)} ops; first {ops[:2]}, last {ops[-2:]}; "
               f"in {g.tensors[g.inputs[0]].dtype}, out {g.tensors[g.outputs[0]].dtype}")
     base = next(iter(models)) if a.reference else "uint8 (default)"

@@ -267,11 +267,9 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
                        f"{t.seconds:.1f} s)", err=True)
 
         timer = budget.BudgetedMeasure(spec_timer, time_budget, progress)
-    if device.kind == "phone" and not (pretrained or trained or family):
+    phone_note = device.kind == "phone" and not (pretrained or trained or family)
+    if phone_note:
         pretrained = True  # an app needs a model that works: rank the weight-bearing ones
-        click.echo("edgeeff: phone: picking the most accurate model with ImageNet weights; for "
-                   "the largest model that fits, give --family lite|efficientnet, then 'edgeeff "
-                   f"train --data DIR --spec {out}'", err=True)
     if pretrained or trained:
         res = rank.fit_pretrained(device, budgets, num_classes=num_classes or 1000,
                                  family=family, trained=trained, pretrained=pretrained,
@@ -282,6 +280,10 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
         if res.assumed:
             click.echo(f"edgeeff: {res.assumed}", err=True)
     res.write_spec(out)
+    if phone_note:  # said once the pick stands (an error is the only line otherwise)
+        click.echo("edgeeff: phone: picked the most accurate model with ImageNet weights; for "
+                   "the largest model that fits, give --family lite|efficientnet, then 'edgeeff "
+                   f"train --data DIR --spec {out}'", err=True)
     measured = None
     if timer is not None:
         measured = timer.summary(res.chosen.spec)
@@ -426,9 +428,9 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
     if res["chief"]:
         try:
             hist = json.loads((Path(out) / A.TRAIN_HISTORY).read_text())
-            plot.plot_history(hist, Path(out) / "history.png")
+            plot.plot_history(hist, Path(out) / A.TRAIN_HISTORY_PLOT)
         except EdgeeffError as e:  # no matplotlib: history.json has the same figures
-            click.echo(f"no history.png: {e}", err=True)
+            click.echo(f"no {A.TRAIN_HISTORY_PLOT}: {e}", err=True)
     wrote = (f"wrote {out}/ (export with: edgeeff export --spec {out}/{A.SPEC_FILE} --int8)"
              if res["chief"] else "non-chief worker: the chief writes the outputs")
     click.echo(f"validation accuracy {res['val_accuracy']:.1%} on {res['val_images']} images; "
@@ -452,8 +454,9 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
               help="Resolutions tried per pretrained backbone (fit's pick is always tried).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default="edgeeff-tune", show_default=True,
-              help="Folder for tune.json, tune.png, train/ and export/.")
-@click.option("--plot", "plot_file", help="The accuracy-latency plot [default: OUT/tune.png].")
+              help=f"Folder for {A.TUNE_REPORT}, {A.TUNE_PLOT}, train/ and export/.")
+@click.option("--plot", "plot_file",
+              help=f"The accuracy-latency plot [default: OUT/{A.TUNE_PLOT}].")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--force", is_flag=True)
 @_max_pixels_option
@@ -462,7 +465,7 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
              force) -> None:
     """Rank the pretrained candidates that fit a device on your data, train and export the best."""
     out = check_out(out, force)
-    plot_file = Path(plot_file) if plot_file else out / "tune.png"
+    plot_file = Path(plot_file) if plot_file else out / A.TUNE_PLOT
     plot.check_path(plot_file)
     device = targets.load(device_name)
     budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
@@ -477,7 +480,7 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
         _emit_json(doc)
     else:
         report.tune_table(doc)
-        click.echo(f"wrote {out}/ (tune.json, {plot_file.name}, train/, export/)")
+        click.echo(f"wrote {out}/ ({A.TUNE_REPORT}, {plot_file.name}, train/, export/)")
 
 
 def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes, out,
@@ -514,7 +517,7 @@ def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes
            "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
            "pick_rule": rank.TUNE_PICK_RULE,
            "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
-    fsutil.write_json_atomic(out / "tune.json", doc)
+    fsutil.write_json_atomic(out / A.TUNE_REPORT, doc)
     try:
         plot.plot_tune(doc, plot_file)
     except EdgeeffError as e:
@@ -760,7 +763,7 @@ def bench_cmd(model, threads, runs, warmup, delegate, as_json) -> None:
 @main.command("profile")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Interpreter threads to measure with (use what the device will run).")
-@click.option("--out", default="edgeeff-device.toml", show_default=True,
+@click.option("--out", default=A.DEVICE_PROFILE, show_default=True,
               help="Device profile to write (then: edgeeff fit --device FILE).")
 @click.option("--name", help="Device name in the profile (default: the board or host name).")
 @click.option("--quick", is_flag=True, help="A small design (about 20 s): a rougher model.")

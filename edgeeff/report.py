@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.cost import stage_table
 from edgeeff.core.units import format_size
 from edgeeff.core.zoo import AVAILABLE
@@ -46,7 +47,7 @@ def devices_table(devs) -> None:
                   "./board.toml'")
 
 
-def fit_table(res, spec_file: str = "edgeeff.json") -> None:
+def fit_table(res, spec_file: str = A.SPEC_FILE) -> None:
     b = res.budgets
     limits = []
     if b.max_macs is not None:
@@ -162,7 +163,7 @@ def export_summary(card: dict, out) -> None:
                           f"{HOW_TO_MEASURE}")
         for row in q.get("worst_layers", []):
             console.print(f"  worst layer {row['tensor']}: rmse/scale {row['rmse_over_scale']}")
-    console.print(f"weights: {card['weights']}; model card: {out}/model_card.json")
+    console.print(f"weights: {card['weights']}; model card: {out}/{A.MODEL_CARD}")
 
 
 def eval_table(res: dict) -> None:

@@ -36,18 +36,18 @@ def test_int8_is_full_integer_with_raw_pixel_input(small_export):
     g = reader.read(data)
     assert reader.non_integer_ops(g) == []
     inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
-    assert inp.dtype == "uint8" and inp.shape == (1, 128, 128, 3)
-    assert outp.dtype == "uint8" and outp.shape == (1, 10)
+    assert inp.dtype == "uint8" and inp.file_shape == (1, 128, 128, 3)
+    assert outp.dtype == "uint8" and outp.file_shape == (1, 10)
     # (x - 127) / 128 folded into the input quantisation: raw pixels go straight in
-    assert inp.scale == (0.0078125,) and inp.zero_point == (127,)
-    assert "MUL" not in g.op_names
+    assert tuple(inp.quant.scale) == (0.0078125,) and tuple(inp.quant.zero_point) == (127,)
+    assert "MUL" not in g.op_kinds
     # the CPU model converts its input through float32 (XNNPACK runs both ops); TFLite Micro
     # and the Edge TPU compiler get the converter's single uint8 -> int8 QUANTIZE
-    assert [o.name for o in g.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
+    assert [o.kind for o in g.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
     assert reader.input_conversion(g) == (0, 1)
     micro = reader.read((out / "tflm" / "model.tflite").read_bytes())
-    assert [o.name for o in micro.ops[:2]] == ["QUANTIZE", "CONV_2D"]
-    assert [o.name for o in micro.ops[1:]] == [o.name for o in g.ops[2:]]
+    assert [o.kind for o in micro.ops[:2]] == ["QUANTIZE", "CONV_2D"]
+    assert [o.kind for o in micro.ops[1:]] == [o.kind for o in g.ops[2:]]
     assert card.artifacts["model_int8.tflite"]["io"] == "uint8"
 
 
@@ -64,9 +64,9 @@ def test_io_int8_has_no_conversion_ops_and_scores_like_uint8(small_export, int8_
     g = reader.read((int8_io_export / "model_int8.tflite").read_bytes())
     inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     assert inp.dtype == outp.dtype == "int8"
-    assert "QUANTIZE" not in g.op_names and "DEQUANTIZE" not in g.op_names
-    assert g.ops[0].name == "CONV_2D" and g.ops[-1].name == "SOFTMAX"
-    assert inp.scale == (0.0078125,) and inp.zero_point == (-1,)  # (x - 127) / 128, int8
+    assert "QUANTIZE" not in g.op_kinds and "DEQUANTIZE" not in g.op_kinds
+    assert g.ops[0].kind == "CONV_2D" and g.ops[-1].kind == "SOFTMAX"
+    assert tuple(inp.quant.scale) == (0.0078125,) and tuple(inp.quant.zero_point) == (-1,)  # (x - 127) / 128, int8
     q8, u8 = Classifier(int8_io_export / "model_int8.tflite"), Classifier(
         small_export[0] / "model_int8.tflite")
     assert q8.input_dtype == np.int8 and not q8.raw_pixel_input
@@ -141,7 +141,7 @@ def test_edgetpu_report_cuts_graph_at_unsupported_op():
     int8 = convert_int8(model, images, Preprocessor(32))
     g = reader.read(int8)
     assert reader.non_integer_ops(g) == []  # every tensor 8-bit: only the op is at fault
-    names = [op.name for op in g.ops]
+    names = [op.kind for op in g.ops]
     cut = names.index("LEAKY_RELU")
     assert 0 < cut < len(names) - 1 and names[:cut].count("CONV_2D") == 2
 
@@ -200,20 +200,14 @@ def test_tflm_sources_allocate_and_run_in_tflite_micro(small_export, tmp_path):
 
 def test_tflm_rejects_ops_it_lacks():
     from edgeeff.core.errors import EdgeeffError
+    from edgeeff.core.graph import Graph, Op, Tensor
     from edgeeff.export.tflm import resolver_methods
 
-    class G:
-        op_names = ["CONV_2D", "GELU"]
-
-    import edgeeff.export.tflm as t
-
-    orig = t.reader.read
-    t.reader.read = lambda b: G()
-    try:
-        with pytest.raises(EdgeeffError, match="GELU"):
-            resolver_methods(b"")
-    finally:
-        t.reader.read = orig
+    g = Graph(tensors=[Tensor("x", (4,)), Tensor("y", (4,)), Tensor("z", (4,))],
+              ops=[Op("a", "CONV_2D", [0], 1), Op("b", "GELU", [1], 2)], outputs=[2])
+    with pytest.raises(EdgeeffError, match="GELU"):
+        resolver_methods(g)
+    assert resolver_methods(Graph(g.tensors, g.ops[:1], outputs=[1])) == ["AddConv2D"]
 
 
 def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
@@ -224,7 +218,7 @@ def test_efficientnet_family_int8_keeps_normalisation_in_graph(tmp_path):
                       out=out), log=lambda m: None)
     g = reader.read((out / "model_int8.tflite").read_bytes())
     assert reader.non_integer_ops(g) == []
-    assert {"LOGISTIC", "MUL", "MEAN"} <= set(g.op_names)  # swish and squeeze-excite
+    assert {"LOGISTIC", "MUL", "MEAN"} <= set(g.op_kinds)  # swish and squeeze-excite
     clf = Classifier(out / "model_int8.tflite")
     assert clf(np.full((spec.resolution,) * 2 + (3,), 128, np.uint8)).shape == (3,)
 

@@ -44,7 +44,7 @@ def test_float16_model_is_half_the_float32_one_with_the_same_metadata(lite0_expo
     data = (lite0_export / A.FLOAT16_MODEL).read_bytes()
     g = reader.read(data)
     assert any(t.dtype == "float16" and t.is_constant for t in g.tensors)
-    assert "TFLITE_METADATA" in g.metadata_names
+    assert "TFLITE_METADATA" in g.metadata
     md16 = read_embedded_metadata(data)
     md32 = read_embedded_metadata((lite0_export / A.FLOAT_MODEL).read_bytes())
     assert md16 == md32  # same name, spec, labels and preprocessing
@@ -143,9 +143,9 @@ def test_gpu_report_matches_the_analyzer_on_the_exported_graph(lite0_export):
 
 
 def test_gpu_table_matches_the_exported_int8_graph(lite0_export):
-    from edgeeff.tflite.graph import read_graph
+    from edgeeff.tflite import reader
 
-    g = read_graph((lite0_export / A.INT8_MODEL).read_bytes())
+    g = reader.read((lite0_export / A.INT8_MODEL).read_bytes())
     assert gpu.graph_fallbacks(g) == gpu.graph_fallbacks(graph(preset_spec("lite0"))) == []
 
 

@@ -24,8 +24,7 @@ import pytest
 
 from edgeeff.core import specfile
 from edgeeff.core.arch import phi_spec, preset_spec
-from edgeeff.core.graph import graph, input_ops, output_ops
-from edgeeff.tflite.graph import read_graph, signature
+from edgeeff.core.graph import graph, input_ops, output_ops, signature
 from tests.conftest import ROOT, run_cli
 
 litert = pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert ([runtime])")
@@ -151,8 +150,8 @@ def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
     real, fake = exports[name], synth.build(spec, io=io)
     rg, fg = reader.read(real), reader.read(fake)
     # op list, and the cost model's layout (which the latency model reads) agrees with both
-    assert [o.name for o in fg.ops] == [o.name for o in rg.ops]
-    assert [o.name for o in fg.ops] == [o.kind for o in graph(spec, io).ops]
+    assert [o.kind for o in fg.ops] == [o.kind for o in rg.ops]
+    assert [o.kind for o in fg.ops] == [o.kind for o in graph(spec, io).ops]
     # a uint8 model converts its input through float32 (XNNPACK runs both ops), int8 has none
     assert reader.input_conversion(rg) == ((0, 1) if io == "uint8" else ())
     # op codes with the converter's versions, in the same order
@@ -168,8 +167,9 @@ def test_synthetic_graph_equals_the_exported_int8_graph(exports, name):
     # model input and output: dtype, shape and quantisation exactly
     for a, b in ((fg.inputs[0], rg.inputs[0]), (fg.outputs[0], rg.outputs[0])):
         ta, tb = fg.tensors[a], rg.tensors[b]
-        assert (ta.shape, ta.dtype, ta.zero_point) == (tb.shape, tb.dtype, tb.zero_point)
-        assert ta.scale == pytest.approx(tb.scale, rel=1e-6)
+        assert (ta.file_shape, ta.dtype, ta.quant.zero_point.tolist()) == \
+            (tb.file_shape, tb.dtype, tb.quant.zero_point.tolist())
+        assert ta.quant.scale == pytest.approx(tb.quant.scale, rel=1e-6)
     assert fm.signatureDefs[0].signatureKey == rm.signatureDefs[0].signatureKey
     # no float anywhere but the input conversion: a full-integer graph like the export's
     assert reader.non_integer_ops(fg) == reader.non_integer_ops(rg) == []
@@ -181,7 +181,7 @@ def test_predicted_written_and_exported_graphs_agree_op_by_op(exports, name):
     same builtin, kernel, stride, padding, fused activation, keep_dims, shapes and dtypes."""
     spec, io = spec_of(CASES[name]), io_of(CASES[name])
     predicted = graph(spec, io)
-    written, exported = read_graph(synth.build(spec, io=io)), read_graph(exports[name])
+    written, exported = reader.read(synth.build(spec, io=io)), reader.read(exports[name])
     p, w, e = signature(predicted), signature(written), signature(exported)
     assert len(p) == len(w) == len(e)
     for i, (a, b, c) in enumerate(zip(p, w, e)):
@@ -199,7 +199,7 @@ def test_writer_writes_the_predicted_graph(spec, io, form):
     """Without TensorFlow: the file the writer makes from core.graph reads back as that graph,
     op by op, with the I/O form the one rule in core.graph gives."""
     predicted = graph(spec, io, form)
-    written = read_graph(synth.build(spec, io=io, form=form))
+    written = reader.read(synth.build(spec, io=io, form=form))
     assert signature(written) == signature(predicted)
     assert [op.kind for op in written.ops[:len(input_ops(io, form))]] == list(input_ops(io, form))
     assert written.io == io and written.form == (form if io == "uint8" else "cpu")
@@ -217,8 +217,8 @@ def test_converter_form_equals_what_the_tflm_format_ships(exports, name):
     real, fake = exports[name + "/tflm"], synth.build(spec, form="converter", metadata=False)
     assert _op_sigs(fake) == _op_sigs(real)
     g = reader.read(real)
-    assert [o.name for o in g.ops] == [o.kind for o in graph(spec, form="converter").ops]
-    assert g.ops[0].name == "QUANTIZE" and reader.input_conversion(g) == ()
+    assert [o.kind for o in g.ops] == [o.kind for o in graph(spec, form="converter").ops]
+    assert g.ops[0].kind == "QUANTIZE" and reader.input_conversion(g) == ()
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -243,13 +243,14 @@ def test_synthetic_lite_and_efficientnet_inputs_carry_the_exporters_quantisation
     lite = reader.read(synth.build(phi_spec(-6, "lite", 10)))
     eff = reader.read(synth.build(phi_spec(-6, "efficientnet", 10)))
     li, ei = lite.tensors[lite.inputs[0]], eff.tensors[eff.inputs[0]]
-    assert li.scale == (1 / 128,) and li.zero_point == (127,)  # (x - 127) / 128 folded in
-    assert ei.scale == (1.0,) and ei.zero_point == (0,)  # raw pixels, MUL/ADD follow
-    assert [o.name for o in eff.ops[:5]] == ["DEQUANTIZE", "QUANTIZE", "MUL", "ADD", "CONV_2D"]
-    assert [o.name for o in lite.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
+    assert tuple(li.quant.scale) == (1 / 128,) and tuple(li.quant.zero_point) == (127,)  # (x - 127) / 128 folded in
+    assert tuple(ei.quant.scale) == (1.0,) and tuple(ei.quant.zero_point) == (0,)  # raw pixels, MUL/ADD follow
+    assert [o.kind for o in eff.ops[:5]] == ["DEQUANTIZE", "QUANTIZE", "MUL", "ADD", "CONV_2D"]
+    assert [o.kind for o in lite.ops[:3]] == ["DEQUANTIZE", "QUANTIZE", "CONV_2D"]
     for g in (lite, eff):
         o = g.tensors[g.outputs[0]]
-        assert o.dtype == "uint8" and o.scale == (1 / 256,) and o.zero_point == (0,)
+        assert o.dtype == "uint8" and tuple(o.quant.scale) == (1 / 256,)
+        assert tuple(o.quant.zero_point) == (0,)
 
 
 @pytest.mark.parametrize("name", TFLM_CASES)
@@ -284,21 +285,21 @@ def test_prefix_and_trained_variants():
     spec = phi_spec(-4, "efficientnet", 10)
     cg = graph(spec)
     g = reader.read(synth.build(spec, n_ops=40))
-    assert [o.name for o in g.ops] == [o.kind for o in cg.ops[:40]]
+    assert [o.kind for o in g.ops] == [o.kind for o in cg.ops[:40]]
     out = g.tensors[g.outputs[0]]
-    assert out.shape == (1, *cg.shape(cg.ops[39].output)) and out.dtype == "int8"
+    assert out.file_shape == (1, *cg.shape(cg.ops[39].output)) and out.dtype == "int8"
     # a trained model's dense layer keeps its bias: one more int32 [classes] tensor
     plain, trained = (reader.read(synth.build(spec, fc_bias=b)) for b in (False, True))
     assert len(trained.tensors) == len(plain.tensors) + 1
-    fc = next(o for o in trained.ops if o.name == "FULLY_CONNECTED")
-    assert trained.tensors[fc.inputs[2]].shape == (10,)
-    assert trained.tensors[fc.inputs[2]].dtype == "int32"
+    fc = next(o for o in trained.ops if o.kind == "FULLY_CONNECTED")
+    assert trained.tensors[fc.operands[2]].shape == (10,)
+    assert trained.tensors[fc.operands[2]].dtype == "int32"
 
 
 def test_resized_lite0_keeps_same_padding_semantics():
     # odd feature-map sizes (TF "same" padding with stride 2 pads bottom/right): shapes follow
     spec = replace(preset_spec("lite0", 10), resolution=120)
     g = reader.read(synth.build(spec))
-    shapes = [g.tensors[o.outputs[0]].shape for o in g.ops]
+    shapes = [g.tensors[o.outputs[0]].file_shape for o in g.ops]
     assert shapes == [(1, *graph(spec).shape(o.output)) for o in graph(spec).ops]
     assert (1, 8, 8, 112) in shapes and (1, 4, 4, 192) in shapes  # 15 -> 8 -> 4

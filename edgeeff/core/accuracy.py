@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.arch import preset_spec
+from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.zoo import PRETRAINED
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "accuracy_lite.json"
 PRECISIONS = ("float", "int8")
 BASIS = ("TF's published ImageNet top-1 of {model} ({precision}, {native} px) + the change "
          "from {native} px to {r} px of a smooth fit to {n} resolutions measured on "
@@ -75,7 +75,7 @@ def fit_curve(points: list[tuple[int, float]], native: int) -> tuple[float, floa
 
 @lru_cache(maxsize=1)
 def measurements() -> dict:
-    return json.loads(DATA.read_text(encoding="utf-8"))
+    return json.loads(package_data(DATA_PACKAGE, A.ACCURACY_TABLE).read_text(encoding="utf-8"))
 
 
 @cache

@@ -12,12 +12,24 @@ from dataclasses import dataclass
 
 from edgeeff.core.errors import EdgeeffError
 
+# suffixes: a TFLite model, a JSON document, and the compiled Edge TPU model's (edgetpu_compiler
+# writes <stem>_edgetpu.tflite beside nothing else; see compiled_name)
+TFLITE_SUFFIX = ".tflite"
+JSON_SUFFIX = ".json"
+EDGETPU_SUFFIX = "_edgetpu" + TFLITE_SUFFIX
+
+
+def compiled_name(model: str) -> str:
+    """The file ``edgetpu_compiler`` writes for the model file called ``model``."""
+    return model.removesuffix(TFLITE_SUFFIX) + EDGETPU_SUFFIX
+
+
 # file names inside an export folder
 FLOAT_MODEL = "model_float32.tflite"
 INT8_MODEL = "model_int8.tflite"
 FLOAT16_MODEL = "model_float16.tflite"  # float16 weights, float32 in and out: the GPU delegate's
 GPU_REPORT = "gpu_report.json"  # GPU-delegate compatibility per model (edgeeff.core.gpu)
-EDGETPU_MODEL = "model_int8_edgetpu.tflite"
+EDGETPU_MODEL = compiled_name(INT8_MODEL)
 LABELS = "labels.txt"
 MODEL_CARD = "model_card.json"
 EDGETPU_REPORT_TXT = "edgetpu_report.txt"
@@ -25,11 +37,56 @@ EDGETPU_REPORT_JSON = "edgetpu_report.json"
 EDGETPU_LOG = "edgetpu_compiler.log"
 TFLM_DIR = "tflm"
 SAVED_MODEL_DIR = "saved_model"
+# inside TFLM_DIR: the model TFLite Micro runs, its C sources, the arena report and the
+# firmware project (written from the templates in edgeeff/export/tflm_project, where the
+# Makefile, CMakeLists.txt and README.md end in TEMPLATE_SUFFIX)
+TFLM_MODEL = "model.tflite"
+TFLM_MODEL_DATA_H = "model_data.h"
+TFLM_MODEL_DATA_CC = "model_data.cc"
+TFLM_ARENA = "arena.json"
+TFLM_TEST_INPUT = "test_input.h"
+TFLM_MAIN = "main.cc"
+TFLM_MAKEFILE = "Makefile"
+TFLM_CMAKE = "CMakeLists.txt"
+TFLM_README = "README.md"
+TFLM_STARTUP = "boards/mps2/startup.c"  # the QEMU mps2 board's startup code
+TFLM_LINKER_SCRIPT = "boards/mps2/link.ld.in"  # its linker script template
+TFLM_PROJECT_FILES = (TFLM_MAIN, TFLM_MAKEFILE, TFLM_CMAKE, TFLM_README, TFLM_STARTUP,
+                      TFLM_LINKER_SCRIPT)
+TFLM_TEMPLATES = (TFLM_MAKEFILE, TFLM_CMAKE, TFLM_README)  # stored as <name>TEMPLATE_SUFFIX
+TEMPLATE_SUFFIX = ".in"
+TFLM_PROJECT_TEMPLATE = "tflm_project"  # the templates' folder in the edgeeff.export package
+# `deploy firmware`'s output folder: the build report, a failed build's log, the linker script
+FIRMWARE_REPORT = "firmware.json"
+FIRMWARE_BUILD_LOG = "build-error.log"
+FIRMWARE_ELF = "firmware.elf"  # cross-compiled; a host build's executable is FIRMWARE_EXE
+FIRMWARE_EXE = "firmware"
+FIRMWARE_LINKER_SCRIPT = "link.ld"
 # a spec file (written by fit and train) and a training folder's contents
 SPEC_FILE = "edgeeff.json"
 TRAINED_WEIGHTS = "model.weights.h5"
 TRAINED_KERAS = "model.keras"
 TRAIN_HISTORY = "history.json"
+# the resumable state in a training run's state folder: the state file (written last, it
+# names a consistent set), the last and best epoch's weights, the optimizer's slots
+TRAIN_STATE = "state.json"
+TRAIN_LAST_WEIGHTS = "last.weights.h5"
+TRAIN_BEST_WEIGHTS = "best.weights.h5"
+TRAIN_OPTIMIZER = "optimizer.npz"
+TRAIN_HISTORY_PLOT = "history.png"
+# `tune`'s output folder
+TUNE_REPORT = "tune.json"
+TUNE_PLOT = "tune.png"
+# `profile`'s device profile
+DEVICE_PROFILE = "edgeeff-device.toml"
+# `bundle`'s folder: what to do with it
+BUNDLE_README = "README.txt"
+# package data in edgeeff.data (read through edgeeff.core.data.package_data)
+IMAGENET_LABELS = "imagenet_labels.txt"
+IMAGENET_WNIDS = "imagenet_wnids.txt"
+ACCURACY_TABLE = "accuracy_lite.json"
+# in an installed distribution's .dist-info: how pip got it (PEP 610), read by `bundle`
+DIST_DIRECT_URL = "direct_url.json"
 # name of the JSON metadata buffer edgeeff embeds in every .tflite it writes
 METADATA_NAME = "edgeeff"
 

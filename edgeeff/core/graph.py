@@ -34,7 +34,10 @@ from edgeeff.core.arch import Architecture, ModelSpec, expand, feature_size
 IO_TYPES = ("uint8", "int8")  # model input and output type (export --io)
 FORMS = ("cpu", "converter")  # how a uint8 input becomes int8 (see the module docstring)
 
-ITEMSIZE = {"int8": 1, "uint8": 1, "int32": 4, "float32": 4}
+# bytes per element of the TFLite tensor types a graph can hold (int4 and strings have none)
+ITEMSIZE = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "float16": 2,
+            "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
+            "complex64": 8, "complex128": 16}
 
 # What each op is for. "io": the uint8 <-> int8 conversions at the model's ends.
 ROLES = ("io", "normalize", "stem", "expand", "depthwise", "sigmoid", "swish", "se_squeeze",
@@ -85,13 +88,21 @@ class Quant:
 @dataclass
 class Tensor:
     """An activation (shape per image, no batch) or, once weights are attached (the synthetic
-    writer's graphs), a constant with ``data``."""
+    writer's graphs, a file read back), a constant with ``data``.
+
+    A file's activation shapes start with a batch of 1, which is left out of ``shape``;
+    ``batched`` False marks one read from a file without it (a dynamic or absent batch),
+    whose ``shape`` is the file's. :attr:`file_shape` is the shape as a file stores it.
+    A constant read from a file holds its stored bytes as a read-only ``uint8`` view (data
+    kept outside the flatbuffer table, as large models keep it, included).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "int8"
     quant: Quant | None = None
     data: np.ndarray | None = None
+    batched: bool = True
 
     @property
     def itemsize(self) -> int:
@@ -107,6 +118,16 @@ class Tensor:
     @property
     def is_constant(self) -> bool:
         return self.data is not None
+
+    @property
+    def file_shape(self) -> tuple[int, ...]:
+        """The shape as a .tflite file stores it: an activation with its batch of 1."""
+        return self.shape if self.is_constant or not self.batched else (1, *self.shape)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of a constant's data as stored (0 for an activation)."""
+        return 0 if self.data is None else int(self.data.nbytes)
 
 
 @dataclass
@@ -130,6 +151,17 @@ class Op:
     in_shapes: tuple[tuple[int, ...], ...] = ()
     out_shape: tuple[int, ...] = ()
     operands: list[int] | None = None
+    outputs: list[int] | None = None  # read from a file: every output (``output`` is the first)
+
+    @property
+    def all_inputs(self) -> list[int]:
+        """Every tensor the op reads (constants included, ``-1`` for an omitted one)."""
+        return list(self.operands) if self.operands is not None else list(self.inputs)
+
+    @property
+    def all_outputs(self) -> list[int]:
+        """Every tensor the op writes."""
+        return list(self.outputs) if self.outputs is not None else [self.output]
 
     @property
     def in_channels(self) -> int:
@@ -178,12 +210,18 @@ class Op:
 
 @dataclass
 class Graph:
+    """Tensors and ops in execution order. A graph read from a file (:func:`edgeeff.tflite.
+    reader.read`) also carries its operator-code table (builtin, version) in table order and
+    the names of its metadata entries."""
+
     tensors: list[Tensor] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     io: str = "uint8"
     form: str = "cpu"
     inputs: list[int] = field(default_factory=lambda: [0])
     outputs: list[int] = field(default_factory=list)
+    op_codes: tuple[tuple[str, int], ...] = ()
+    metadata: tuple[str, ...] = ()
 
     def tensor(self, name: str, shape: tuple[int, ...], dtype: str = "int8") -> int:
         self.tensors.append(Tensor(name, tuple(shape), dtype))
@@ -199,6 +237,18 @@ class Graph:
                            in_shapes=tuple(self.shape(t) for t in inputs),
                            out_shape=tuple(out_shape), **attrs))
         return out
+
+    @property
+    def op_kinds(self) -> list[str]:
+        """The builtins the graph uses, sorted, each once."""
+        return sorted({op.kind for op in self.ops})
+
+    def constant_bytes(self, ops: list[Op] | None = None) -> int:
+        """Stored bytes of the distinct constants ``ops`` read (None: of every constant)."""
+        if ops is None:
+            return sum(t.stored_bytes for t in self.tensors)
+        seen = {t for op in ops for t in op.all_inputs if t >= 0 and self.tensors[t].is_constant}
+        return sum(self.tensors[t].stored_bytes for t in seen)
 
     def prefix(self, n_ops: int) -> Graph:
         """The first ``n_ops`` ops; the last one's output becomes the model output."""
@@ -286,6 +336,15 @@ class _Builder:
             x = g.add("output_" + kind.lower(), kind, [x], (n,), "head", "io", self.io)
         g.outputs = [x]
         return g
+
+
+def signature(g: Graph) -> list[tuple]:
+    """Per op what the runtime sees, for comparing graphs op by op: builtin, kernel, stride,
+    padding, fused activation, keep_dims, activation input shapes and dtypes, output shape
+    and dtype."""
+    return [(op.kind, op.kernel, op.stride, op.padding, op.activation, op.keep_dims,
+             tuple((g.tensors[t].shape, g.tensors[t].dtype) for t in op.inputs),
+             (g.tensors[op.output].shape, g.tensors[op.output].dtype)) for op in g.ops]
 
 
 def graph(spec_or_arch: ModelSpec | Architecture, io: str = "uint8", form: str = "cpu") -> Graph:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeeff.core import artifacts as A
+from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.errors import EdgeeffError
-
-_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def imagenet_labels() -> list[str]:
-    return (_DATA / "imagenet_labels.txt").read_text(encoding="utf-8").splitlines()
+    return package_data(DATA_PACKAGE, A.IMAGENET_LABELS).read_text(encoding="utf-8").splitlines()
 
 
 def imagenet_wnids() -> list[str]:
-    return (_DATA / "imagenet_wnids.txt").read_text(encoding="utf-8").splitlines()
+    return package_data(DATA_PACKAGE, A.IMAGENET_WNIDS).read_text(encoding="utf-8").splitlines()
 
 
 def labels_for(num_classes: int, labels_file: str | None = None) -> list[str]:

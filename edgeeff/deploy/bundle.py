@@ -140,7 +140,7 @@ HOW_TO_BUILD = ("build one from a clone of edgeeff with 'pip wheel --no-deps -w 
                 "PATH/TO/edgeeff' and pass it: edgeeff bundle EXPORT --target T --wheel "
                 "DIR/edgeeff-VERSION-py3-none-any.whl")
 _BUILD_TIMEOUT_S = 300
-_NOT_REPACKED = {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json"}
+_NOT_REPACKED = {"INSTALLER", "REQUESTED", "RECORD", artifacts.DIST_DIRECT_URL}
 
 
 class OutputOverlapsInput(EdgeeffError):
@@ -283,7 +283,7 @@ def repack_installed(dest: Path) -> Path:
 
 def _editable(dist) -> bool:
     try:
-        return bool(json.loads(dist.read_text("direct_url.json") or "{}")
+        return bool(json.loads(dist.read_text(artifacts.DIST_DIRECT_URL) or "{}")
                     .get("dir_info", {}).get("editable"))
     except ValueError:
         return False
@@ -355,7 +355,7 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
                 delegate="--delegate edgetpu " if use_tpu else ""))
             write_text_atomic(tmp / "edgeeff-demo@.service",
                               SERVICE.format(model=model, path=device_path))
-            write_text_atomic(tmp / "README.txt", (
+            write_text_atomic(tmp / artifacts.BUNDLE_README, (
                 f"edgeeff bundle for {dev.name}: {model}, and edgeeff itself as {whl.name}\n\n"
                 f"Copy this folder to the device as {device_path}, e.g.\n"
                 f"  scp -r {out.name} pi@raspberrypi.local:{device_path}\n"

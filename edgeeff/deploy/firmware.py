@@ -281,7 +281,7 @@ def _compile_all(jobs: list[tuple[list[str], Path, str]], workers: int, log_dir:
                 return  # killed by the stop below: not a compile error
             if proc.returncode != 0:
                 log_dir.mkdir(parents=True, exist_ok=True)
-                log = log_dir / "build-error.log"
+                log = log_dir / A.FIRMWARE_BUILD_LOG
                 write_text_atomic(log, " ".join(cmd) + "\n" + err)
                 raise BuildFailed(label, _first_error(err), log)
             os.replace(tmp, obj)
@@ -332,11 +332,11 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
     """Compile and link ``project`` (an export's ``tflm/`` folder) for ``target``; returns the
     build record (ELF path, seconds, objects compiled and taken from the cache)."""
     t0 = time.perf_counter()
-    arena_json = project / "arena.json"
-    if not arena_json.is_file() or not (project / "main.cc").is_file() \
-            or not (project / "test_input.h").is_file():
-        raise EdgeeffError(f"{project} has no firmware project (arena.json, main.cc, "
-                           "test_input.h): re-run 'edgeeff export --format tflm'")
+    arena_json = project / A.TFLM_ARENA
+    if not arena_json.is_file() or not (project / A.TFLM_MAIN).is_file() \
+            or not (project / A.TFLM_TEST_INPUT).is_file():
+        raise EdgeeffError(f"{project} has no firmware project ({A.TFLM_ARENA}, {A.TFLM_MAIN}, "
+                           f"{A.TFLM_TEST_INPUT}): re-run 'edgeeff export --format tflm'")
     rec = json.loads(arena_json.read_text("utf-8"))
     tc = Toolchain.for_target(target)
     workers = jobs or os.cpu_count() or 2
@@ -369,10 +369,10 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
             tmp.unlink(missing_ok=True)  # gone after the rename; else a partial archive
     # the project's own sources: rebuilt when they, their headers or the flags change
     extra = (f"-DEDGEEFF_ARENA_SIZE={arena}",) if arena else ()
-    headers = b"".join((project / h).read_bytes() for h in ("model_data.h", "test_input.h"))
-    app = [project / "main.cc", project / "model_data.cc"]
+    headers = b"".join((project / h).read_bytes() for h in (A.TFLM_MODEL_DATA_H, A.TFLM_TEST_INPUT))
+    app = [project / A.TFLM_MAIN, project / A.TFLM_MODEL_DATA_CC]
     if target.cross:
-        app.append(project / "boards" / "mps2" / "startup.c")
+        app.append(project / A.TFLM_STARTUP)
     app_jobs, app_objs = [], []
     for src in app:
         d = _digest(src.read_bytes(), headers, key, *extra)
@@ -382,22 +382,22 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
             app_jobs.append((tc.compile_cmd(src, obj, [f"-I{project}", *includes], extra),
                              obj, src.name))
     _compile_all(app_jobs, workers, out)
-    elf = out / ("firmware.elf" if target.cross else "firmware")
+    elf = out / (A.FIRMWARE_ELF if target.cross else A.FIRMWARE_EXE)
     cmd = [tc.cxx, *CXX_ONLY, *tc.flags, *map(str, app_objs), str(lib), "-Wl,--gc-sections"]
     if target.cross:
         fo, fl, ro, rl = target.memory
-        ld = (project / "boards" / "mps2" / "link.ld.in").read_text("utf-8")
+        ld = (project / A.TFLM_LINKER_SCRIPT).read_text("utf-8")
         for k, v in {"@FLASH_ORIGIN@": fo, "@FLASH_LENGTH@": fl, "@RAM_ORIGIN@": ro,
                      "@RAM_LENGTH@": rl}.items():
             ld = ld.replace(k, f"0x{v:08x}")
-        write_text_atomic(out / "link.ld", ld)
-        cmd += ["--specs=rdimon.specs", "-nostartfiles", "-T", str(out / "link.ld")]
+        write_text_atomic(out / A.FIRMWARE_LINKER_SCRIPT, ld)
+        cmd += ["--specs=rdimon.specs", "-nostartfiles", "-T", str(out / A.FIRMWARE_LINKER_SCRIPT)]
     tmp = elf.with_name(f".{elf.name}.tmp")
     try:
         r = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
         if r.returncode != 0:
-            write_text_atomic(out / "build-error.log", " ".join(cmd) + "\n" + r.stderr)
-            raise BuildFailed("link", _first_error(r.stderr), out / "build-error.log")
+            write_text_atomic(out / A.FIRMWARE_BUILD_LOG, " ".join(cmd) + "\n" + r.stderr)
+            raise BuildFailed("link", _first_error(r.stderr), out / A.FIRMWARE_BUILD_LOG)
         os.replace(tmp, elf)
     finally:
         tmp.unlink(missing_ok=True)  # gone after the rename; else a partial ELF
@@ -550,12 +550,12 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
     t = TARGETS[target]
     folder = Path(outdir)
     project = folder / A.TFLM_DIR if (folder / A.TFLM_DIR).is_dir() else folder
-    if not (project / "arena.json").is_file():
+    if not (project / A.TFLM_ARENA).is_file():
         raise EdgeeffError(f"no TFLite Micro export in {folder}: run 'edgeeff export --format "
                            "tflm --out ...' first")
     dev = targets.load(device) if device else None
     tree = tflm_dir_for(t, tflm_dir)
-    rec = json.loads((project / "arena.json").read_text("utf-8"))
+    rec = json.loads((project / A.TFLM_ARENA).read_text("utf-8"))
     b = build(project, t, tree, arena, jobs)
     sizes = elf_sizes(Path(b["elf"]), Toolchain.for_target(t).size)
     ti = rec.get("test_input") or {}
@@ -577,7 +577,7 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
         if r.get("counts") is not None and device:
             r.update(predict_mcu_ms(r["counts"]["instructions"], t.name, device))
         report["run"] = r
-    write_json_atomic(Path(b["elf"]).parent / "firmware.json", report)
+    write_json_atomic(Path(b["elf"]).parent / A.FIRMWARE_REPORT, report)
     return report
 
 

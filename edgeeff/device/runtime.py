@@ -163,8 +163,8 @@ def resolve_model_path(model: str | Path, prefer: str = "int8", delegate: str | 
     p = Path(model)
     if delegate == "edgetpu":
         path = p / artifacts.EDGETPU_MODEL if p.is_dir() else p
-        if not path.is_file() or not path.name.endswith("_edgetpu.tflite"):
-            raise EdgeeffError(f"--delegate edgetpu needs a compiled *_edgetpu.tflite model "
+        if not path.is_file() or not path.name.endswith(artifacts.EDGETPU_SUFFIX):
+            raise EdgeeffError(f"--delegate edgetpu needs a compiled *{artifacts.EDGETPU_SUFFIX} model "
                                f"({path} not found): run 'edgeeff export --format edgetpu' where "
                                "edgetpu_compiler is installed")
         return path
@@ -176,7 +176,7 @@ def resolve_model_path(model: str | Path, prefer: str = "int8", delegate: str | 
         raise EdgeeffError(f"no {' or '.join(order)} in {p}")
     if not p.is_file():
         raise EdgeeffError(f"model not found: {p}")
-    if p.suffix != ".tflite":
+    if p.suffix != artifacts.TFLITE_SUFFIX:
         raise EdgeeffError(f"{p}: expected a .tflite file or an export folder")
     return p
 

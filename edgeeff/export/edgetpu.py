@@ -34,6 +34,7 @@ from pathlib import Path
 from edgeeff.core import artifacts as A
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_json_atomic, write_text_atomic
+from edgeeff.core.graph import Graph, Op
 from edgeeff.tflite import reader
 
 # op -> documented limitation ("" = none)
@@ -176,11 +177,6 @@ def max_version(op: str, tflite: str) -> int | None:
     return max((i + 1 for i, v in enumerate(vs) if _tf_key(v) <= _tf_key(tflite)), default=0)
 
 
-def op_versions(model: bytes) -> list[tuple[str, int]]:
-    """(builtin name, version) of every operator code in the model, in table order."""
-    return reader.operator_codes(model)
-
-
 def check_op_version(op: str, version: int, on_cpu: bool, runtime: int) -> dict:
     """One op code against compiler 16's parser and (for CPU ops) the runtime's TFLite."""
     intro = introduced_in(op, version)
@@ -214,10 +210,10 @@ def check_op_version(op: str, version: int, on_cpu: bool, runtime: int) -> dict:
 # --------------------------------------------------------------------------- compatibility
 
 
-def _op_problem(g: reader.TFLiteGraph, op: reader.OpInfo) -> str | None:
-    if op.name not in SUPPORTED:
+def _op_problem(g: Graph, op: Op) -> str | None:
+    if op.kind not in SUPPORTED:
         return "operation not supported by the Edge TPU"
-    for t in op.inputs + op.outputs:
+    for t in op.all_inputs + op.all_outputs:
         if t < 0:
             continue
         ten = g.tensors[t]
@@ -225,13 +221,13 @@ def _op_problem(g: reader.TFLiteGraph, op: reader.OpInfo) -> str | None:
             return f"tensor {ten.name!r} is {ten.dtype}, not 8-bit quantised"
         if ten.dtype == "int32" and not ten.is_constant:
             return f"tensor {ten.name!r} is a non-constant int32"
-        if not ten.is_constant and any(d > 1 for d in ten.shape[:-3]):
+        if not ten.is_constant and any(d > 1 for d in ten.file_shape[:-3]):
             return f"tensor {ten.name!r} has more than 3 dimensions larger than 1"
-        if any(d < 0 for d in ten.shape):
+        if any(d < 0 for d in ten.file_shape):
             return f"tensor {ten.name!r} has a dynamic shape"
-    if op.name == "SOFTMAX":
+    if op.kind == "SOFTMAX":
         n = 1
-        for d in g.tensors[op.inputs[0]].shape:
+        for d in g.tensors[op.all_inputs[0]].file_shape:
             n *= d
         if n > 16000:
             return "softmax input larger than 16,000 elements"
@@ -262,19 +258,18 @@ def compatibility(model: bytes, runtime: int | None = None) -> dict:
     runtime = check_runtime(runtime)
     g = reader.read(model)
     rows, first_cpu = [], None
-    for op in g.ops:
+    for i, op in enumerate(g.ops):
         problem = _op_problem(g, op)
         if problem and first_cpu is None:
-            first_cpu = op.index
+            first_cpu = i
         where = "edgetpu" if first_cpu is None else "cpu"
-        rows.append({"index": op.index, "op": op.name, "runs_on": where,
+        rows.append({"index": i, "op": op.kind, "runs_on": where,
                      "reason": problem or ("after the first unmapped op" if where == "cpu" else ""),
-                     "limitation": SUPPORTED.get(op.name, "")})
+                     "limitation": SUPPORTED.get(op.kind, "")})
     cpu_ops = {r["op"] for r in rows if r["runs_on"] == "cpu"}
-    versions = [check_op_version(name, v, name in cpu_ops, runtime)
-                for name, v in op_versions(model)]
+    versions = [check_op_version(name, v, name in cpu_ops, runtime) for name, v in g.op_codes]
     params = g.constant_bytes()
-    tpu_params = _constant_bytes(g, [op for op, r in zip(g.ops, rows) if r["runs_on"] == "edgetpu"])
+    tpu_params = g.constant_bytes([op for op, r in zip(g.ops, rows) if r["runs_on"] == "edgetpu"])
     mapped = sum(1 for r in rows if r["runs_on"] == "edgetpu")
     rt = EDGETPU_RUNTIMES[runtime]
     return {
@@ -292,13 +287,6 @@ def compatibility(model: bytes, runtime: int | None = None) -> dict:
         "op_versions": versions,
         "ops": rows,
     }
-
-
-def _constant_bytes(g: reader.TFLiteGraph, ops) -> int:
-    seen: set[int] = set()
-    for op in ops:
-        seen.update(t for t in op.inputs if t >= 0 and g.tensors[t].is_constant)
-    return sum(g.tensors[t].nbytes for t in seen)
 
 
 def _mib(n: float) -> str:
@@ -460,13 +448,13 @@ def compile_model(int8_path: Path, folder: Path, runtime: int = DEFAULT_RUNTIME)
         text = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
                 else (e.stdout or "")) + "\nedgeeff: edgetpu_compiler did not finish in 600 s\n"
         code = -1
-    write_text_atomic(folder / "edgetpu_compiler.log", text)
-    out = folder / (int8_path.stem + "_edgetpu.tflite")
+    write_text_atomic(folder / A.EDGETPU_LOG, text)
+    out = folder / A.compiled_name(int8_path.name)
     parsed = parse_compiler_log(text)
     return {"compiled": code == 0 and out.is_file(), "returncode": code,
             "command": f"edgetpu_compiler --show_operations -m {runtime} {int8_path.name}",
             "edgetpu_runtime": runtime, "output": out.name if out.is_file() else None,
-            "log": "edgetpu_compiler.log", "parsed": parsed}
+            "log": A.EDGETPU_LOG, "parsed": parsed}
 
 
 def export(tmp: Path, int8_model: Path, runtime: int | None, log) -> dict:

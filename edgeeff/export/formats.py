@@ -22,6 +22,7 @@ from edgeeff.core.fsutil import (
     write_json_atomic,
     write_text_atomic,
 )
+from edgeeff.core.graph import Tensor
 from edgeeff.core.units import format_size
 from edgeeff.export import edgetpu, gpu, tflm
 from edgeeff.export.frontend import Frontend
@@ -48,17 +49,21 @@ class Models:
 def artifact_record(path: Path) -> dict:
     """A written .tflite file as the model card describes it (read back and verified)."""
     data = reader.read_model_file(path)  # verified: ModelFileError if damaged
-    g = reader.read(data, path)
-    inp, outp = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
+    g = reader.read(data, path, verified=True)
     return {
         "bytes": len(data),
-        "ops": g.op_names,
-        "input": {"shape": list(inp.shape), "dtype": inp.dtype, "scale": list(inp.scale),
-                  "zero_point": list(inp.zero_point)},
-        "output": {"shape": list(outp.shape), "dtype": outp.dtype, "scale": list(outp.scale),
-                   "zero_point": list(outp.zero_point)},
+        "ops": g.op_kinds,
+        "input": _tensor_record(g.tensors[g.inputs[0]]),
+        "output": _tensor_record(g.tensors[g.outputs[0]]),
         "float_ops": reader.non_integer_ops(g),
     }
+
+
+def _tensor_record(t: Tensor) -> dict:
+    q = t.quant
+    return {"shape": list(t.file_shape), "dtype": t.dtype,
+            "scale": [] if q is None else [float(s) for s in q.scale],
+            "zero_point": [] if q is None else [int(z) for z in q.zero_point]}
 
 
 @dataclass

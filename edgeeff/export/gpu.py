@@ -64,8 +64,8 @@ def file_ops(model: bytes, path=None) -> list[tuple[str, list[tuple[int, ...]], 
     g = reader.read(model, path)
     out = []
     for op in g.ops:
-        ins = [g.tensors[t] for t in op.inputs if t >= 0]
-        out.append((op.name, [t.shape for t in ins], [t.dtype for t in ins]))
+        ins = [g.tensors[t] for t in op.all_inputs if t >= 0]
+        out.append((op.kind, [t.file_shape for t in ins], [t.dtype for t in ins]))
     return out
 
 

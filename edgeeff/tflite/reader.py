@@ -1,4 +1,14 @@
-"""Read a .tflite flatbuffer: operators, tensors, types, quantisation, constant bytes.
+"""Read a .tflite flatbuffer into :class:`edgeeff.core.graph.Graph`: the one reader.
+
+The graph is the structure the cost model predicts and the synthetic writer writes, so the
+three compare op by op, and it carries what the exporters read beside it: every op's full
+operand and output lists, each tensor's dtype, quantisation and stored constant bytes (data
+kept outside the flatbuffer table by large models included), the operator-code table with its
+versions and the metadata names. Activation shapes lose their batch of 1 (as in the predicted
+graph; :attr:`~edgeeff.core.graph.Tensor.file_shape` puts it back); an op's ``inputs`` are its
+activation operands, ``operands`` its full TFLite input list. What the file says about each op
+(builtin, kernel, stride, padding, fused activation, keep_dims) is filled in; ``role`` and
+``stage`` are not in a file and stay empty.
 
 Reads through the pure-Python ``tflite`` package's generated classes
 (:mod:`edgeeff.tflite.schema`), so no TFLite runtime and no TensorFlow is needed. Those classes
@@ -9,53 +19,27 @@ it): a damaged file is a :class:`ModelFileError`, never a ``struct.error``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.graph import input_dtypes, input_ops
+from edgeeff.core.graph import Graph, Op, Quant, Tensor, input_dtypes, input_ops
 from edgeeff.tflite.schema import BUILTIN_NAMES, TENSOR_TYPE_NAMES, tfl
 from edgeeff.tflite.verify import ModelFileError, NotAClassifierError, verify
 
-__all__ = ["ModelFileError", "NotAClassifierError", "OpInfo", "TFLiteGraph", "TensorInfo", "verify",
-           "input_conversion", "metadata_buffer", "non_integer_ops", "operator_codes", "read",
-           "read_model_file"]
+__all__ = ["ModelFileError", "NotAClassifierError", "verify", "input_conversion",
+           "metadata_buffer", "non_integer_ops", "operator_codes", "read", "read_model_file"]
 
-
-@dataclass
-class TensorInfo:
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    is_constant: bool
-    nbytes: int
-    scale: tuple[float, ...]
-    zero_point: tuple[int, ...]
-
-
-@dataclass
-class OpInfo:
-    index: int
-    name: str  # builtin name, e.g. "CONV_2D"
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-
-
-@dataclass
-class TFLiteGraph:
-    ops: list[OpInfo]
-    tensors: list[TensorInfo]
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    metadata_names: tuple[str, ...]
-
-    @property
-    def op_names(self) -> list[str]:
-        return sorted({o.name for o in self.ops})
-
-    def constant_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors if t.is_constant)
+_ACTIVATIONS = {v: k for k, v in vars(tfl.ActivationFunctionType).items() if not k.startswith("_")}
+_PADDINGS = {v: k for k, v in vars(tfl.Padding).items() if not k.startswith("_")}
+_BO = tfl.BuiltinOptions
+# builtin -> (its BuiltinOptions type code, the options class)
+_CONV_OPTIONS = {"CONV_2D": (_BO.Conv2DOptions, tfl.Conv2DOptions),
+                 "DEPTHWISE_CONV_2D": (_BO.DepthwiseConv2DOptions, tfl.DepthwiseConv2DOptions)}
+_FUSED_OPTIONS = {"ADD": (_BO.AddOptions, tfl.AddOptions), "MUL": (_BO.MulOptions, tfl.MulOptions),
+                  "FULLY_CONNECTED": (_BO.FullyConnectedOptions, tfl.FullyConnectedOptions)}
+_MEAN_OPTIONS = (_BO.ReducerOptions, tfl.ReducerOptions)
 
 
 def _name(s: bytes | None) -> str:
@@ -94,79 +78,134 @@ def operator_codes(model: bytes, path=None) -> list[tuple[str, int]]:
     return _operator_codes(tfl.Model.GetRootAs(model, 0))
 
 
-def _ints(length: int, as_numpy) -> tuple[int, ...]:
-    return tuple(int(x) for x in as_numpy()) if length else ()
+def _ints(length: int, as_numpy) -> list[int]:
+    return [int(x) for x in as_numpy()] if length else []
 
 
-def read(model: bytes, path=None) -> TFLiteGraph:
-    """The first subgraph of ``model``; :class:`ModelFileError` (naming ``path``) if damaged."""
-    verify(model, path)
+def _options(op, kind_cls):
+    """The op's options table as ``kind_cls`` (type code, class), None when it holds another."""
+    code, cls = kind_cls
+    t = op.BuiltinOptions()
+    if t is None or op.BuiltinOptionsType() != code:
+        return None
+    o = cls()
+    o.Init(t.Bytes, t.Pos)
+    return o
+
+
+def _data(model, m, t) -> np.ndarray | None:
+    """A tensor's stored bytes (a read-only view of ``model``), None when it has none."""
+    buf = m.Buffers(t.Buffer())
+    if buf is None:
+        return None
+    if buf.DataLength():
+        return buf.DataAsNumpy()
+    if buf.Offset() > 1 and buf.Size():  # large models keep data after the flatbuffer
+        return np.frombuffer(model, np.uint8, count=buf.Size(), offset=buf.Offset())
+    return None
+
+
+def _tensor(model, m, t) -> Tensor:
+    data = _data(model, m, t)
+    shape = tuple(_ints(t.ShapeLength(), t.ShapeAsNumpy))
+    batched = data is None and shape[:1] == (1,)
+    if batched:
+        shape = shape[1:]  # an activation: batch 1
+    q = t.Quantization()
+    quant = None
+    if q is not None and q.ScaleLength():
+        zp = q.ZeroPointAsNumpy().copy() if q.ZeroPointLength() else np.zeros(0, np.int64)
+        quant = Quant(q.ScaleAsNumpy().copy(), zp, int(q.QuantizedDimension()))
+    dtype = TENSOR_TYPE_NAMES.get(t.Type(), str(t.Type()))
+    return Tensor(_name(t.Name()), shape, dtype, quant, data, batched=batched or data is not None)
+
+
+def _op(o, kind: str, tensors: list[Tensor]) -> Op:
+    operands = _ints(o.InputsLength(), o.InputsAsNumpy)
+    outputs = _ints(o.OutputsLength(), o.OutputsAsNumpy)
+    acts = [t for t in operands if t >= 0 and not tensors[t].is_constant]
+    out = outputs[0] if outputs else -1
+    op = Op(tensors[out].name if out >= 0 else "", kind, acts, out,
+            in_shapes=tuple(tensors[t].shape for t in acts),
+            out_shape=tensors[out].shape if out >= 0 else (), operands=operands, outputs=outputs)
+    if kind in _CONV_OPTIONS:
+        if len(operands) > 1 and operands[1] >= 0 and len(tensors[operands[1]].shape) > 1:
+            op.kernel = int(tensors[operands[1]].shape[1])  # [O, k, k, I] or [1, k, k, C]
+        opt = _options(o, _CONV_OPTIONS[kind])
+        if opt is not None:
+            op.stride = int(opt.StrideH())
+            op.padding = _PADDINGS.get(opt.Padding(), str(opt.Padding()))
+            act = opt.FusedActivationFunction()
+            op.activation = _ACTIVATIONS.get(act, str(act))
+    elif kind in _FUSED_OPTIONS:
+        opt = _options(o, _FUSED_OPTIONS[kind])
+        if opt is not None:
+            act = opt.FusedActivationFunction()
+            op.activation = _ACTIVATIONS.get(act, str(act))
+    elif kind == "MEAN":
+        opt = _options(o, _MEAN_OPTIONS)
+        op.keep_dims = bool(opt.KeepDims()) if opt is not None else False
+    return op
+
+
+def read(model: bytes, path=None, verified: bool = False) -> Graph:
+    """The first subgraph of ``model`` as a :class:`~edgeeff.core.graph.Graph` (``io`` from
+    the input's dtype, ``form`` "converter" when a uint8 input goes through one QUANTIZE, else
+    "cpu"); :class:`ModelFileError` (naming ``path``) if damaged. ``verified``: the caller
+    already ran :func:`verify` on these bytes (:func:`read_model_file` does)."""
+    if not verified:
+        verify(model, path)
     m = tfl.Model.GetRootAs(model, 0)
-    codes = [name for name, _ in _operator_codes(m)]
+    codes = _operator_codes(m)
     sg = m.Subgraphs(0)
-    tensors = []
-    for i in range(sg.TensorsLength()):
-        t = sg.Tensors(i)
-        buf = m.Buffers(t.Buffer())
-        nbytes = buf.DataLength() if buf is not None else 0
-        if buf is not None and nbytes == 0 and buf.Size():
-            nbytes = buf.Size()  # large models keep data outside the flatbuffer table
-        q = t.Quantization()
-        scale = tuple(q.ScaleAsNumpy().tolist()) if q is not None and q.ScaleLength() else ()
-        zp = tuple(q.ZeroPointAsNumpy().tolist()) if q is not None and q.ZeroPointLength() else ()
-        tensors.append(TensorInfo(
-            index=i, name=_name(t.Name()), shape=_ints(t.ShapeLength(), t.ShapeAsNumpy),
-            dtype=TENSOR_TYPE_NAMES.get(t.Type(), str(t.Type())), is_constant=nbytes > 0,
-            nbytes=nbytes, scale=scale, zero_point=zp,
-        ))
-    ops = []
+    tensors = [_tensor(model, m, sg.Tensors(i)) for i in range(sg.TensorsLength())]
+    g = Graph(tensors=tensors, inputs=_ints(sg.InputsLength(), sg.InputsAsNumpy),
+              outputs=_ints(sg.OutputsLength(), sg.OutputsAsNumpy), op_codes=tuple(codes),
+              metadata=tuple(_name(m.Metadata(i).Name()) for i in range(m.MetadataLength())))
     for i in range(sg.OperatorsLength()):
         o = sg.Operators(i)
-        ops.append(OpInfo(index=i, name=codes[o.OpcodeIndex()],
-                          inputs=_ints(o.InputsLength(), o.InputsAsNumpy),
-                          outputs=_ints(o.OutputsLength(), o.OutputsAsNumpy)))
-    meta = tuple(_name(m.Metadata(i).Name()) for i in range(m.MetadataLength()))
-    return TFLiteGraph(ops=ops, tensors=tensors,
-                       inputs=_ints(sg.InputsLength(), sg.InputsAsNumpy),
-                       outputs=_ints(sg.OutputsLength(), sg.OutputsAsNumpy),
-                       metadata_names=meta)
+        g.ops.append(_op(o, codes[o.OpcodeIndex()][0], tensors))
+    g.io = tensors[g.inputs[0]].dtype if g.inputs else "int8"
+    uint8_quantize = g.io == "uint8" and g.ops and g.ops[0].kind == "QUANTIZE"
+    g.form = "converter" if uint8_quantize else "cpu"
+    return g
 
 
-def input_conversion(g: TFLiteGraph) -> tuple[int, ...]:
+def input_conversion(g: Graph) -> tuple[int, ...]:
     """Indices of the ops that turn a uint8 model input into int8 through float32 (the CPU form
     of edgeeff's int8 models, :func:`edgeeff.core.graph.input_ops`): a chain from the input in
     which each op's output is read by the next op only; () when ``g`` has no such chain."""
     kinds, dtypes = input_ops("uint8", "cpu"), input_dtypes("uint8", "cpu")
-    first = [o for o in g.ops if o.name == kinds[0] and len(o.inputs) == 1
-             and o.inputs[0] in g.inputs and g.tensors[o.inputs[0]].dtype == dtypes[0]]
+    first = [i for i, o in enumerate(g.ops) if o.kind == kinds[0] and len(o.all_inputs) == 1
+             and o.all_inputs[0] in g.inputs and g.tensors[o.all_inputs[0]].dtype == dtypes[0]]
     if len(first) != 1:
         return ()
     chain = [first[0]]
     for kind, dtype in zip(kinds[1:], dtypes[1:-1]):
-        prev = chain[-1]
-        if len(prev.outputs) != 1 or prev.outputs[0] in g.outputs \
-                or g.tensors[prev.outputs[0]].dtype != dtype:
+        outs = g.ops[chain[-1]].all_outputs
+        if len(outs) != 1 or outs[0] < 0 or outs[0] in g.outputs \
+                or g.tensors[outs[0]].dtype != dtype:
             return ()
-        readers = [o for o in g.ops if prev.outputs[0] in o.inputs]
-        if len(readers) != 1 or readers[0].name != kind:
+        readers = [i for i, o in enumerate(g.ops) if outs[0] in o.all_inputs]
+        if len(readers) != 1 or g.ops[readers[0]].kind != kind:
             return ()
         chain.append(readers[0])
-    if any(g.tensors[t].dtype != dtypes[-1] for t in chain[-1].outputs):
+    if any(g.tensors[t].dtype != dtypes[-1] for t in g.ops[chain[-1]].all_outputs):
         return ()
-    return tuple(o.index for o in chain)
+    return tuple(chain)
 
 
-def non_integer_ops(g: TFLiteGraph) -> list[str]:
+def non_integer_ops(g: Graph) -> list[str]:
     """Ops that touch a float tensor (an int8 model should have none, bar its I/O quantisers:
     the uint8 input's conversion through float32, :func:`input_conversion`, is not counted)."""
     bad = []
     allowed = set(input_conversion(g))
-    for op in g.ops:
-        if op.index in allowed:
+    for i, op in enumerate(g.ops):
+        if i in allowed:
             continue
-        for t in op.inputs + op.outputs:
+        for t in op.all_inputs + op.all_outputs:
             if t >= 0 and g.tensors[t].dtype in ("float32", "float16"):
-                bad.append(f"{op.name}#{op.index}")
+                bad.append(f"{op.kind}#{i}")
                 break
     return bad
 

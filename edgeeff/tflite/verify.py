@@ -39,12 +39,14 @@ _MAX_BYTES = 2**31 - 1  # a flatbuffer addresses at most 2 GB
 
 _QUANT_DETAILS = {1: "CustomQuantization", 2: "BlockwiseQuantization", 3: "MultiAxisQuantization"}
 _SPARSE_INDEX = {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"}
-# BuiltinOptions / BuiltinOptions2 members that hold more than scalars; the others (and unknown
-# type codes) are checked as tables, their vtable and position: only the runtime reads their
-# scalars, and LiteRT runs flatbuffers' own verifier over the whole model before it does
-_BUILTIN_OPTIONS = {3: "ConcatEmbeddingsOptions", 8: "FullyConnectedOptions",
-                    17: "ReshapeOptions", 30: "SqueezeOptions", 111: "VarHandleOptions",
-                    115: "BucketizeOptions"}
+# BuiltinOptions / BuiltinOptions2 members that hold more than scalars, or whose scalars
+# edgeeff's reader reads (convolution, fused-activation and MEAN options); the others (and
+# unknown type codes) are checked as tables, their vtable and position: only the runtime reads
+# their scalars, and LiteRT runs flatbuffers' own verifier over the whole model before it does
+_BUILTIN_OPTIONS = {1: "Conv2DOptions", 2: "DepthwiseConv2DOptions",
+                    3: "ConcatEmbeddingsOptions", 8: "FullyConnectedOptions", 11: "AddOptions",
+                    17: "ReshapeOptions", 21: "MulOptions", 27: "ReducerOptions",
+                    30: "SqueezeOptions", 111: "VarHandleOptions", 115: "BucketizeOptions"}
 _BUILTIN_OPTIONS_2 = {
     2: "StablehloBroadcastInDimOptions", 3: "StablehloSliceOptions",
     4: "StablehloConvolutionOptions", 5: "StablehloCustomCallOptions",
@@ -93,10 +95,16 @@ _SCHEMA_TEXT = {
                     "subgraph_index:u32",
     "ExternalBufferGroup": "name:str",
     "ExternalBuffer": "id:u32 group:u32 offset:u64 length:u64 packing:str",
-    # union members with vectors or strings
+    # union members with vectors or strings, or scalars the reader reads
+    "Conv2DOptions": "padding:i8 stride_w:i32 stride_h:i32 fused_activation_function:i8",
+    "DepthwiseConv2DOptions": "padding:i8 stride_w:i32 stride_h:i32 depth_multiplier:i32 "
+                              "fused_activation_function:i8",
+    "AddOptions": "fused_activation_function:i8",
+    "MulOptions": "fused_activation_function:i8",
+    "ReducerOptions": "keep_dims:bool",
     "ConcatEmbeddingsOptions": "num_channels:i32 num_columns_per_channel:[i32] "
                                "embedding_dim_per_channel:[i32]",
-    "FullyConnectedOptions": "- - - - - quant_spec:[u8]",
+    "FullyConnectedOptions": "fused_activation_function:i8 - - - - quant_spec:[u8]",
     "ReshapeOptions": "new_shape:[i32]",
     "SqueezeOptions": "squeeze_dims:[i32]",
     "VarHandleOptions": "container:str shared_name:str",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
 
+from edgeeff.core import artifacts as A
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.data.images import IMAGE_SUFFIXES
 
@@ -292,7 +293,7 @@ class Store:
                 back = self.root / f"{shot.origin}.jpg"
                 if back.exists():
                     raise CollectError(f"{back.name} exists", HTTPStatus.CONFLICT)
-                _write_atomic(self.root / f"{shot.origin}.json", shot.guess or b"{}\n")
+                _write_atomic(self.root / (shot.origin + A.JSON_SUFFIX), shot.guess or b"{}\n")
                 os.replace(path, back)
             else:
                 path.unlink(missing_ok=True)
@@ -319,7 +320,7 @@ class Store:
             files = sorted(p for p in self.root.glob(f"{UNSURE_PREFIX}*.jpg")
                            if UNSURE_STEM.fullmatch(p.stem) and p.is_file()
                            and not p.is_symlink())
-        return len(files), [KeptFrame(p.stem, _guess(p.with_suffix(".json")))
+        return len(files), [KeptFrame(p.stem, _guess(p.with_suffix(A.JSON_SUFFIX)))
                             for p in files[:MAX_UNSURE_LISTED]]
 
     def label(self, stem, cls) -> Shot:
@@ -327,7 +328,7 @@ class Store:
         with self.lock:
             src = self.kept_frame(stem)
             folder = self.class_dir(cls)
-            meta = src.with_suffix(".json")
+            meta = src.with_suffix(A.JSON_SUFFIX)
             guess = _read_bounded(meta)
             base = src.stem[len(UNSURE_PREFIX):]
             k = iter(range(1, 10_000))

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeeff.core import artifacts as A
 from edgeeff.core import fsutil
 from edgeeff.core.errors import EdgeeffError
 
@@ -151,11 +152,11 @@ class Keeper(threading.Thread):
                 if not ok:
                     raise OSError(f"cannot encode frame {n} as JPEG")
                 meta = {**meta, "image": f"{stem}.jpg"}
-                fsutil.write_text_atomic(self.cfg.folder / f"{stem}.json",
+                fsutil.write_text_atomic(self.cfg.folder / (stem + A.JSON_SUFFIX),
                                          json.dumps(meta, indent=2, allow_nan=False) + "\n")
                 fsutil.write_bytes_atomic(self.cfg.folder / f"{stem}.jpg", buf.tobytes())
                 self.kept += 1
             except (OSError, EdgeeffError) as e:
-                (self.cfg.folder / f"{stem}.json").unlink(missing_ok=True)  # no orphan guess
+                (self.cfg.folder / (stem + A.JSON_SUFFIX)).unlink(missing_ok=True)  # no orphan guess
                 self.failed = str(e)
                 print(f"edgeeff demo: --keep-unsure stopped: {e}", file=self.err)
