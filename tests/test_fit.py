@@ -243,8 +243,8 @@ def test_mcu_head_scales_where_it_fits_a_larger_phi():
             assert s == scaled and expand(s).top_filters < 1280 and "head scaled" in res.note
         else:
             assert s == fixed and expand(s).top_filters == 1280
-    # flash-bound: nrf52840's 10-class pick grows with the scaled head
-    dev, res = _mcu_pick("nrf52840", 10)
+    # flash-bound with a large classifier: stm32f746's 100-class pick grows with the scaled head
+    dev, res = _mcu_pick("stm32f746", 100)
     assert res.chosen.spec.head == "scaled"
     # a Pi keeps the family's rule: lite's fixed head
     assert fit(PI4, Budgets.for_device(PI4, max_mflops=400)).chosen.spec.head is None
@@ -290,7 +290,7 @@ def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
     from edgeeff.core.arch import ModelSpec, expand, phi_spec, preset_spec
     from edgeeff.core.cost import cost
 
-    dev, res = _mcu_pick("nrf52840", 10)
+    dev, res = _mcu_pick("stm32f746", 100)
     assert res.chosen.spec.head == "scaled"
     res.write_spec(tmp_path / "s.json")
     doc = json.loads((tmp_path / "s.json").read_text())

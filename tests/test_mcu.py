@@ -72,10 +72,10 @@ def test_scaled_head_pick_agrees_op_by_op_and_reserves_the_budgeted_arena(tmp_pa
     synthesized file, the Keras builder and the exported int8 model agree op by op, and the
     exported kTensorArenaSize, from tflite-micro's measurement, is the arena fit budgeted."""
     from edgeeff.core.arch import expand
-    from edgeeff.core.graph import graph
+    from edgeeff.core.graph import graph, signature
     from edgeeff.device import synth
     from edgeeff.model.build import build_model, macs_from_keras, trainable_params
-    from edgeeff.tflite.graph import read_graph, signature
+    from edgeeff.tflite.reader import read as read_graph
 
     dev = targets.load("stm32h743")
     res = fit(dev, Budgets.for_device(dev), num_classes=10)
