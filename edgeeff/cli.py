@@ -276,7 +276,7 @@ class _PhaseBars(trainmod.Phases):
     overall bar weighs each phase's units by a rough cost (seconds a unit took here), so its
     ETA is right within a phase's error, not a unit count."""
 
-    COST = {"load": 0.004, "features": 0.010, "train": 1.3}
+    COST = {"load": 0.004, "features": 0.010, "views": 0.015, "train": 1.3}
 
     def __init__(self, prog: Progress):
         self.prog, self.tasks, self.overall = prog, {}, None
@@ -310,13 +310,17 @@ class _PhaseBars(trainmod.Phases):
               help="auto (imagenet where the architecture has weights, else inherit for the "
                    "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
 @click.option("--epochs", type=click.IntRange(min=1),
-              help=f"Passes over every view [default: {trainmod.Recipe.epochs}; "
-                   "10 with --distribute].")
+              help=f"Passes over every view [default: {trainmod.Recipe.epochs} for the cached "
+                   f"recipe, 10 with --distribute; {trainmod.defaults('distill').epochs} for the "
+                   "distilled one].")
 @click.option("--views", type=click.IntRange(min=1),
-              help=f"Crops of each training image whose frozen features are computed once: "
-                   f"the centre and random resized ones [default: {trainmod.Recipe.views}].")
+              help=f"Fixed crops of each training image (the centre and random resized ones) "
+                   f"whose frozen features or teacher outputs are computed once [default: "
+                   f"{trainmod.Recipe.views} cached, {trainmod.defaults('distill').views} "
+                   "distilled].")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute]")
+              help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute and the cached "
+                   "recipe]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Views, shuffling and the --val-split hold-out.")
 @click.option("--val-split", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
@@ -327,10 +331,18 @@ class _PhaseBars(trainmod.Phases):
               help="Continue the interrupted run whose state is in OUT.resume/.")
 @click.option("--distribute", is_flag=True,
               help="tf.distribute: MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG.")
+@click.option("--recipe", type=click.Choice(["auto", *trainmod.recipe.KINDS]), default="auto",
+              show_default=True,
+              help="auto: 'cached' for a pretrained Lite0/1/2 at its own resolution, else "
+                   "'distill' (every layer trained, distilled from a teacher).")
+@click.option("--teacher", metavar="DIR",
+              help="The distilled recipe's teacher: a folder 'edgeeff train' wrote [default: "
+                   "Lite0 at 224 px trained on the same photos once, kept in edgeeff's cache].")
 @click.option("--out", default="edgeeff-train", show_default=True)
 @click.option("--force", is_flag=True)
 def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights, epochs, views,
-              batch_size, seed, val_split, patience, resume, distribute, out, force) -> None:
+              batch_size, seed, val_split, patience, resume, distribute, recipe, teacher, out,
+              force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
 
     check_out(out, force)
@@ -345,7 +357,7 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
                              force=force, log=lambda m: prog.console.print(m, highlight=False, markup=False,
                                                              soft_wrap=True),
                              val_dir=val_dir, resume=resume, views=views, seed=seed,
-                             phases=_PhaseBars(prog))
+                             phases=_PhaseBars(prog), recipe=recipe, teacher=teacher)
     if res["chief"]:
         try:
             hist = json.loads((Path(out) / A.TRAIN_HISTORY).read_text())
