@@ -403,56 +403,24 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
     n_classes = len(ImageFolder(data, min_classes=2).classes())
     cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
     _quiet_tensorflow()
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+
+    def export(spec_file, out_dir):
+        return run_export(ExportRequest(spec_file=str(spec_file), int8=True, out=out_dir,
+                                        force=True), log=log).to_dict()
+
     with _stdout_to_stderr():
-        doc = _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes,
-                    out, plot_file)
+        doc = tunemod.tune(device, budgets, cands, data, val_dir, val_split, seed,
+                           budget_minutes, out, export, log).doc
+        try:
+            plot.plot_tune(doc, plot_file)
+        except EdgeeffError as e:
+            log(f"no plot: {e}")
     if as_json:
         _emit_json(doc)
     else:
         report.tune_table(doc)
         click.echo(f"wrote {out}/ (tune.json, {plot_file.name}, train/, export/)")
-
-
-def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes, out,
-          plot_file) -> dict:
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
-        f"({', '.join(c.spec.name for c in cands)})")
-    rows, hits, classes = tunemod.rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes,
-                                       log)
-    pick = rank.tune_pick(rows, hits)
-    fit_pick = rows[0]
-    spec = next(c.spec for c in cands if c.spec.name == pick["name"])
-    if pick is fit_pick:
-        why = (f"fit's pick: no candidate beats it by more than {rank.TUNE_MARGIN_Z:g} "
-               "standard errors")
-    else:
-        why = (f"+{pick['vs_fit_points']:.1f} points over fit's pick {fit_pick['name']}, "
-               f"standard error {pick['vs_fit_se_points']:.1f}")
-    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; "
-        f"{why}); training it fully")
-    out.mkdir(parents=True, exist_ok=True)
-    tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
-                        log=log, val_dir=val_dir, seed=seed)
-    pick["val_top1"] = tr["val_accuracy"]
-    card = run_export(ExportRequest(spec_file=str(out / "train" / A.SPEC_FILE), int8=True,
-                                    out=out / "export", force=True), log=log)
-    pick["int8_top1"] = None
-    if val_dir:
-        res = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)
-        pick["int8_top1"] = res["top1"]
-    doc = {"device": device.key, "budgets": budgets.to_dict(),
-           "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
-           "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
-           "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
-           "pick_rule": rank.TUNE_PICK_RULE,
-           "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
-    fsutil.write_json_atomic(out / "tune.json", doc)
-    try:
-        plot.plot_tune(doc, plot_file)
-    except EdgeeffError as e:
-        log(f"no plot: {e}")
-    return doc
 
 
 @main.command("eval")

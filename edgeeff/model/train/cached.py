@@ -244,7 +244,7 @@ def train_cached_distributed(data, spec: ModelSpec, weights: str, out, r: Recipe
         val_acc = (history["val_accuracy"][int(np.argmax(history["val_accuracy"]))]
                    if multi_worker else float(model.evaluate(val_ds, verbose=0)[1]))
         result = write_files(tmp, out, model, spec, classes, history, data, desc, len(tr),
-                             len(va), val_acc)
+                             len(va), val_acc, r.to_dict())
     if not chief:
         shutil.rmtree(out.parent, ignore_errors=True)
         log("non-chief worker: done; the chief writes the outputs")

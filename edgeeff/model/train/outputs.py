@@ -16,14 +16,15 @@ def write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, n
     """:func:`write_files` into ``out``, all at once (:func:`atomic_dir`)."""
     with atomic_dir(out, force=force) as tmp:
         result = write_files(tmp, out, model, spec, classes, history, data, desc, n_tr, n_va,
-                              val_acc)
+                             val_acc, (extra or {}).get("recipe"))
     return result | (extra or {})
 
 
 def write_files(tmp: Path, out, model, spec, classes, history, data, desc, n_tr, n_va,
-                 val_acc) -> dict:
+                val_acc, recipe: dict | None = None) -> dict:
     """model.keras, model.weights.h5, labels.txt, history.json and edgeeff.json into ``tmp``
-    (the folder that becomes ``out``); returns the figures recorded in the spec file."""
+    (the folder that becomes ``out``); returns the figures recorded in the spec file, with the
+    ``recipe``'s settings (:meth:`Recipe.to_dict`)."""
     for layer in model.layers:
         layer.trainable = True
     model.save(str(tmp / A.TRAINED_KERAS))
@@ -37,7 +38,7 @@ def write_files(tmp: Path, out, model, spec, classes, history, data, desc, n_tr,
               "epochs_run": len(history.get("loss", []))}
     specfile.write(tmp / A.SPEC_FILE, specfile.SpecFile(spec, trained=specfile.Trained(
         **result, weights=A.TRAINED_WEIGHTS, labels=A.LABELS,
-        crop_fraction=F.TRAIN_CROP_FRACTION,
+        crop_fraction=F.TRAIN_CROP_FRACTION, recipe=recipe,
         # relative to this spec file: resolves from any working directory
         data=os.path.relpath(Path(data).resolve(), Path(out).resolve()))))
     return result
