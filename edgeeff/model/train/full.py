@@ -56,6 +56,13 @@ def kd_loss(logits, teacher_logp, onehot, r: Recipe):
     return r.alpha * kl + (1.0 - r.alpha) * ce
 
 
+def bn_momentum(total_steps: int, default: float = 0.99) -> float:
+    """BatchNorm's moving-average momentum for a run of ``total_steps``: the builder's 0.99
+    (a window of about 100 steps), shortened to a tenth of the run when the run is short, so
+    the statistics inference uses are those of the trained weights, not the inherited ones."""
+    return float(min(default, max(0.5, 1.0 - 10.0 / max(1, total_steps))))
+
+
 def _views_cached(state_dir: Path, n: int):
     """The views and teacher outputs an interrupted run saved, if they are there."""
     try:
@@ -135,6 +142,10 @@ def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
         desc = load_into(student, spec, weights, auto_inherit=True)
         head = student.get_layer("predictions")
         head.set_weights([np.zeros_like(w) for w in head.get_weights()])  # uniform start
+        momentum = bn_momentum(total)
+        for layer in student.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = momentum
         sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
                                                        warmup_target=r.lr, warmup_steps=warm)
         opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
