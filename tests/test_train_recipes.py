@@ -70,7 +70,7 @@ def two_classes(tmp_path_factory, imagenet_dev, tf_and_weights):
     """Two classes (random crops of one photo each), train and validation."""
     root = tmp_path_factory.mktemp("two")
     photos = sorted(imagenet_dev.glob("*.JPEG"))[::50][:2]
-    return crops(photos, root / "train", 12, 0), crops(photos, root / "val", 4, 7)
+    return crops(photos, root / "train", 12, 0), crops(photos, root / "val", 10, 7)
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +99,16 @@ def teachers(tmp_path_factory, two_classes):
 
 
 STUDENT = specfile.resolve(None, None, -6.17, "lite", 2, 48)
-TINY = replace(R.DISTILL_RECIPE, epochs=3, views=4, batch=8, lr=3e-3, alpha=1.0)
+TINY = replace(R.DISTILL_RECIPE, epochs=4, views=4, batch=8, lr=3e-3, alpha=1.0)
 
 
 @needs_tf
 def test_student_learns_what_the_teacher_says_once_per_view(two_classes, teachers, tmp_path,
                                                             monkeypatch):
     """With alpha = 1 the labels play no part: the student taught by the swapped teacher
-    predicts the swapped classes (validation accuracy against the labels near 0), the one
-    taught by the right teacher the right ones; either way the teacher classified each of the
-    views x photos exactly once over three epochs."""
+    predicts the swapped classes (validation accuracy against the labels well below chance),
+    the one taught by the right teacher the right ones; either way the teacher classified each
+    of the views x photos exactly once over four epochs."""
     from edgeeff.model import train as trainmod
     from edgeeff.model.train import distill
 
@@ -129,9 +129,9 @@ def test_student_learns_what_the_teacher_says_once_per_view(two_classes, teacher
         res[name] = trainmod.train(str(train), STUDENT, "auto", tmp_path / name, val_dir=str(val),
                                    recipe=TINY, teacher=str(teacher), log=logs.append)
         assert sum(seen) == TINY.views * 24 == res[name]["teacher_images_run"]
-        assert len(json.loads((tmp_path / name / "history.json").read_text())["loss"]) == 3
-    assert res["swapped"]["val_accuracy"] <= 0.25, res
-    assert res["good"]["val_accuracy"] >= 0.75, res
+        assert len(json.loads((tmp_path / name / "history.json").read_text())["loss"]) == 4
+    assert res["swapped"]["val_accuracy"] <= 0.35, res  # chance: 0.5; 20 validation images
+    assert res["good"]["val_accuracy"] >= 0.8, res
     assert any(m.startswith("recipe: distill (given as a Recipe)") for m in logs)
 
 
