@@ -106,7 +106,8 @@ TINY = replace(R.DISTILL_RECIPE, epochs=4, views=4, batch=8, lr=3e-3, alpha=1.0)
 def test_student_learns_what_the_teacher_says_once_per_view(two_classes, teachers, tmp_path,
                                                             monkeypatch):
     """With alpha = 1 the labels play no part: the student taught by the swapped teacher
-    predicts the swapped classes (validation accuracy against the labels well below chance),
+    predicts the swapped classes (last epoch's validation accuracy against the labels well below
+    chance; the epoch kept is the best against the labels, so it is not the one to read),
     the one taught by the right teacher the right ones; either way the teacher classified each
     of the views x photos exactly once over four epochs."""
     from edgeeff.model import train as trainmod
@@ -129,9 +130,11 @@ def test_student_learns_what_the_teacher_says_once_per_view(two_classes, teacher
         res[name] = trainmod.train(str(train), STUDENT, "auto", tmp_path / name, val_dir=str(val),
                                    recipe=TINY, teacher=str(teacher), log=logs.append)
         assert sum(seen) == TINY.views * 24 == res[name]["teacher_images_run"]
-        assert len(json.loads((tmp_path / name / "history.json").read_text())["loss"]) == 4
-    assert res["swapped"]["val_accuracy"] <= 0.35, res  # chance: 0.5; 20 validation images
-    assert res["good"]["val_accuracy"] >= 0.8, res
+        hist = json.loads((tmp_path / name / "history.json").read_text())
+        assert len(hist["loss"]) == 4
+        res[name] = hist["val_accuracy"][-1]  # the last epoch: the kept one is the best by labels
+    assert res["swapped"] <= 0.3, res  # chance: 0.5; 20 validation images
+    assert res["good"] >= 0.8, res
     assert any(m.startswith("recipe: distill (given as a Recipe)") for m in logs)
 
 
