@@ -352,7 +352,7 @@ class _PhaseBars(trainmod.Phases):
     overall bar weighs each phase's units by a rough cost (seconds a unit took here), so its
     ETA is right within a phase's error, not a unit count."""
 
-    COST = {"load": 0.004, "features": 0.010, "train": 1.3}
+    COST = {"load": 0.004, "features": 0.010, "views": 0.015, "train": 1.3}
 
     def __init__(self, prog: Progress):
         self.prog, self.tasks, self.overall = prog, {}, None
@@ -386,13 +386,17 @@ class _PhaseBars(trainmod.Phases):
               help="auto (imagenet where the architecture has weights, else inherit for the "
                    "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
 @click.option("--epochs", type=click.IntRange(min=1),
-              help=f"Passes over every view [default: {trainmod.Recipe.epochs}; "
-                   "10 with --distribute].")
+              help=f"Passes over every view [default: {trainmod.Recipe.epochs} for the cached "
+                   f"recipe, 10 with --distribute; {trainmod.defaults('distill').epochs} for the "
+                   "distilled one].")
 @click.option("--views", type=click.IntRange(min=1),
-              help=f"Crops of each training image whose frozen features are computed once: "
-                   f"the centre and random resized ones [default: {trainmod.Recipe.views}].")
+              help=f"Fixed crops of each training image (the centre and random resized ones) "
+                   f"whose frozen features or teacher outputs are computed once [default: "
+                   f"{trainmod.Recipe.views} cached, {trainmod.defaults('distill').views} "
+                   "distilled].")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute]")
+              help=f"[default: {trainmod.Recipe.batch}; 32 with --distribute and the cached "
+                   "recipe]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Views, shuffling and the --val-split hold-out.")
 @click.option("--val-split", type=FiniteFloat(0.05, 0.5), default=0.2, show_default=True)
@@ -403,11 +407,19 @@ class _PhaseBars(trainmod.Phases):
               help="Continue the interrupted run whose state is in OUT.resume/.")
 @click.option("--distribute", is_flag=True,
               help="tf.distribute: MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG.")
+@click.option("--recipe", type=click.Choice(["auto", *trainmod.recipe.KINDS]), default="auto",
+              show_default=True,
+              help="auto: 'cached' for a pretrained Lite0/1/2 at its own resolution, else "
+                   "'distill' (every layer trained, distilled from a teacher).")
+@click.option("--teacher", metavar="DIR",
+              help="The distilled recipe's teacher: a folder 'edgeeff train' wrote [default: "
+                   "Lite0 at 224 px trained on the same photos once, kept in edgeeff's cache].")
 @click.option("--out", default="edgeeff-train", show_default=True)
 @click.option("--force", is_flag=True)
 @_max_pixels_option
 def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights, epochs, views,
-              batch_size, seed, val_split, patience, resume, distribute, out, force) -> None:
+              batch_size, seed, val_split, patience, resume, distribute, recipe, teacher, out,
+              force) -> None:
     """Transfer learning on a folder of images; writes a model and a spec 'export' takes."""
     check_out(out, force)
     if spec_file is None and phi is None:
@@ -424,7 +436,7 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
                              force=force, log=lambda m: prog.console.print(m, highlight=False, markup=False,
                                                              soft_wrap=True),
                              val_dir=val_dir, resume=resume, views=views, seed=seed,
-                             phases=_PhaseBars(prog))
+                             phases=_PhaseBars(prog), recipe=recipe, teacher=teacher)
     if res["chief"]:
         try:
             hist = json.loads((Path(out) / A.TRAIN_HISTORY).read_text())
@@ -473,56 +485,24 @@ def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_fla
     cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
     _leakage_line(data, val_dir)
     _quiet_tensorflow()
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+
+    def export(spec_file, out_dir):
+        return run_export(ExportRequest(spec_file=str(spec_file), int8=True, out=out_dir,
+                                        force=True), log=log).to_dict()
+
     with _stdout_to_stderr():
-        doc = _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes,
-                    out, plot_file)
+        doc = tunemod.tune(device, budgets, cands, data, val_dir, val_split, seed,
+                           budget_minutes, out, export, log).doc
+        try:
+            plot.plot_tune(doc, plot_file)
+        except EdgeeffError as e:
+            log(f"no plot: {e}")
     if as_json:
         _emit_json(doc)
     else:
         report.tune_table(doc)
         click.echo(f"wrote {out}/ ({A.TUNE_REPORT}, {plot_file.name}, train/, export/)")
-
-
-def _tune(device, budgets, cands, data, val_dir, val_split, seed, budget_minutes, out,
-          plot_file) -> dict:
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
-        f"({', '.join(c.spec.name for c in cands)})")
-    rows, hits, classes = tunemod.rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes,
-                                       log)
-    pick = rank.tune_pick(rows, hits)
-    fit_pick = rows[0]
-    spec = next(c.spec for c in cands if c.spec.name == pick["name"])
-    if pick is fit_pick:
-        why = (f"fit's pick: no candidate beats it by more than {rank.TUNE_MARGIN_Z:g} "
-               "standard errors")
-    else:
-        why = (f"+{pick['vs_fit_points']:.1f} points over fit's pick {fit_pick['name']}, "
-               f"standard error {pick['vs_fit_se_points']:.1f}")
-    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; "
-        f"{why}); training it fully")
-    out.mkdir(parents=True, exist_ok=True)
-    tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
-                        log=log, val_dir=val_dir, seed=seed)
-    pick["val_top1"] = tr["val_accuracy"]
-    card = run_export(ExportRequest(spec_file=str(out / "train" / A.SPEC_FILE), int8=True,
-                                    out=out / "export", force=True), log=log)
-    pick["int8_top1"] = None
-    if val_dir:
-        res = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)
-        pick["int8_top1"] = res["top1"]
-    doc = {"device": device.key, "budgets": budgets.to_dict(),
-           "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
-           "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
-           "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.to_dict().get("name"),
-           "pick_rule": rank.TUNE_PICK_RULE,
-           "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
-    fsutil.write_json_atomic(out / A.TUNE_REPORT, doc)
-    try:
-        plot.plot_tune(doc, plot_file)
-    except EdgeeffError as e:
-        log(f"no plot: {e}")
-    return doc
 
 
 @main.command("eval")

@@ -1,6 +1,7 @@
 """Transfer learning on a small real dataset built offline from the shared ImageNet photos."""
 
 import json
+import re
 
 import pytest
 
@@ -28,7 +29,7 @@ def trained(tmp_path_factory, imagenet_dev):
     held = crops_dataset(imagenet_dev, root / "held", per_class=8, seed=99)
     out = root / "model"
     r = run_cli("train", "--data", str(data), "--preset", "lite0", "--resolution", "128",
-                "--epochs", "4", "--batch-size", "16", "--out", str(out))
+                "--recipe", "cached", "--epochs", "4", "--batch-size", "16", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return out, held, r
 
@@ -70,7 +71,8 @@ def test_train_then_export_int8_keeps_accuracy(trained, tmp_path):
 def test_distribute_single_host_and_bad_data(trained, tmp_path):
     out, held, _ = trained
     r = run_cli("train", "--data", str(held), "--preset", "lite0", "--resolution", "96",
-                "--epochs", "1", "--batch-size", "8", "--distribute", "--out", str(tmp_path / "d"))
+                "--recipe", "cached", "--epochs", "1", "--batch-size", "8", "--distribute",
+                "--out", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "d" / "model.keras").is_file()
     (tmp_path / "one" / "only").mkdir(parents=True)
@@ -91,9 +93,11 @@ def _free_ports(n):
     return ports
 
 
-def test_two_workers_train_together_on_localhost(tmp_path, imagenet_dev):
+def test_two_workers_train_together_on_localhost(trained, tmp_path, imagenet_dev):
     """MultiWorkerMirroredStrategy with two real worker processes (CPU, TF_CONFIG), the same
-    command and --out on both, as on two hosts: both finish, only the chief writes."""
+    command and --out on both, as on two hosts: both finish, only the chief writes. The spec
+    has no weights of its own, so it is the distilled recipe (its Recipe's numbers, the
+    module's fine-tuned Lite0 as the teacher: the same four classes)."""
     import os
     import subprocess
     import sys
@@ -109,7 +113,8 @@ def test_two_workers_train_together_on_localhost(tmp_path, imagenet_dev):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edgeeff.cli", "train", "--data", str(data), "--phi", "-6",
              "--family", "lite", "--resolution", "64", "--weights", "none", "--epochs", "2",
-             "--batch-size", "8", "--distribute", "--out", str(out)],
+             "--views", "2", "--batch-size", "8", "--teacher", str(trained[0]), "--distribute",
+             "--out", str(out)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = [p.communicate(timeout=600) for p in procs]
     for p, (_, se) in zip(procs, results):
@@ -121,6 +126,10 @@ def test_two_workers_train_together_on_localhost(tmp_path, imagenet_dev):
     assert doc["trained"]["top1_basis"].startswith("measured by edgeeff train")
     for _, se in results:  # they really trained as one cluster of two replicas
         assert "MultiWorkerMirroredStrategy, 2 replicas in sync" in se
+        assert "recipe: distill (" in se
+        assert re.search(r"2 epochs x \d+ steps of 8 over \d+ views", se)
+    assert doc["trained"]["recipe"]["kind"] == "distill"
+    assert doc["trained"]["recipe"]["epochs"] == 2 and doc["trained"]["recipe"]["batch"] == 8
 
 
 def test_multi_worker_loop_checkpoints_the_best_of_all_phases(tmp_path):

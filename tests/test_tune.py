@@ -116,7 +116,8 @@ def subset(tmp_path_factory):
     return _subset(tmp_path_factory.mktemp("clothing"), {"train": 8, "validation": 3})
 
 
-TRAIN = ["--preset", "lite0", "--resolution", "96", "--epochs", "4", "--batch-size", "16"]
+TRAIN = ["--preset", "lite0", "--resolution", "96", "--recipe", "cached", "--epochs", "4",
+         "--batch-size", "16"]
 
 
 def test_train_val_then_interrupt_and_resume(subset, tmp_path):
@@ -182,7 +183,8 @@ def test_the_same_seed_trains_the_same_model(subset, tmp_path):
     hists = []
     for name in ("a", "b"):
         r = run_cli("train", "--data", str(subset / "train"), "--val", str(subset / "validation"),
-                    "--preset", "lite0", "--resolution", "96", "--epochs", "2", "--views", "2",
+                    "--preset", "lite0", "--resolution", "96", "--recipe", "cached", "--epochs",
+                    "2", "--views", "2",
                     "--batch-size", "16", "--seed", "5", "--out", str(tmp_path / name))
         assert r.returncode == 0, r.stderr[-3000:]
         hists.append(json.loads((tmp_path / name / "history.json").read_text()))

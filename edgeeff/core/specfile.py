@@ -91,6 +91,7 @@ class Trained:
     weights_from: str | None = None
     epochs_run: int | None = None
     crop_fraction: float | None = None  # its evaluation crop (absent: the family default)
+    recipe: dict | None = None  # the training recipe's settings (edgeeff.model.train.Recipe)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -204,7 +205,7 @@ _TYPES = {
     Trained: {"weights": str, "labels": str, "data": str, "top1": _NUMBER, "top1_basis": str,
               "val_accuracy": _NUMBER, "val_images": int, "train_images": int,
               "classes": _STR_LIST, "weights_from": str, "epochs_run": int,
-              "crop_fraction": _NUMBER},
+              "crop_fraction": _NUMBER, "recipe": dict},
 }
 
 

@@ -15,12 +15,19 @@ copies of those squares (what decoding at their size gives, to within resampling
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from edgeeff.core.budget import Candidate
+from edgeeff.core import artifacts as A
+from edgeeff.core import fsutil
+from edgeeff.core import rank as core_rank
+from edgeeff.core.budget import Budgets, Candidate
+from edgeeff.core.targets import Device
+from edgeeff.device import evaluate
 from edgeeff.model import features as F
+from edgeeff.model import train as trainmod
 from edgeeff.model.build import build_model
 from edgeeff.model.train import Phases, load_split
 from edgeeff.model.weights import load_into
@@ -101,3 +108,57 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         del model, pooled, runner
         keras.backend.clear_session()
     return rows, hits, classes
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``edgeeff tune`` found and wrote: ``doc`` is ``tune.json``'s content (device,
+    budgets, classes, every candidate's row, the pick and fit's pick, where the trained model,
+    the export and the int8 model are, the pick rule), ``out`` the folder it is in."""
+
+    doc: dict
+    out: Path
+
+    @property
+    def pick(self) -> dict:
+        return self.doc["pick"]
+
+
+def tune(device: Device, budgets: Budgets, cands: list[Candidate], data, val_dir,
+         val_split: float, seed: int, budget_minutes: float, out: Path, export, log=print
+         ) -> TuneResult:
+    """Rank ``cands`` on the user's data (:func:`rank`), pick (:func:`edgeeff.core.rank.tune_pick`),
+    train the pick with the cached recipe (pretrained candidates: what the ranking measured),
+    export it int8 with ``export(spec_file, out_dir) -> model card dict``, evaluate the int8
+    model on ``val_dir``, and write ``OUT/tune.json``."""
+    log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
+        f"({', '.join(c.spec.name for c in cands)})")
+    rows, hits, classes = rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes, log)
+    pick = core_rank.tune_pick(rows, hits)
+    fit_pick = rows[0]
+    spec = next(c.spec for c in cands if c.spec.name == pick["name"])
+    if pick is fit_pick:
+        why = (f"fit's pick: no candidate beats it by more than {core_rank.TUNE_MARGIN_Z:g} "
+               "standard errors")
+    else:
+        why = (f"+{pick['vs_fit_points']:.1f} points over fit's pick {fit_pick['name']}, "
+               f"standard error {pick['vs_fit_se_points']:.1f}")
+    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; "
+        f"{why}); training it fully")
+    out.mkdir(parents=True, exist_ok=True)
+    tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
+                        log=log, val_dir=val_dir, seed=seed, recipe=trainmod.CACHED)
+    pick["val_top1"] = tr["val_accuracy"]
+    card = export(out / "train" / A.SPEC_FILE, out / "export")
+    pick["int8_top1"] = None
+    if val_dir:
+        res = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)
+        pick["int8_top1"] = res["top1"]
+    doc = {"device": device.key, "budgets": budgets.to_dict(),
+           "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
+           "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
+           "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.get("name"),
+           "pick_rule": core_rank.TUNE_PICK_RULE,
+           "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
+    fsutil.write_json_atomic(out / A.TUNE_REPORT, doc)
+    return TuneResult(doc, out)
