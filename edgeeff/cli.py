@@ -850,9 +850,9 @@ def bundle_cmd(export_dir, target, out, force, wheel) -> None:
 
 @main.command("firmware")
 @click.argument("outdir", type=click.Path())
-@click.option("--target", type=click.Choice(["host", "cortex-m7", "cortex-m4", "cortex-m33",
-                                             "cortex-m0plus"]), default="host", show_default=True,
-              help="host (g++), or a Cortex-M with Arm GCC + CMSIS-NN.")
+@click.option("--target", type=click.Choice(targets.FIRMWARE_TARGETS),
+              help="host (g++), or a Cortex-M with Arm GCC + CMSIS-NN [default: the --device "
+                   "profile's firmware_target, else host].")
 @click.option("--tflm-dir", help="TensorFlow Lite Micro source tree (default: $TFLM_DIR, else "
                                  "../shared/tflm/host or cortex-m7-cmsis-nn beside the repo).")
 @click.option("--run", "run_it", is_flag=True,
@@ -865,6 +865,9 @@ def bundle_cmd(export_dir, target, out, force, wheel) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def firmware_cmd(outdir, target, tflm_dir, run_it, device_name, arena, jobs, as_json) -> None:
     """Build the TFLite Micro firmware an 'export --format tflm' folder holds, and check it."""
+    if target is None:
+        dev = targets.load(device_name) if device_name else None
+        target = (dev.firmware_target if dev is not None else None) or "host"
     rep = fw.firmware(outdir, target, tflm_dir, run_it, device_name, arena, jobs)
     if as_json:
         _emit_json(rep)

@@ -1,6 +1,7 @@
 import pytest
 
 from edgeeff.core import targets
+from edgeeff.core.data import data_dir
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.units import parse_size
 
@@ -228,3 +229,21 @@ def test_max_flash_below_the_runtime_reserve_is_bad_input():
     dev = targets.load("nrf52840")
     with pytest.raises(EdgeeffError, match="runtime takes 136.0 KB"):
         Budgets.for_device(dev, max_flash=100 * 1024)
+
+
+def test_every_microcontroller_names_the_firmware_build_it_runs(tmp_path):
+    """`edgeeff firmware --device D` builds for D's core without --target: each MCU profile's
+    firmware_target is one of the builds firmware.py knows, and a bad one is refused."""
+    from edgeeff.deploy import firmware as fw
+
+    assert sorted(fw.TARGETS) == sorted(targets.FIRMWARE_TARGETS)
+    for dev in targets.load_all():
+        if dev.kind == "mcu":
+            assert dev.firmware_target in fw.TARGETS and dev.firmware_target != "host", dev.key
+        else:
+            assert dev.firmware_target is None, dev.key
+    text = (data_dir("targets") / "nrf52840.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('firmware_target = "cortex-m4"', 'firmware_target = "cortex-a72"'))
+    with pytest.raises(EdgeeffError, match="firmware_target"):
+        targets.load(str(bad))

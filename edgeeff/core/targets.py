@@ -49,7 +49,10 @@ KINDS = ("sbc", "accelerator", "phone", "mcu")
 
 REQUIRED = ("name", "kind", "ram", "flash", "int8_macs_per_s", "family", "formats", "sources")
 OPTIONAL = ("max_latency_ms", "max_mflops", "description", "latency", "runtime_flash",
-            "runtime_ram")
+            "runtime_ram", "firmware_target")
+# the builds `edgeeff firmware` makes (edgeeff.deploy.firmware.TARGETS): a microcontroller
+# profile names the one its board runs, so `firmware --device` needs no --target
+FIRMWARE_TARGETS = ("host", "cortex-m7", "cortex-m4", "cortex-m33", "cortex-m0plus")
 SOURCE_KEYS = ("ram", "flash", "throughput")
 OPTIONAL_SOURCE_KEYS = ("latency", "latency_budget", "runtime")
 
@@ -74,6 +77,7 @@ class Device:
     # data; its data and bss outside the arena): fit checks the model against what is left
     runtime_flash_bytes: int = 0
     runtime_ram_bytes: int = 0
+    firmware_target: str | None = None  # the `edgeeff firmware` build for this board
 
     def latency_ms(self, x) -> float:
         """Estimated int8 latency, ms, of a :class:`ModelSpec` or cost ``Graph`` (the per-op
@@ -108,6 +112,7 @@ class Device:
             "family": self.family, "formats": list(self.formats), "sources": dict(self.sources),
             "max_latency_ms": self.max_latency_ms, "max_mflops": self.max_mflops,
             "runtime_flash_bytes": self.runtime_flash_bytes,
+            "firmware_target": self.firmware_target,
             "runtime_ram_bytes": self.runtime_ram_bytes,
         }
         if self.latency_model is not None:
@@ -196,6 +201,10 @@ def parse_profile(text: str, key: str, where: str) -> Device:
         raise bad("name", "must be a non-empty string")
     if "description" in data and not isinstance(data["description"], str):
         raise bad("description", "must be a string")
+    if "firmware_target" in data:
+        if data["firmware_target"] not in FIRMWARE_TARGETS:
+            raise bad("firmware_target", f"must be one of {', '.join(FIRMWARE_TARGETS)}")
+        opt["firmware_target"] = data["firmware_target"]
     model = None
     if "latency" in data:
         if not isinstance(data["latency"], dict):
