@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from edgeeff.core import targets
 from edgeeff.core.budget import Budgets, NothingFits
 from edgeeff.core.fit import PHI_MIN, fit
+from edgeeff.core.zoo import WeightSource
 from tests.conftest import run_cli
 
 PI4 = targets.load("pi4")
@@ -172,7 +173,7 @@ def test_fit_table_says_which_candidates_keep_pretrained_weights():
 
     res = do_fit(PI4, Budgets.for_device(PI4, max_mflops=400))
     by_phi = {c.spec.phi: c.weights for c in res.neighbours}
-    assert by_phi[0.0] == "lite0" and by_phi[-1.0] is None
+    assert by_phi[0.0] == WeightSource.imagenet("lite0") and by_phi[-1.0] is None
 
 
 # ---------------------------------------------------------------- microcontrollers (issue 33)

@@ -21,7 +21,7 @@ from edgeeff.core.cost import Cost, cost
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.targets import Device, positive_number
 from edgeeff.core.units import format_size
-from edgeeff.core.zoo import source_for
+from edgeeff.core.zoo import WeightSource, imagenet_source
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Candidate:
     violations: tuple[str, ...]  # budgets this candidate exceeds
     ram_bytes: int = 0  # the RAM figure checked (TFLM arena on MCUs, activations elsewhere)
     flash_bytes: int = 0  # the flash figure checked (:func:`flash_bytes`)
-    weights: str | None = None  # the pretrained backbone this candidate can load, if any
+    weights: WeightSource | None = None  # the weights this candidate can load, if any
     accuracy: Prediction | None = None  # predicted top-1 (int8), for weight-bearing ones
     latency_predicted_ms: float | None = None  # the device profile's prediction
     latency_source: str = "model"  # "measured" (fit --measure) or "model" (the profile)
@@ -108,14 +108,15 @@ class Candidate:
     @property
     def label(self) -> str:
         s = self.spec
-        if self.weights and self.weights.startswith("trained"):
+        if self.weights is not None and self.weights.is_trained:
             return f"{self.weights} @ {s.resolution}"
         return f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
 
     def row(self) -> dict:
         s, c = self.spec, self.cost
         return {
-            "name": s.name, "phi": s.phi, "family": s.family, "pretrained": self.weights,
+            "name": s.name, "phi": s.phi, "family": s.family,
+            "pretrained": None if self.weights is None else self.weights.to_dict(),
             "depth": round(s.depth, 4), "width": round(s.width, 4), "resolution": s.resolution,
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "flash_checked_bytes": self.flash_bytes,
@@ -281,8 +282,8 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
     lat = float(m) if timed else predicted
     if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
         v.append("latency")
-    weights = source_for(spec)
-    acc = predict(weights, spec.resolution) if weights else None
+    weights = imagenet_source(spec)
+    acc = predict(weights.name, spec.resolution) if weights else None
     return Candidate(spec, c, lat, tuple(v), ram_bytes(c, device), flash, weights, acc,
                      predicted, "measured" if timed else "model")
 
@@ -323,7 +324,8 @@ class FitResult:
                  latency_predicted_ms=round(ch.latency_predicted_ms, 2),
                  latency_basis=self.device.latency_basis, ram_bytes=ch.ram_bytes,
                  ram_model="tflm_arena" if self.device.kind == "mcu" else "activations",
-                 budgets=self.budgets.to_dict(), weights=ch.weights,
+                 budgets=self.budgets.to_dict(),
+                 weights=None if ch.weights is None else ch.weights.to_dict(),
                  runtime_flash_bytes=self.budgets.runtime_flash_bytes,
                  runtime_ram_bytes=self.budgets.runtime_ram_bytes,
                  budget_basis=self.budgets.basis or "the device's flash and RAM",

@@ -7,6 +7,8 @@ TensorFlow side; :mod:`edgeeff.model.pretrained` loads the weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from edgeeff.core.arch import ModelSpec, expand, preset_spec
 
@@ -30,6 +32,43 @@ PRETRAINED: dict[str, Pretrained] = {p.preset: p for p in (
 AVAILABLE = tuple(PRETRAINED)
 
 
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a candidate's weights come from: a pretrained ImageNet backbone (``name`` is its
+    preset) or a model ``edgeeff train`` wrote (``name`` is its folder's name, ``folder`` the
+    folder). ``str()`` is what ``fit --json`` records (``"lite0"``, ``"trained:NAME"``);
+    :attr:`cell` is the fit table's text."""
+
+    kind: Literal["imagenet", "trained"]
+    name: str
+    folder: str | None = None
+
+    @classmethod
+    def imagenet(cls, preset: str) -> WeightSource:
+        return cls("imagenet", preset)
+
+    @classmethod
+    def trained(cls, folder: str | Path) -> WeightSource:
+        p = Path(folder).resolve()
+        return cls("trained", p.name, str(p))
+
+    @property
+    def is_trained(self) -> bool:
+        return self.kind == "trained"
+
+    @property
+    def cell(self) -> str:
+        """The fit table's ``weights`` column."""
+        return str(self) if self.is_trained else f"imagenet ({self.name})"
+
+    def to_dict(self) -> str:
+        """Its JSON form: the string :meth:`__str__` gives (fit's ``weights``/``pretrained``)."""
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"trained:{self.name}" if self.is_trained else self.name
+
+
 def _arch_key(spec: ModelSpec):
     a = expand(spec)
     return (spec.family, a.stem_filters, a.top_filters, a.blocks)
@@ -42,3 +81,9 @@ def source_for(spec: ModelSpec) -> str | None:
         if _arch_key(preset_spec(name, num_classes=spec.num_classes)) == key:
             return name
     return None
+
+
+def imagenet_source(spec: ModelSpec) -> WeightSource | None:
+    """:func:`source_for` as a :class:`WeightSource` (None: no ImageNet weights fit ``spec``)."""
+    name = source_for(spec)
+    return None if name is None else WeightSource.imagenet(name)
