@@ -28,6 +28,7 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.graph import graph
 from edgeeff.core.units import FiniteFloat, parse_size
+from edgeeff.core.zoo import WEIGHTS_HELP
 from edgeeff.data import check as datacheck
 from edgeeff.data import images
 from edgeeff.data.folder import ImageFolder
@@ -382,9 +383,7 @@ class _PhaseBars(trainmod.Phases):
 @click.option("--phi", type=float)
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
-@click.option("--weights", default="auto", show_default=True,
-              help="auto (imagenet where the architecture has weights, else inherit for the "
-                   "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
+@click.option("--weights", default="auto", show_default=True, help=WEIGHTS_HELP)
 @click.option("--epochs", type=click.IntRange(min=1),
               help=f"Passes over every view [default: {trainmod.Recipe.epochs}; "
                    "10 with --distribute].")

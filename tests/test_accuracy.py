@@ -119,3 +119,19 @@ def test_plot_is_written(tmp_path, suffix):
     r = run_cli("fit", "--device", "pi4", "--plot", str(tmp_path / "x.gif"),
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 2 and ".png or .svg" in r.stderr
+
+
+def test_weights_choice_is_parsed_once_from_the_flag_text():
+    """--weights' words and a path become one typed choice (export checks it, model.weights
+    acts on it), and the weight source of a candidate is a record, not a prefixed string."""
+    from edgeeff.core.zoo import WEIGHTS_WORDS, WeightsChoice
+
+    for w in WEIGHTS_WORDS:
+        assert WeightsChoice.parse(w) == WeightsChoice(w) and str(WeightsChoice.parse(w)) == w
+    assert WeightsChoice.parse(None).kind == WeightsChoice.parse("").kind == "none"
+    f = WeightsChoice.parse("trained-run/model.weights.h5")
+    assert f.is_file and f.path == "trained-run/model.weights.h5" and str(f) == f.path
+    assert WeightsChoice.parse(f) is f
+    t = WeightSource.trained("runs/big")
+    assert t.is_trained and t.name == "big" and str(t) == "trained:big" and t.cell == "trained:big"
+    assert WeightSource.imagenet("lite1").cell == "imagenet (lite1)"

@@ -1,4 +1,6 @@
-"""Which architectures have pretrained ImageNet weights, and where those weights come from.
+"""Which architectures have pretrained ImageNet weights, where those weights come from, and
+the two records about a model's weights: a fit candidate's :class:`WeightSource` and the
+``--weights`` flag's :class:`WeightsChoice`.
 
 Pure data: ``fit`` uses it to mark and rank weight-bearing candidates without importing the
 TensorFlow side; :mod:`edgeeff.model.pretrained` loads the weights.
@@ -67,6 +69,43 @@ class WeightSource:
 
     def __str__(self) -> str:
         return f"trained:{self.name}" if self.is_trained else self.name
+
+
+WEIGHTS_WORDS = ("auto", "imagenet", "inherit", "none")
+# one help text for export's and train's --weights
+WEIGHTS_HELP = ("auto (export of a spec file that train wrote: its trained weights; else "
+                "imagenet where the architecture has ImageNet weights; else, for train, inherit "
+                "for the lite family; else none), imagenet, inherit (sliced from the nearest "
+                "pretrained Lite0/1/2: a starting point, not a trained model), none (random "
+                "init) or a .weights.h5 path.")
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """The ``--weights`` flag (export and train), parsed once: one of :data:`WEIGHTS_WORDS`
+    (``kind``), or ``kind == "file"`` with the file's ``path``. :data:`WEIGHTS_HELP` says what
+    each means; :func:`edgeeff.model.weights.load_into` acts on it."""
+
+    kind: Literal["auto", "imagenet", "inherit", "none", "file"]
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | WeightsChoice | None) -> WeightsChoice:
+        """The flag's text (None or empty: ``none``); a word wins over a file of that name."""
+        if isinstance(text, WeightsChoice):
+            return text
+        if text is None or text == "":
+            return cls("none")
+        if text in WEIGHTS_WORDS:
+            return cls(text)
+        return cls("file", str(text))
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+    def __str__(self) -> str:
+        return self.path if self.is_file else self.kind
 
 
 def _arch_key(spec: ModelSpec):
