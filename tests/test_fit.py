@@ -207,7 +207,7 @@ def test_mcu_pick_budgets_the_arena_the_export_reserves(device, classes, tmp_pat
     rec = tflm.export(model, tmp_path / "tflm", ch.spec.name, spec=ch.spec)
     header = (tmp_path / "tflm" / "model_data.h").read_text()
     assert f"constexpr int kTensorArenaSize = {ch.ram_bytes};" in header
-    assert rec["recommended_arena_bytes"] == ch.ram_bytes
+    assert rec.recommended_arena_bytes == ch.ram_bytes
 
 
 def test_reserved_arena_is_the_minimum_plus_the_margin_in_whole_kb():
