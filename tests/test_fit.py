@@ -293,7 +293,7 @@ def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
 
     dev, res = _mcu_pick("stm32f746", 100)
     assert res.chosen.spec.head == "scaled"
-    res.write_spec(tmp_path / "s.json")
+    specfile.write(tmp_path / "s.json", res.spec_file(tmp_path / "s.json"))
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["version"] == 3 and doc["spec"]["head"] == "scaled"
     assert doc["spec"]["name"].endswith(f"-head{expand(res.chosen.spec).top_filters}")
@@ -313,3 +313,29 @@ def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
     assert cost(preset_spec("b0")).params == 5_288_548
     assert cost(preset_spec("lite0")).params == 4_652_008
     assert expand(preset_spec("lite0")).top_filters == 1280
+
+
+def test_core_errors_name_fields_and_the_cli_shows_its_flags():
+    """The core's bad-input errors carry the parameter (``field``) and no flag; the CLI maps
+    the parameter to the flag the user typed, through its one table (issue 36, item 5)."""
+    from edgeeff.cli import FLAGS
+    from edgeeff.core import specfile
+    from edgeeff.core.errors import FieldError
+
+    mcu = targets.load("stm32f746")
+    for call, fields in ((lambda: Budgets.for_device(mcu, max_flash=1024), ("max_flash",)),
+                         (lambda: Budgets.for_device(PI4, max_mflops=-3), ("max_mflops",)),
+                         (lambda: specfile.choose(preset="lite0", phi=0.5), ("preset", "phi")),
+                         (lambda: specfile.choose(default=None), ("preset", "phi", "spec_file"))):
+        with pytest.raises(FieldError) as e:
+            call()
+        assert e.value.fields == fields and e.value.field == fields[0]
+        assert "--" not in str(e.value) and all(f in FLAGS for f in fields)
+    for args, line in ((["fit", "--device", "stm32f746", "--max-flash", "1KB"],
+                        "--max-flash 1.0 KB leaves nothing for the model"),
+                       (["info", "--preset", "lite0", "--phi", "0.5"],
+                        "give only one of --preset, --phi"),
+                       (["fit", "--device", "pi4", "--family", "efficientnet", "--pretrained"],
+                        "--pretrained weights exist only for the lite family")):
+        r = run_cli(*args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and line in r.stderr, r.stderr

@@ -18,7 +18,7 @@ from edgeeff.core.accuracy import Prediction, predict
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 from edgeeff.core.targets import Device, positive_number
 from edgeeff.core.units import format_size
 from edgeeff.core.zoo import WeightSource, imagenet_source
@@ -38,22 +38,24 @@ class Budgets:
     @classmethod
     def for_device(cls, device: Device, max_mflops=None, max_ram=None, max_flash=None,
                    max_latency_ms=None) -> Budgets:
-        """The device's budgets with any command-line override applied, less the runtime's
-        reserve where the profile has one (an override is the whole chip's figure too)."""
+        """The device's budgets with any override applied, less the runtime's reserve where
+        the profile has one (an override is the whole chip's figure too). A bad override is a
+        :class:`~edgeeff.core.errors.FieldError` naming its parameter."""
         mflops = max_mflops if max_mflops is not None else device.max_mflops
-        for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
+        for name, v in (("max_mflops", mflops), ("max_latency_ms", max_latency_ms)):
             if v is not None and not positive_number(v):
-                raise EdgeeffError(f"{name} must be a positive finite number, got {v:g}")
-        for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
+                raise FieldError(f"{{{name}}} must be a positive finite number, got {v:g}", name)
+        for name, v in (("max_ram", max_ram), ("max_flash", max_flash)):
             if v is not None and v <= 0:
-                raise EdgeeffError(f"{name} must be positive")
+                raise FieldError(f"{{{name}}} must be positive", name)
         ram = max_ram if max_ram is not None else device.ram_bytes
         flash = max_flash if max_flash is not None else device.flash_bytes
-        for name, total, reserve in (("--max-ram", ram, device.runtime_ram_bytes),
-                                     ("--max-flash", flash, device.runtime_flash_bytes)):
+        for name, total, reserve in (("max_ram", ram, device.runtime_ram_bytes),
+                                     ("max_flash", flash, device.runtime_flash_bytes)):
             if reserve and total <= reserve:
-                raise EdgeeffError(f"{name} {format_size(total)} leaves nothing for the model: "
-                                   f"{device.name}'s runtime takes {format_size(reserve)}")
+                raise FieldError(f"{{{name}}} {format_size(total)} leaves nothing for the "
+                                 f"model: {device.name}'s runtime takes {format_size(reserve)}",
+                                 name)
         return cls(
             max_macs=None if mflops is None else mflops * 1e6,
             max_ram_bytes=ram - device.runtime_ram_bytes,
@@ -357,10 +359,12 @@ class FitResult:
                      f"('edgeeff fit --pretrained')")
         return line
 
-    def write_spec(self, path) -> None:
-        """The spec file ``export`` and ``train`` take, with this choice recorded."""
+    def spec_file(self, path=SPEC_FILE) -> specfile.SpecFile:
+        """The spec file ``export`` and ``train`` take, with this choice recorded (``path``:
+        where it will be written, named in the weights hint); the caller writes it with
+        :func:`edgeeff.core.specfile.write`."""
         fitted = specfile.Fitted.from_summary(self.summary(path), self.device.to_dict())
-        specfile.write(path, specfile.SpecFile(self.chosen.spec, fit=fitted))
+        return specfile.SpecFile(self.chosen.spec, fit=fitted)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from edgeeff.core.budget import (
     evaluate,
     shortfalls,
 )
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import FieldError
 from edgeeff.core.rank import fit_pretrained
 from edgeeff.core.targets import Device
 
@@ -129,7 +129,7 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
     if isinstance(measure, BudgetedMeasure):
         return _fit_measured(device, budgets, fam, num_classes, measure, head)
     if num_classes < 1:
-        raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
+        raise FieldError(f"{{num_classes}} must be >= 1, got {num_classes}", "num_classes")
     cache: dict[int, Candidate] = {}
 
     def at(k: int) -> Candidate:

@@ -15,7 +15,7 @@ from edgeeff.core import specfile
 from edgeeff.core.accuracy import Prediction
 from edgeeff.core.arch import preset_spec
 from edgeeff.core.budget import Budgets, Candidate, FitResult, Measure, NothingFits, evaluate, shortfalls
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 from edgeeff.core.targets import Device
 from edgeeff.core.zoo import AVAILABLE, WeightSource
 
@@ -62,11 +62,12 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
     names the runner-up, and the binding budget is what stops the next more accurate one.
     """
     if pretrained and family not in (None, "lite"):
-        raise EdgeeffError("--pretrained weights exist only for the lite family")
+        raise FieldError("{pretrained} weights exist only for the lite family", "pretrained")
     cands = pretrained_candidates(device, budgets, num_classes, measure) if pretrained else []
     cands += [trained_candidate(p, device, budgets, measure) for p in trained]
     if not cands:
-        raise EdgeeffError("no weight-bearing candidates: give --pretrained or --trained SPEC")
+        raise FieldError("no weight-bearing candidates: give {pretrained} or {trained} SPEC",
+                         "pretrained", "trained")
     ranked = sorted(cands, key=lambda c: (-c.top1, c.cost.macs))
     fitting = [c for c in ranked if c.fits]
     if not fitting:
