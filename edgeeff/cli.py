@@ -285,7 +285,7 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     if phone_note:
         pretrained = True  # an app needs a model that works: rank the weight-bearing ones
     if pretrained or trained:
-        res = rank.fit_pretrained(device, budgets, num_classes=num_classes or 1000,
+        res = rank.pick_pretrained(device, budgets, num_classes=num_classes or 1000,
                                  family=family, trained=trained, pretrained=pretrained,
                                  measure=timer)
     else:

@@ -9,7 +9,7 @@ from edgeeff.core import accuracy, specfile, targets
 from edgeeff.core.arch import phi_spec, preset_spec
 from edgeeff.core.budget import Budgets
 from edgeeff.core.fit import fit
-from edgeeff.core.rank import fit_pretrained
+from edgeeff.core.rank import pick_pretrained
 from edgeeff.core.zoo import PRETRAINED, WeightSource
 from tests.conftest import run_cli
 
@@ -41,7 +41,7 @@ def test_curves_are_smooth_monotone_fits_of_the_measurements(model, precision):
 def test_pretrained_pick_is_within_a_point_of_the_best_measured_point(mflops):
     """The pick's measured dev top-1 is within 1 point of the best measured (model,
     resolution) point whose cost fits the budget: ranking by MACs failed this."""
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=mflops))
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=mflops))
     ch = res.chosen
     assert ch.fits and ch.cost.mflops <= mflops
     fitting = [c for c in res.candidates if c.fits]
@@ -52,7 +52,7 @@ def test_pretrained_pick_is_within_a_point_of_the_best_measured_point(mflops):
 
 
 def test_300_mflops_prefers_lite0_near_native_over_lite2_far_below():
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=300))
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=300))
     assert res.chosen.weights == WeightSource.imagenet("lite0") and res.chosen.spec.resolution == 192
 
 
@@ -93,9 +93,9 @@ def test_trained_models_rank_by_their_measured_top1(tmp_path):
             top1=top1, top1_basis="measured by edgeeff train on 40 validation images",
             weights="model.weights.h5", labels="labels.txt")))
         files.append(str(d / "edgeeff.json"))
-    res = fit_pretrained(PI4, Budgets.for_device(PI4), trained=tuple(files), pretrained=False)
+    res = pick_pretrained(PI4, Budgets.for_device(PI4), trained=tuple(files), pretrained=False)
     assert res.chosen.weights == WeightSource.trained(tmp_path / "big") and res.chosen.top1 == 93.0
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=200), trained=tuple(files),
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=200), trained=tuple(files),
                          pretrained=False)
     assert str(res.chosen.weights) == "trained:small" and res.chosen.weights.is_trained  # the bigger one is over budget
     r = run_cli("fit", "--device", "pi4", "--trained", str(tmp_path / "nope.json"),

@@ -152,7 +152,7 @@ def test_pure_commands_import_no_tensorflow(tmp_path):
     assert r.stdout.strip() == ""
 
 
-def test_fit_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
+def test_pick_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
     out = tmp_path / "p.json"
     r = run_cli("fit", "--device", "pi4", "--max-mflops", "300", "--pretrained", "--json",
                 "--out", str(out))

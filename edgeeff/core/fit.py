@@ -23,7 +23,7 @@ from edgeeff.core.budget import (
     shortfalls,
 )
 from edgeeff.core.errors import FieldError
-from edgeeff.core.rank import fit_pretrained
+from edgeeff.core.rank import pick_pretrained
 from edgeeff.core.targets import Device
 
 # The class count assumed where the user gave none (no --num-classes, no --data) and no
@@ -42,7 +42,7 @@ def task_classes(device: Device, budgets: Budgets, num_classes: int | None) -> t
     if num_classes is not None:
         return num_classes, ""
     try:
-        fit_pretrained(device, budgets, 1000)
+        pick_pretrained(device, budgets, 1000)
         return 1000, ""
     except NothingFits:
         return ASSUMED_CLASSES, (
@@ -86,7 +86,7 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
                 def alt_measure(s, _m=measure):
                     t = _m.cached(s)
                     return None if t is None else t.p50_ms
-            alt = fit_pretrained(device, budgets, num_classes, measure=alt_measure)
+            alt = pick_pretrained(device, budgets, num_classes, measure=alt_measure)
             # its candidates too: --plot draws them (already evaluated, measured with --measure)
             res = replace(res, alternative=alt.chosen, candidates=alt.candidates)
         except NothingFits:

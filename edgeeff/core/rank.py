@@ -51,7 +51,7 @@ def trained_candidate(path: str, device: Device, budgets: Budgets,
                    accuracy=Prediction(top1, top1, basis))
 
 
-def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
+def pick_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
                    family: str | None = None, trained: tuple[str, ...] = (),
                    pretrained: bool = True, measure: Measure | None = None) -> FitResult:
     """The pretrained candidate with the highest predicted top-1 that meets every budget.
