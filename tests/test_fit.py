@@ -96,7 +96,10 @@ def test_nothing_fits_names_each_shortfall_as_data():
     e = info.value
     short = e.limits["flash"]
     assert short.needed == e.smallest.cost.flash_bytes > short.limit == 512 * 1024
-    assert "short by" in str(short) and str(short) in str(e) and "--num-classes" in str(e)
+    assert "short by" in str(short) and str(short) in str(e) and e.fields == ("num_classes",)
+    from edgeeff.cli import FLAGS
+
+    assert "--num-classes" in e.render(FLAGS)  # the CLI shows the flag (the core: the field)
 
 
 def test_cli_nothing_fits_exits_2_with_one_line(tmp_path):
@@ -331,6 +334,10 @@ def test_core_errors_name_fields_and_the_cli_shows_its_flags():
             call()
         assert e.value.fields == fields and e.value.field == fields[0]
         assert "--" not in str(e.value) and all(f in FLAGS for f in fields)
+    with pytest.raises(NothingFits) as e:  # its hint names the class count, not the flag
+        fit(mcu, Budgets.for_device(mcu, max_flash=300 * 1024), family="efficientnet",
+            num_classes=1000)
+    assert e.value.fields == ("num_classes",) and "(--num-classes)" in e.value.render(FLAGS)
     for args, line in ((["fit", "--device", "stm32f746", "--max-flash", "1KB"],
                         "--max-flash 1.0 KB leaves nothing for the model"),
                        (["info", "--preset", "lite0", "--phi", "0.5"],

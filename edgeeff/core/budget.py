@@ -18,7 +18,7 @@ from edgeeff.core.accuracy import Prediction, predict
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
-from edgeeff.core.errors import EdgeeffError, FieldError
+from edgeeff.core.errors import FieldError
 from edgeeff.core.targets import Device, positive_number
 from edgeeff.core.units import format_size
 from edgeeff.core.zoo import WeightSource, imagenet_source
@@ -396,16 +396,19 @@ def shortfalls(cand: Candidate, budgets: Budgets) -> dict[str, Shortfall]:
     return {b: Shortfall(b, *figures[b]) for b in cand.violations}
 
 
-class NothingFits(EdgeeffError):
+class NothingFits(FieldError):
     """Even the smallest candidate exceeds a budget. Carries the data, not just the message:
     ``device``, ``family``, ``smallest`` (the :class:`Candidate` tried) and ``limits`` (a
-    :class:`Shortfall` per violated budget, keyed by budget name)."""
+    :class:`Shortfall` per violated budget, keyed by budget name). ``hint`` may name
+    parameters as ``{name}`` (listed in ``fields``), which the CLI shows as its flags."""
 
     def __init__(self, device: Device, family: str, smallest: Candidate,
-                 limits: dict[str, Shortfall], what: str, hint: str = ""):
+                 limits: dict[str, Shortfall], what: str, hint: str = "",
+                 fields: tuple[str, ...] = ()):
         self.device, self.family, self.smallest, self.limits = device, family, smallest, limits
         self.shortfall = "; ".join(str(x) for x in limits.values())
-        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}")
+        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}",
+                         *fields)
 
     @property
     def violations(self) -> tuple[str, ...]:

@@ -143,10 +143,11 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
         smallest = at(lo)
         hint = ""
         if "flash" in smallest.violations:
-            hint = "; fewer classes (--num-classes) shrink the classifier"
+            hint = "; fewer classes ({num_classes}) shrink the classifier"
         raise NothingFits(device, fam, smallest, shortfalls(smallest, budgets),
                           f"the smallest {fam} candidate (phi={PHI_MIN:g}, "
-                          f"{smallest.spec.resolution}px, {num_classes} classes)", hint)
+                          f"{smallest.spec.resolution}px, {num_classes} classes)", hint,
+                          ("num_classes",) if hint else ())
     if at(hi).fits:
         # nothing binds only at the edge of the search range: say so
         best, binding = hi, f"none (phi reached the top of the search range, {PHI_MAX:+g})"
