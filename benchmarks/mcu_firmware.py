@@ -90,8 +90,8 @@ def one(device: str, classes: int, work: Path, run: bool) -> dict:
         rec["error"] = f"export: {e}"
         return rec
     rec["export_s"] = round(time.perf_counter() - t0, 1)
-    rec["kTensorArenaSize"] = arena["recommended_arena_bytes"]
-    rec["min_arena_measured"] = arena["min_arena_bytes"]
+    rec["kTensorArenaSize"] = arena.recommended_arena_bytes
+    rec["min_arena_measured"] = arena.min_arena_bytes
     try:
         rec["firmware"] = fw.firmware(out, target, run=run, device=device)
     except EdgeeffError as e:

@@ -46,7 +46,7 @@ def count(model: Path, core: str, work: Path) -> dict:
     name = model.stem.replace("-", "_")
     rec = tflm.export(model, folder, name)
     if not (folder / "test_input.h").is_file():  # not an image classifier: a zero input
-        tflm.write_project(folder, name, rec["kernels"], rec["recommended_arena_bytes"])
+        tflm.write_project(folder, name, list(rec.kernels), rec.recommended_arena_bytes)
         g = reader.read(model.read_bytes())
         t = g.tensors[g.inputs[0]]
         n = math.prod(t.shape) * (1 if t.dtype in ("int8", "uint8") else 4)

@@ -24,10 +24,11 @@ from edgeeff.core import artifacts as A
 from edgeeff.core import budget, fsutil, rank, specfile, targets
 from edgeeff.core import fit as fitmod
 from edgeeff.core import gpu as gpumod
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.graph import graph
 from edgeeff.core.units import FiniteFloat, parse_size
+from edgeeff.core.zoo import WEIGHTS_HELP
 from edgeeff.data import check as datacheck
 from edgeeff.data import images
 from edgeeff.data.folder import ImageFolder
@@ -95,6 +96,15 @@ def _interrupted(e: BaseException | None) -> None:
     sys.exit(143 if term else 130)
 
 
+# The one table from the core's parameter names (a FieldError's ``fields``) to the flags a user
+# typed: the core never names a flag, the CLI shows its own when it prints such an error.
+FLAGS = {
+    "spec_file": "--spec", "preset": "--preset", "phi": "--phi", "family": "--family",
+    "num_classes": "--num-classes", "resolution": "--resolution",
+    "max_mflops": "--max-mflops", "max_ram": "--max-ram", "max_flash": "--max-flash",
+    "max_latency_ms": "--max-latency-ms", "pretrained": "--pretrained", "trained": "--trained",
+}
+
 # A bare 'edgeeff' (a group with no_args_is_help): click >= 8.2 raises NoArgsIsHelpError, a
 # UsageError, so it is caught before the UsageError clause; click 8.1 prints the help itself
 # and exits 0 through click.exceptions.Exit. An empty tuple in an except clause matches nothing.
@@ -147,6 +157,10 @@ class _Group(click.Group):
         except click.ClickException as e:
             fsutil.raise_if_interrupted()
             click.echo(f"edgeeff: error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except FieldError as e:  # the core names parameters; the user typed flags
+            fsutil.raise_if_interrupted()
+            click.echo(f"edgeeff: error: {e.render(FLAGS)}", err=True)
             sys.exit(2)
         except EdgeeffError as e:
             fsutil.raise_if_interrupted()
@@ -271,7 +285,7 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
     if phone_note:
         pretrained = True  # an app needs a model that works: rank the weight-bearing ones
     if pretrained or trained:
-        res = rank.fit_pretrained(device, budgets, num_classes=num_classes or 1000,
+        res = rank.pick_pretrained(device, budgets, num_classes=num_classes or 1000,
                                  family=family, trained=trained, pretrained=pretrained,
                                  measure=timer)
     else:
@@ -279,7 +293,7 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
                          head=head)
         if res.assumed:
             click.echo(f"edgeeff: {res.assumed}", err=True)
-    res.write_spec(out)
+    specfile.write(out, res.spec_file(out))
     if phone_note:  # said once the pick stands (an error is the only line otherwise)
         click.echo("edgeeff: phone: picked the most accurate model with ImageNet weights; for "
                    "the largest model that fits, give --family lite|efficientnet, then 'edgeeff "
@@ -322,7 +336,11 @@ def fit(device_name, max_mflops, max_ram, max_flash, max_latency_ms, family, num
 @click.option("--json", "as_json", is_flag=True)
 def info(preset, phi, family, spec_file, num_classes, resolution, device_name, as_json) -> None:
     """Cost of one model: MACs, parameters, flash and peak RAM, per stage."""
-    spec, s = specfile.info(spec_file, preset, phi, family, num_classes, resolution)
+    spec, doc = specfile.choose(spec_file, preset, phi, family, num_classes, resolution,
+                                default=None)
+    fitted = doc.fit if doc is not None else None
+    s = specfile.summary(spec, device=fitted and fitted.device,
+                         binding=fitted and fitted.binding)
     if device_name:
         dev = targets.load(device_name)
         s.update(device=dev.key, latency_ms=round(dev.latency_ms(spec), 2),
@@ -382,9 +400,7 @@ class _PhaseBars(trainmod.Phases):
 @click.option("--phi", type=float)
 @click.option("--family", type=click.Choice(["efficientnet", "lite"]))
 @click.option("--resolution", type=click.IntRange(min=32), help="Override the input size.")
-@click.option("--weights", default="auto", show_default=True,
-              help="auto (imagenet where the architecture has weights, else inherit for the "
-                   "lite family, else none), imagenet, inherit, none or a .weights.h5 path.")
+@click.option("--weights", default="auto", show_default=True, help=WEIGHTS_HELP)
 @click.option("--epochs", type=click.IntRange(min=1),
               help=f"Passes over every view [default: {trainmod.Recipe.epochs} for the cached "
                    f"recipe, 10 with --distribute; {trainmod.defaults('distill').epochs} for the "

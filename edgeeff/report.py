@@ -9,7 +9,6 @@ from rich.table import Table
 from edgeeff.core import artifacts as A
 from edgeeff.core.cost import stage_table
 from edgeeff.core.units import format_size
-from edgeeff.core.zoo import AVAILABLE
 from edgeeff.export.quantreport import HOW_TO_MEASURE
 
 console = Console(highlight=False, soft_wrap=False, width=160)
@@ -79,8 +78,7 @@ def fit_table(res, spec_file: str = A.SPEC_FILE) -> None:
         lat = [f"{c.latency_predicted_ms:.1f}"]
         if measured:
             lat.append(f"{c.latency_ms:.1f}")
-        w = ("-" if not c.weights else c.weights if c.weights.startswith("trained")
-             else f"imagenet ({c.weights})")
+        w = "-" if c.weights is None else c.weights.cell
         t.add_row(c.label, f"{s.depth:.3f}", f"{s.width:.3f}", str(s.resolution),
                   f"{c.cost.mflops:.1f}", f"{c.cost.params / 1e6:.2f} M",
                   format_size(c.flash_bytes), format_size(c.ram_bytes), *lat, w,
@@ -98,7 +96,7 @@ def fit_table(res, spec_file: str = A.SPEC_FILE) -> None:
     console.print(f"chosen: {ch.spec.name} ({ch.spec.family}, {ch.spec.num_classes} classes), "
                   f"binding budget: {res.binding}{lever}")
     if ch.top1 is not None:
-        what = ("predicted top-1: {:.1f} % int8 on ImageNet" if ch.weights in AVAILABLE
+        what = ("predicted top-1: {:.1f} % int8 on ImageNet" if ch.weights is not None and ch.weights.kind == "imagenet"
                 else "top-1: {:.1f} %")
         console.print(what.format(ch.top1) + f" (basis: {escape(ch.accuracy.basis)})")
     console.print(f"latency: {ch.latency_ms:.1f} ms "

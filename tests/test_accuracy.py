@@ -9,8 +9,8 @@ from edgeeff.core import accuracy, specfile, targets
 from edgeeff.core.arch import phi_spec, preset_spec
 from edgeeff.core.budget import Budgets
 from edgeeff.core.fit import fit
-from edgeeff.core.rank import fit_pretrained
-from edgeeff.core.zoo import PRETRAINED
+from edgeeff.core.rank import pick_pretrained
+from edgeeff.core.zoo import PRETRAINED, WeightSource
 from tests.conftest import run_cli
 
 PI4 = targets.load("pi4")
@@ -41,29 +41,30 @@ def test_curves_are_smooth_monotone_fits_of_the_measurements(model, precision):
 def test_pretrained_pick_is_within_a_point_of_the_best_measured_point(mflops):
     """The pick's measured dev top-1 is within 1 point of the best measured (model,
     resolution) point whose cost fits the budget: ranking by MACs failed this."""
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=mflops))
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=mflops))
     ch = res.chosen
     assert ch.fits and ch.cost.mflops <= mflops
     fitting = [c for c in res.candidates if c.fits]
-    best = max(measured(c.weights, c.spec.resolution) for c in fitting)
-    assert measured(ch.weights, ch.spec.resolution) >= best - 1.0
+    best = max(measured(c.weights.name, c.spec.resolution) for c in fitting)
+    assert measured(ch.weights.name, ch.spec.resolution) >= best - 1.0
     assert res.runner_up is not None and res.runner_up.top1 <= ch.top1
     assert res.unused()["mflops"] == pytest.approx(mflops - ch.cost.mflops, abs=0.1)
 
 
 def test_300_mflops_prefers_lite0_near_native_over_lite2_far_below():
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=300))
-    assert res.chosen.weights == "lite0" and res.chosen.spec.resolution == 192
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=300))
+    assert res.chosen.weights == WeightSource.imagenet("lite0") and res.chosen.spec.resolution == 192
 
 
 def test_weightless_pick_says_so_and_names_the_pretrained_alternative(tmp_path):
     res = fit(PI4, Budgets.for_device(PI4, max_mflops=600, max_latency_ms=1000))
     assert res.weightless and res.chosen.spec.phi > 0
     alt = res.alternative
-    assert alt is not None and alt.fits and alt.weights in PRETRAINED and alt.top1 > 60
+    assert alt is not None and alt.fits and alt.top1 > 60
+    assert alt.weights.kind == "imagenet" and alt.weights.name in PRETRAINED
     # the candidates it was chosen from come along (what --plot draws, evaluated once)
     assert any(c is alt for c in res.candidates)
-    assert {c.weights for c in res.candidates} == set(PRETRAINED)
+    assert {c.weights.name for c in res.candidates} == set(PRETRAINED)
     r = run_cli("fit", "--device", "pi4", "--max-mflops", "600", "--max-latency-ms", "1000",
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
@@ -74,7 +75,7 @@ def test_weightless_pick_says_so_and_names_the_pretrained_alternative(tmp_path):
                 "--json", "--out", str(tmp_path / "s.json"))
     d = json.loads(r.stdout)
     assert d["weights"] is None and d["top1_predicted"] is None
-    assert d["pretrained_alternative"]["pretrained"] == alt.weights
+    assert d["pretrained_alternative"]["pretrained"] == str(alt.weights) == alt.weights.name
     # a pick that has weights gets a predicted top-1 with its basis instead
     d = json.loads(run_cli("fit", "--device", "pi4", "--max-mflops", "400", "--json",
                            "--out", str(tmp_path / "s.json")).stdout)
@@ -92,11 +93,11 @@ def test_trained_models_rank_by_their_measured_top1(tmp_path):
             top1=top1, top1_basis="measured by edgeeff train on 40 validation images",
             weights="model.weights.h5", labels="labels.txt")))
         files.append(str(d / "edgeeff.json"))
-    res = fit_pretrained(PI4, Budgets.for_device(PI4), trained=tuple(files), pretrained=False)
-    assert res.chosen.weights == "trained:big" and res.chosen.top1 == 93.0
-    res = fit_pretrained(PI4, Budgets.for_device(PI4, max_mflops=200), trained=tuple(files),
+    res = pick_pretrained(PI4, Budgets.for_device(PI4), trained=tuple(files), pretrained=False)
+    assert res.chosen.weights == WeightSource.trained(tmp_path / "big") and res.chosen.top1 == 93.0
+    res = pick_pretrained(PI4, Budgets.for_device(PI4, max_mflops=200), trained=tuple(files),
                          pretrained=False)
-    assert res.chosen.weights == "trained:small"  # the bigger one is over budget
+    assert str(res.chosen.weights) == "trained:small" and res.chosen.weights.is_trained  # the bigger one is over budget
     r = run_cli("fit", "--device", "pi4", "--trained", str(tmp_path / "nope.json"),
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1
@@ -118,3 +119,19 @@ def test_plot_is_written(tmp_path, suffix):
     r = run_cli("fit", "--device", "pi4", "--plot", str(tmp_path / "x.gif"),
                 "--out", str(tmp_path / "s.json"))
     assert r.returncode == 2 and ".png or .svg" in r.stderr
+
+
+def test_weights_choice_is_parsed_once_from_the_flag_text():
+    """--weights' words and a path become one typed choice (export checks it, model.weights
+    acts on it), and the weight source of a candidate is a record, not a prefixed string."""
+    from edgeeff.core.zoo import WEIGHTS_WORDS, WeightsChoice
+
+    for w in WEIGHTS_WORDS:
+        assert WeightsChoice.parse(w) == WeightsChoice(w) and str(WeightsChoice.parse(w)) == w
+    assert WeightsChoice.parse(None).kind == WeightsChoice.parse("").kind == "none"
+    f = WeightsChoice.parse("trained-run/model.weights.h5")
+    assert f.is_file and f.path == "trained-run/model.weights.h5" and str(f) == f.path
+    assert WeightsChoice.parse(f) is f
+    t = WeightSource.trained("runs/big")
+    assert t.is_trained and t.name == "big" and str(t) == "trained:big" and t.cell == "trained:big"
+    assert WeightSource.imagenet("lite1").cell == "imagenet (lite1)"

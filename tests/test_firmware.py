@@ -235,7 +235,7 @@ def test_fit_pick_links_within_the_board_with_the_arena_fit_budgeted(tmp_path):
     model.write_bytes(synth.build(pick.spec, form="converter"))
     rec = tflm.export(model, tmp_path / "tflm", pick.spec.name, spec=pick.spec,
                       preprocessor=Preprocessor.for_spec(pick.spec))
-    assert rec["recommended_arena_bytes"] == pick.ram_bytes
+    assert rec.recommended_arena_bytes == pick.ram_bytes
     rep = fw.firmware(tmp_path, "cortex-m7", run=True, device="stm32f746")
     r, d = rep["run"], rep["device"]
     assert rep["kTensorArenaSize"] == r["kTensorArenaSize"] == pick.ram_bytes

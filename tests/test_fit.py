@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from edgeeff.core import targets
 from edgeeff.core.budget import Budgets, NothingFits
 from edgeeff.core.fit import PHI_MIN, fit
+from edgeeff.core.zoo import WeightSource
 from tests.conftest import run_cli
 
 PI4 = targets.load("pi4")
@@ -95,7 +96,10 @@ def test_nothing_fits_names_each_shortfall_as_data():
     e = info.value
     short = e.limits["flash"]
     assert short.needed == e.smallest.cost.flash_bytes > short.limit == 512 * 1024
-    assert "short by" in str(short) and str(short) in str(e) and "--num-classes" in str(e)
+    assert "short by" in str(short) and str(short) in str(e) and e.fields == ("num_classes",)
+    from edgeeff.cli import FLAGS
+
+    assert "--num-classes" in e.render(FLAGS)  # the CLI shows the flag (the core: the field)
 
 
 def test_cli_nothing_fits_exits_2_with_one_line(tmp_path):
@@ -151,7 +155,7 @@ def test_pure_commands_import_no_tensorflow(tmp_path):
     assert r.stdout.strip() == ""
 
 
-def test_fit_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
+def test_pick_pretrained_scales_resolution_of_a_pretrained_backbone(tmp_path):
     out = tmp_path / "p.json"
     r = run_cli("fit", "--device", "pi4", "--max-mflops", "300", "--pretrained", "--json",
                 "--out", str(out))
@@ -172,7 +176,7 @@ def test_fit_table_says_which_candidates_keep_pretrained_weights():
 
     res = do_fit(PI4, Budgets.for_device(PI4, max_mflops=400))
     by_phi = {c.spec.phi: c.weights for c in res.neighbours}
-    assert by_phi[0.0] == "lite0" and by_phi[-1.0] is None
+    assert by_phi[0.0] == WeightSource.imagenet("lite0") and by_phi[-1.0] is None
 
 
 # ---------------------------------------------------------------- microcontrollers (issue 33)
@@ -206,7 +210,7 @@ def test_mcu_pick_budgets_the_arena_the_export_reserves(device, classes, tmp_pat
     rec = tflm.export(model, tmp_path / "tflm", ch.spec.name, spec=ch.spec)
     header = (tmp_path / "tflm" / "model_data.h").read_text()
     assert f"constexpr int kTensorArenaSize = {ch.ram_bytes};" in header
-    assert rec["recommended_arena_bytes"] == ch.ram_bytes
+    assert rec.recommended_arena_bytes == ch.ram_bytes
 
 
 def test_reserved_arena_is_the_minimum_plus_the_margin_in_whole_kb():
@@ -292,7 +296,7 @@ def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
 
     dev, res = _mcu_pick("stm32f746", 100)
     assert res.chosen.spec.head == "scaled"
-    res.write_spec(tmp_path / "s.json")
+    specfile.write(tmp_path / "s.json", res.spec_file(tmp_path / "s.json"))
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["version"] == 3 and doc["spec"]["head"] == "scaled"
     assert doc["spec"]["name"].endswith(f"-head{expand(res.chosen.spec).top_filters}")
@@ -312,3 +316,33 @@ def test_scaled_head_travels_in_the_spec_file_and_old_files_read(tmp_path):
     assert cost(preset_spec("b0")).params == 5_288_548
     assert cost(preset_spec("lite0")).params == 4_652_008
     assert expand(preset_spec("lite0")).top_filters == 1280
+
+
+def test_core_errors_name_fields_and_the_cli_shows_its_flags():
+    """The core's bad-input errors carry the parameter (``field``) and no flag; the CLI maps
+    the parameter to the flag the user typed, through its one table (issue 36, item 5)."""
+    from edgeeff.cli import FLAGS
+    from edgeeff.core import specfile
+    from edgeeff.core.errors import FieldError
+
+    mcu = targets.load("stm32f746")
+    for call, fields in ((lambda: Budgets.for_device(mcu, max_flash=1024), ("max_flash",)),
+                         (lambda: Budgets.for_device(PI4, max_mflops=-3), ("max_mflops",)),
+                         (lambda: specfile.choose(preset="lite0", phi=0.5), ("preset", "phi")),
+                         (lambda: specfile.choose(default=None), ("preset", "phi", "spec_file"))):
+        with pytest.raises(FieldError) as e:
+            call()
+        assert e.value.fields == fields and e.value.field == fields[0]
+        assert "--" not in str(e.value) and all(f in FLAGS for f in fields)
+    with pytest.raises(NothingFits) as e:  # its hint names the class count, not the flag
+        fit(mcu, Budgets.for_device(mcu, max_flash=300 * 1024), family="efficientnet",
+            num_classes=1000)
+    assert e.value.fields == ("num_classes",) and "(--num-classes)" in e.value.render(FLAGS)
+    for args, line in ((["fit", "--device", "stm32f746", "--max-flash", "1KB"],
+                        "--max-flash 1.0 KB leaves nothing for the model"),
+                       (["info", "--preset", "lite0", "--phi", "0.5"],
+                        "give only one of --preset, --phi"),
+                       (["fit", "--device", "pi4", "--family", "efficientnet", "--pretrained"],
+                        "--pretrained weights exist only for the lite family")):
+        r = run_cli(*args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and line in r.stderr, r.stderr

@@ -50,8 +50,9 @@ def test_nothing_fits_reports_shortfall_in_kb():
     from edgeeff.core.errors import EdgeeffError
 
     dev = targets.load("nrf52840")
-    with pytest.raises(EdgeeffError, match=r"short by \d+ KB.*--num-classes"):
+    with pytest.raises(EdgeeffError, match=r"short by \d+ KB.*fewer classes") as e:
         fit(dev, Budgets.for_device(dev), family="lite", num_classes=1000)
+    assert e.value.fields == ("num_classes",)  # the CLI names it --num-classes
 
 
 def test_mcunet_budget_scales_the_lite_head():

@@ -84,9 +84,9 @@ def _fitted_model(seed: int = 0):
     truth = rng.uniform(0.2, 1.0, len(cols)) * (rng.random(len(cols)) < 0.7)
     rows = np.array([latency.row(s) for s in specs])
     ms = rows @ truth
-    return specs, ms, latency.from_solution(latency.solve(rows, ms, ridge=0.0), threads=2,
-                                            runtime="ai_edge_litert", runtime_version="2.3.0",
-                                            cpu="test CPU")
+    return specs, ms, latency.from_timings(specs, ms, ridge=0.0, threads=2,
+                                           runtime="ai_edge_litert", runtime_version="2.3.0",
+                                           cpu="test CPU")
 
 
 def test_nnls_matches_a_projected_gradient_solution():
@@ -298,7 +298,7 @@ def test_a_profile_taken_on_a_busy_machine_says_so():
     for share, busy in ((0.4, True), (0.01, False)):
         ms = [prof.Measurement(p, m, m, 1.0, share, 0.05) for p, m in
               zip(probes, rng.uniform(1, 10, len(probes)))]
-        res = prof.fit_measurements(ms, 1, folds=3)
+        res = prof.solve_measurements(ms, 1, folds=3)
         v = res.model.validation
         assert v["busy"] is busy and v["runqueue_share"] == pytest.approx(share)
         note = prof.busy_note(res)

@@ -50,10 +50,10 @@ def test_tune_candidates_are_the_ones_fit_admits(limit):
     assert short and {c.spec.name for c in short} <= fitting
     assert all(c.latency_ms <= limit for c in short)
     # fit's own pick under the same budget is always tried, and comes first
-    assert short[0].spec.name == rank.fit_pretrained(dev, b, 10).chosen.spec.name
-    for name in {c.weights for c in short}:
-        res = sorted(c.spec.resolution for c in short if c.weights == name)
-        own_fitting = [c.spec.resolution for c in every if c.weights == name and c.fits]
+    assert short[0].spec.name == rank.pick_pretrained(dev, b, 10).chosen.spec.name
+    for name in {c.weights.name for c in short}:
+        res = sorted(c.spec.resolution for c in short if c.weights.name == name)
+        own_fitting = [c.spec.resolution for c in every if c.weights.name == name and c.fits]
         assert max(res) == max(own_fitting)  # each backbone's largest size that fits
         assert len(res) <= 2 + (name == short[0].weights)
     # a budget nothing meets is one line, not an empty tune

@@ -18,10 +18,10 @@ from edgeeff.core.accuracy import Prediction, predict
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import FieldError
 from edgeeff.core.targets import Device, positive_number
 from edgeeff.core.units import format_size
-from edgeeff.core.zoo import source_for
+from edgeeff.core.zoo import WeightSource, imagenet_source
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,24 @@ class Budgets:
     @classmethod
     def for_device(cls, device: Device, max_mflops=None, max_ram=None, max_flash=None,
                    max_latency_ms=None) -> Budgets:
-        """The device's budgets with any command-line override applied, less the runtime's
-        reserve where the profile has one (an override is the whole chip's figure too)."""
+        """The device's budgets with any override applied, less the runtime's reserve where
+        the profile has one (an override is the whole chip's figure too). A bad override is a
+        :class:`~edgeeff.core.errors.FieldError` naming its parameter."""
         mflops = max_mflops if max_mflops is not None else device.max_mflops
-        for name, v in (("--max-mflops", mflops), ("--max-latency-ms", max_latency_ms)):
+        for name, v in (("max_mflops", mflops), ("max_latency_ms", max_latency_ms)):
             if v is not None and not positive_number(v):
-                raise EdgeeffError(f"{name} must be a positive finite number, got {v:g}")
-        for name, v in (("--max-ram", max_ram), ("--max-flash", max_flash)):
+                raise FieldError(f"{{{name}}} must be a positive finite number, got {v:g}", name)
+        for name, v in (("max_ram", max_ram), ("max_flash", max_flash)):
             if v is not None and v <= 0:
-                raise EdgeeffError(f"{name} must be positive")
+                raise FieldError(f"{{{name}}} must be positive", name)
         ram = max_ram if max_ram is not None else device.ram_bytes
         flash = max_flash if max_flash is not None else device.flash_bytes
-        for name, total, reserve in (("--max-ram", ram, device.runtime_ram_bytes),
-                                     ("--max-flash", flash, device.runtime_flash_bytes)):
+        for name, total, reserve in (("max_ram", ram, device.runtime_ram_bytes),
+                                     ("max_flash", flash, device.runtime_flash_bytes)):
             if reserve and total <= reserve:
-                raise EdgeeffError(f"{name} {format_size(total)} leaves nothing for the model: "
-                                   f"{device.name}'s runtime takes {format_size(reserve)}")
+                raise FieldError(f"{{{name}}} {format_size(total)} leaves nothing for the "
+                                 f"model: {device.name}'s runtime takes {format_size(reserve)}",
+                                 name)
         return cls(
             max_macs=None if mflops is None else mflops * 1e6,
             max_ram_bytes=ram - device.runtime_ram_bytes,
@@ -92,7 +94,7 @@ class Candidate:
     violations: tuple[str, ...]  # budgets this candidate exceeds
     ram_bytes: int = 0  # the RAM figure checked (TFLM arena on MCUs, activations elsewhere)
     flash_bytes: int = 0  # the flash figure checked (:func:`flash_bytes`)
-    weights: str | None = None  # the pretrained backbone this candidate can load, if any
+    weights: WeightSource | None = None  # the weights this candidate can load, if any
     accuracy: Prediction | None = None  # predicted top-1 (int8), for weight-bearing ones
     latency_predicted_ms: float | None = None  # the device profile's prediction
     latency_source: str = "model"  # "measured" (fit --measure) or "model" (the profile)
@@ -108,14 +110,15 @@ class Candidate:
     @property
     def label(self) -> str:
         s = self.spec
-        if self.weights and self.weights.startswith("trained"):
+        if self.weights is not None and self.weights.is_trained:
             return f"{self.weights} @ {s.resolution}"
         return f"phi {s.phi:+.2f}" if s.phi is not None else f"{s.preset} @ {s.resolution}"
 
     def row(self) -> dict:
         s, c = self.spec, self.cost
         return {
-            "name": s.name, "phi": s.phi, "family": s.family, "pretrained": self.weights,
+            "name": s.name, "phi": s.phi, "family": s.family,
+            "pretrained": None if self.weights is None else self.weights.to_dict(),
             "depth": round(s.depth, 4), "width": round(s.width, 4), "resolution": s.resolution,
             "num_classes": s.num_classes, "mflops": round(c.mflops, 1), "params": c.params,
             "flash_bytes": c.flash_bytes, "flash_checked_bytes": self.flash_bytes,
@@ -281,8 +284,8 @@ def evaluate(spec: ModelSpec, device: Device, budgets: Budgets,
     lat = float(m) if timed else predicted
     if budgets.max_latency_ms is not None and lat > budgets.max_latency_ms:
         v.append("latency")
-    weights = source_for(spec)
-    acc = predict(weights, spec.resolution) if weights else None
+    weights = imagenet_source(spec)
+    acc = predict(weights.name, spec.resolution) if weights else None
     return Candidate(spec, c, lat, tuple(v), ram_bytes(c, device), flash, weights, acc,
                      predicted, "measured" if timed else "model")
 
@@ -323,7 +326,8 @@ class FitResult:
                  latency_predicted_ms=round(ch.latency_predicted_ms, 2),
                  latency_basis=self.device.latency_basis, ram_bytes=ch.ram_bytes,
                  ram_model="tflm_arena" if self.device.kind == "mcu" else "activations",
-                 budgets=self.budgets.to_dict(), weights=ch.weights,
+                 budgets=self.budgets.to_dict(),
+                 weights=None if ch.weights is None else ch.weights.to_dict(),
                  runtime_flash_bytes=self.budgets.runtime_flash_bytes,
                  runtime_ram_bytes=self.budgets.runtime_ram_bytes,
                  budget_basis=self.budgets.basis or "the device's flash and RAM",
@@ -355,10 +359,12 @@ class FitResult:
                      f"('edgeeff fit --pretrained')")
         return line
 
-    def write_spec(self, path) -> None:
-        """The spec file ``export`` and ``train`` take, with this choice recorded."""
+    def spec_file(self, path=SPEC_FILE) -> specfile.SpecFile:
+        """The spec file ``export`` and ``train`` take, with this choice recorded (``path``:
+        where it will be written, named in the weights hint); the caller writes it with
+        :func:`edgeeff.core.specfile.write`."""
         fitted = specfile.Fitted.from_summary(self.summary(path), self.device.to_dict())
-        specfile.write(path, specfile.SpecFile(self.chosen.spec, fit=fitted))
+        return specfile.SpecFile(self.chosen.spec, fit=fitted)
 
 
 @dataclass(frozen=True)
@@ -390,16 +396,19 @@ def shortfalls(cand: Candidate, budgets: Budgets) -> dict[str, Shortfall]:
     return {b: Shortfall(b, *figures[b]) for b in cand.violations}
 
 
-class NothingFits(EdgeeffError):
+class NothingFits(FieldError):
     """Even the smallest candidate exceeds a budget. Carries the data, not just the message:
     ``device``, ``family``, ``smallest`` (the :class:`Candidate` tried) and ``limits`` (a
-    :class:`Shortfall` per violated budget, keyed by budget name)."""
+    :class:`Shortfall` per violated budget, keyed by budget name). ``hint`` may name
+    parameters as ``{name}`` (listed in ``fields``), which the CLI shows as its flags."""
 
     def __init__(self, device: Device, family: str, smallest: Candidate,
-                 limits: dict[str, Shortfall], what: str, hint: str = ""):
+                 limits: dict[str, Shortfall], what: str, hint: str = "",
+                 fields: tuple[str, ...] = ()):
         self.device, self.family, self.smallest, self.limits = device, family, smallest, limits
         self.shortfall = "; ".join(str(x) for x in limits.values())
-        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}")
+        super().__init__(f"nothing fits {device.name}: even {what} exceeds {self.shortfall}{hint}",
+                         *fields)
 
     @property
     def violations(self) -> tuple[str, ...]:

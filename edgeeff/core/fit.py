@@ -22,8 +22,8 @@ from edgeeff.core.budget import (
     evaluate,
     shortfalls,
 )
-from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.rank import fit_pretrained
+from edgeeff.core.errors import FieldError
+from edgeeff.core.rank import pick_pretrained
 from edgeeff.core.targets import Device
 
 # The class count assumed where the user gave none (no --num-classes, no --data) and no
@@ -42,7 +42,7 @@ def task_classes(device: Device, budgets: Budgets, num_classes: int | None) -> t
     if num_classes is not None:
         return num_classes, ""
     try:
-        fit_pretrained(device, budgets, 1000)
+        pick_pretrained(device, budgets, 1000)
         return 1000, ""
     except NothingFits:
         return ASSUMED_CLASSES, (
@@ -86,7 +86,7 @@ def fit(device: Device, budgets: Budgets, family: str | None = None,
                 def alt_measure(s, _m=measure):
                     t = _m.cached(s)
                     return None if t is None else t.p50_ms
-            alt = fit_pretrained(device, budgets, num_classes, measure=alt_measure)
+            alt = pick_pretrained(device, budgets, num_classes, measure=alt_measure)
             # its candidates too: --plot draws them (already evaluated, measured with --measure)
             res = replace(res, alternative=alt.chosen, candidates=alt.candidates)
         except NothingFits:
@@ -129,7 +129,7 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
     if isinstance(measure, BudgetedMeasure):
         return _fit_measured(device, budgets, fam, num_classes, measure, head)
     if num_classes < 1:
-        raise EdgeeffError(f"--num-classes must be >= 1, got {num_classes}")
+        raise FieldError(f"{{num_classes}} must be >= 1, got {num_classes}", "num_classes")
     cache: dict[int, Candidate] = {}
 
     def at(k: int) -> Candidate:
@@ -143,10 +143,11 @@ def _fit_family(device: Device, budgets: Budgets, fam: str, num_classes: int,
         smallest = at(lo)
         hint = ""
         if "flash" in smallest.violations:
-            hint = "; fewer classes (--num-classes) shrink the classifier"
+            hint = "; fewer classes ({num_classes}) shrink the classifier"
         raise NothingFits(device, fam, smallest, shortfalls(smallest, budgets),
                           f"the smallest {fam} candidate (phi={PHI_MIN:g}, "
-                          f"{smallest.spec.resolution}px, {num_classes} classes)", hint)
+                          f"{smallest.spec.resolution}px, {num_classes} classes)", hint,
+                          ("num_classes",) if hint else ())
     if at(hi).fits:
         # nothing binds only at the edge of the search range: say so
         best, binding = hi, f"none (phi reached the top of the search range, {PHI_MAX:+g})"

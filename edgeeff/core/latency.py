@@ -357,8 +357,9 @@ def from_solution(x: np.ndarray, **meta) -> LatencyModel:
     return LatencyModel(coefficients=coefs, graph_s=graph_s, **meta)
 
 
-def fit(graphs: list, ms: list[float], ridge: float = 1e-3, **meta) -> LatencyModel:
-    """Fit a :class:`LatencyModel` to measured whole-graph latencies (specs or cost graphs)."""
+def from_timings(graphs: list, ms: list[float], ridge: float = 1e-3, **meta) -> LatencyModel:
+    """A :class:`LatencyModel` solved from measured whole-graph latencies (specs or cost
+    graphs): :func:`solve` on their rows, then :func:`from_solution`."""
     rows = np.array([row(g) for g in graphs])
     return from_solution(solve(rows, np.asarray(ms, float), ridge), **meta)
 

@@ -15,9 +15,9 @@ from edgeeff.core import specfile
 from edgeeff.core.accuracy import Prediction
 from edgeeff.core.arch import preset_spec
 from edgeeff.core.budget import Budgets, Candidate, FitResult, Measure, NothingFits, evaluate, shortfalls
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 from edgeeff.core.targets import Device
-from edgeeff.core.zoo import AVAILABLE
+from edgeeff.core.zoo import AVAILABLE, WeightSource
 
 PRETRAINED_MIN_RESOLUTION = 96
 PRETRAINED_ABOVE_NATIVE = 16  # the accuracy curves are measured up to native + 16 px
@@ -47,11 +47,11 @@ def trained_candidate(path: str, device: Device, budgets: Budgets,
     top1 = t.top1
     basis = t.top1_basis or "measured by edgeeff train on its validation images"
     c = evaluate(spec, device, budgets, measure)
-    name = Path(path).resolve().parent.name
-    return replace(c, weights=f"trained:{name}", accuracy=Prediction(top1, top1, basis))
+    return replace(c, weights=WeightSource.trained(Path(path).resolve().parent),
+                   accuracy=Prediction(top1, top1, basis))
 
 
-def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
+def pick_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
                    family: str | None = None, trained: tuple[str, ...] = (),
                    pretrained: bool = True, measure: Measure | None = None) -> FitResult:
     """The pretrained candidate with the highest predicted top-1 that meets every budget.
@@ -62,11 +62,12 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
     names the runner-up, and the binding budget is what stops the next more accurate one.
     """
     if pretrained and family not in (None, "lite"):
-        raise EdgeeffError("--pretrained weights exist only for the lite family")
+        raise FieldError("{pretrained} weights exist only for the lite family", "pretrained")
     cands = pretrained_candidates(device, budgets, num_classes, measure) if pretrained else []
     cands += [trained_candidate(p, device, budgets, measure) for p in trained]
     if not cands:
-        raise EdgeeffError("no weight-bearing candidates: give --pretrained or --trained SPEC")
+        raise FieldError("no weight-bearing candidates: give {pretrained} or {trained} SPEC",
+                         "pretrained", "trained")
     ranked = sorted(cands, key=lambda c: (-c.top1, c.cost.macs))
     fitting = [c for c in ranked if c.fits]
     if not fitting:
@@ -84,7 +85,7 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
     shown = {id(c) for c in (best, runner)}
     rows = [best] + ([runner] if runner else [])
     for name in AVAILABLE:  # per backbone: its best fitting size and the next size up
-        own = [c for c in cands if c.weights == name]
+        own = [c for c in cands if c.weights == WeightSource.imagenet(name)]
         fit_own = [c for c in own if c.fits]
         top = max(fit_own, key=lambda c: c.top1) if fit_own else None
         nxt_up = next((c for c in own if not c.fits and (top is None or c.spec.resolution >
@@ -93,7 +94,8 @@ def fit_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
             if c is not None and id(c) not in shown:
                 rows.append(c)
                 shown.add(id(c))
-    rows += [c for c in cands if c.weights not in AVAILABLE and id(c) not in shown]
+    rows += [c for c in cands if c.weights is not None and c.weights.is_trained
+             and id(c) not in shown]
     rows.sort(key=lambda c: c.cost.macs)
     return FitResult(best, binding, rows, device, budgets, runner_up=runner,
                      candidates=tuple(cands))
@@ -111,8 +113,9 @@ def tune_shortlist(device: Device, budgets: Budgets, num_classes: int,
     pick = max(cands, key=lambda c: (c.top1, -c.cost.macs))
     chosen = [pick]
     for name in AVAILABLE:
-        own = sorted((c for c in cands if c.weights == name), key=lambda c: -c.spec.resolution)
-        taken = [c for c in chosen if c.weights == name]
+        src = WeightSource.imagenet(name)
+        own = sorted((c for c in cands if c.weights == src), key=lambda c: -c.spec.resolution)
+        taken = [c for c in chosen if c.weights == src]
         for c in own:
             if len(taken) >= per_backbone:
                 break

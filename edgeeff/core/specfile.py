@@ -28,7 +28,7 @@ from pathlib import Path
 from edgeeff.core.arch import ModelSpec, phi_spec, preset_spec, top_filters
 from edgeeff.core.artifacts import SPEC_FILE
 from edgeeff.core.cost import Cost, cost
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 from edgeeff.core.fsutil import write_json_atomic
 from edgeeff.core.preprocess import Preprocessor
 
@@ -240,7 +240,8 @@ def _section(cls, raw, path, name: str):
 
 def summary(spec: ModelSpec, c: Cost | None = None, device: str | None = None,
             binding: str | None = None) -> dict:
-    """The keys ``fit --json`` and ``info --json`` share."""
+    """The keys ``fit --json`` and ``info --json`` share: a spec's figures, and the device and
+    binding budget a fit recorded (None where there is none)."""
     c = c or cost(spec)
     return {
         "name": spec.name,
@@ -270,15 +271,20 @@ def choose(spec_file: str | None = None, preset: str | None = None, phi: float |
            family: str | None = None, num_classes: int | None = None,
            resolution: int | None = None,
            default: str | None = SPEC_FILE) -> tuple[ModelSpec, SpecFile | None]:
-    """One spec from exactly one of --spec / --preset / --phi (with overrides); without any,
-    the spec file ``default`` (``edgeeff.json``, written by ``fit``), or an error when None.
-    Also the spec file it came from (None for --preset / --phi)."""
-    chosen = [n for n, v in (("--spec", spec_file), ("--preset", preset), ("--phi", phi))
+    """One spec from exactly one of ``spec_file`` / ``preset`` / ``phi`` (with the
+    ``family``, ``num_classes`` and ``resolution`` overrides); without any, the spec file
+    ``default`` (``edgeeff.json``, written by ``fit``), or an error when None. Also the spec
+    file it came from (None for ``preset`` / ``phi``). Conflicting or missing choices raise a
+    :class:`~edgeeff.core.errors.FieldError` naming these parameters (the CLI shows its
+    flags)."""
+    chosen = [n for n, v in (("spec_file", spec_file), ("preset", preset), ("phi", phi))
               if v is not None]
     if len(chosen) > 1:
-        raise EdgeeffError(f"give only one of {', '.join(chosen)}")
+        raise FieldError("give only one of " + ", ".join("{" + n + "}" for n in chosen),
+                         *chosen)
     if not chosen and default is None:
-        raise EdgeeffError("give one of --preset, --phi or --spec")
+        raise FieldError("give one of {preset}, {phi} or {spec_file}", "preset", "phi",
+                         "spec_file")
     doc = None
     try:
         if preset is not None:
@@ -289,7 +295,8 @@ def choose(spec_file: str | None = None, preset: str | None = None, phi: float |
             doc = read(spec_file or default)
             spec = doc.spec
         if family is not None and family != spec.family:
-            raise EdgeeffError(f"--family {family} conflicts with the spec's {spec.family}")
+            raise FieldError(f"{{family}} {family} conflicts with the spec's {spec.family}",
+                             "family")
         if num_classes is not None:
             spec = spec.with_classes(num_classes)
         if resolution is not None and preset is None:
@@ -304,13 +311,3 @@ def resolve(spec_file: str | None = None, preset: str | None = None, phi: float 
             resolution: int | None = None, default: str | None = SPEC_FILE) -> ModelSpec:
     """:func:`choose`'s spec alone."""
     return choose(spec_file, preset, phi, family, num_classes, resolution, default)[0]
-
-
-def info(spec_file: str | None = None, preset: str | None = None, phi: float | None = None,
-         family: str | None = None, num_classes: int | None = None,
-         resolution: int | None = None) -> tuple[ModelSpec, dict]:
-    """(spec, summary) for ``edgeeff info``; a fitted spec file adds its device and binding."""
-    spec, doc = choose(spec_file, preset, phi, family, num_classes, resolution, default=None)
-    fitted = doc.fit if doc is not None else None
-    return spec, summary(spec, device=fitted and fitted.device,
-                         binding=fitted and fitted.binding)

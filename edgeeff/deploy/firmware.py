@@ -31,6 +31,7 @@ from edgeeff.core import artifacts as A
 from edgeeff.core import targets
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomic
+from edgeeff.export import tflmreport
 
 KB = 1024
 RUN_TIMEOUT_S = 300
@@ -337,13 +338,13 @@ def build(project: Path, target: Target, tree: Path, arena: int | None = None,
             or not (project / A.TFLM_TEST_INPUT).is_file():
         raise EdgeeffError(f"{project} has no firmware project ({A.TFLM_ARENA}, {A.TFLM_MAIN}, "
                            f"{A.TFLM_TEST_INPUT}): re-run 'edgeeff export --format tflm'")
-    rec = json.loads(arena_json.read_text("utf-8"))
+    rec = tflmreport.read(project)
     tc = Toolchain.for_target(target)
     workers = jobs or os.cpu_count() or 2
     includes = _includes(tree, target)
     key = f"{tree_checksum(tree)}-{tc.key()}"
     cache = cache_root() / key
-    srcs = library_sources(tree, rec["kernels"], rec.get("framework_exclude", []))
+    srcs = library_sources(tree, list(rec.kernels), list(rec.framework_exclude))
     lib_jobs, cached = [], 0
     objs = []
     for rel in srcs:
@@ -555,23 +556,23 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
                            "tflm --out ...' first")
     dev = targets.load(device) if device else None
     tree = tflm_dir_for(t, tflm_dir)
-    rec = json.loads((project / A.TFLM_ARENA).read_text("utf-8"))
+    rec = tflmreport.read(project)
     b = build(project, t, tree, arena, jobs)
     sizes = elf_sizes(Path(b["elf"]), Toolchain.for_target(t).size)
-    ti = rec.get("test_input") or {}
-    sizes["test_input"] = int(math.prod(ti.get("shape", [0])))
-    sizes["model"] = int(rec["model_bytes"])
+    ti = rec.test_input
+    sizes["test_input"] = int(math.prod(ti.shape)) if ti is not None else 0
+    sizes["model"] = int(rec.model_bytes)
     report = {"target": t.name, "tflm_dir": str(tree), "build": b, "sizes": sizes,
-              "kTensorArenaSize": rec["recommended_arena_bytes"],
-              "arena_host_python": rec["min_arena_bytes"],
-              "expected_with": ti.get("expected_with"),
+              "kTensorArenaSize": rec.recommended_arena_bytes,
+              "arena_host_python": rec.min_arena_bytes,
+              "expected_with": None if ti is None else ti.expected_with,
               "device": _budget(sizes, dev) if dev else None, "run": None}
     if run:
         r = run_firmware(Path(b["elf"]), t)
         if r.get("ran"):
-            expected = ti.get("expected_output")
+            expected = None if ti is None else list(ti.expected_output)
             r["output_equal"] = bool(r["output"]) and r["output"] == expected
-            r["output_hash_check"] = ti.get("output_hash") == r.get("output_hash")
+            r["output_hash_check"] = (None if ti is None else ti.output_hash) == r.get("output_hash")
             if "arena_used" in r:
                 r["arena_margin_pct"] = round(100 * (1 - r["arena_used"] / r["arena_size"]), 1)
         if r.get("counts") is not None and device:

@@ -135,11 +135,11 @@ def export_tflm(job: FormatJob) -> dict:
     rec = tflm.export(job.models.converter_int8, job.tmp / A.TFLM_DIR, job.fe.name,
                       spec=job.fe.spec, log=job.log, io=job.req.io, calib=job.req.calib,
                       preprocessor=job.fe.preprocessor)
-    how = "measured" if rec["measured_with"] == tflm.MEASURED_WITH else "estimated"
-    job.log(f"TFLite Micro: arena {rec['min_arena_bytes']:,} B {how}, "
-            f"kTensorArenaSize = {rec['recommended_arena_bytes']:,} B; ops: "
-            f"{', '.join(rec['resolver'])}")
-    return {"tflm": rec}
+    how = "measured" if rec.measured_with == tflm.MEASURED_WITH else "estimated"
+    job.log(f"TFLite Micro: arena {rec.min_arena_bytes:,} B {how}, "
+            f"kTensorArenaSize = {rec.recommended_arena_bytes:,} B; ops: "
+            f"{', '.join(rec.resolver)}")
+    return {"tflm": rec.to_dict()}
 
 
 @reports("float16")

@@ -23,6 +23,7 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import check_out
 from edgeeff.core.graph import IO_TYPES
 from edgeeff.core.units import FiniteFloat
+from edgeeff.core.zoo import WEIGHTS_HELP, WeightsChoice
 from edgeeff.export import edgetpu
 from edgeeff.export.frontend import Frontend
 
@@ -99,9 +100,7 @@ class ExportRequest:
     std: str | None = option("--std", help="ONNX input normalisation std, pixel units (e.g. 128).")
     weights: str = option(
         "--weights", default="auto", show_default=True,
-        help="auto (imagenet where the architecture has weights, else none), imagenet, "
-             "inherit (sliced from the nearest pretrained Lite0/1/2: a starting point, "
-             "not a trained model), none (random init) or a .weights.h5 path.")
+        help=WEIGHTS_HELP)
     labels_file: str | None = option("--labels", help="labels.txt for a custom number of classes.")
     # quantisation
     int8: bool = option("--int8", default=False, is_flag=True,
@@ -161,6 +160,11 @@ class ExportRequest:
         return [f for f in self.formats if FORMATS[f].needs_int8]
 
     @property
+    def weights_choice(self) -> WeightsChoice:
+        """``--weights`` parsed (:class:`~edgeeff.core.zoo.WeightsChoice`)."""
+        return WeightsChoice.parse(self.weights)
+
+    @property
     def writes_int8(self) -> bool:
         """--int8, or a format that needs the int8 model."""
         return self.int8 or bool(self.int8_formats)
@@ -185,7 +189,7 @@ class ExportRequest:
                 "float16" in doc.fit.device_profile.get("formats", ()):
             changes["float16"] = True  # a phone's GPU profile: __post_init__ adds the format
         if doc is not None and doc.trained is not None:
-            if self.weights == "auto":
+            if self.weights_choice.kind == "auto":
                 changes["weights"] = doc.trained_weights()
             changes["labels_file"] = self.labels_file or doc.trained_labels()
             changes["crop_fraction"] = doc.trained.crop_fraction
@@ -204,8 +208,7 @@ class ExportRequest:
                                             "add --int8")
         if self.calib is not None and not Path(self.calib).is_dir():
             raise InputNotFound("--calib", "calibration folder", self.calib)
-        if self.weights not in ("auto", "none", "imagenet", "inherit") and \
-                not Path(self.weights).is_file():
+        if self.weights_choice.is_file and not Path(self.weights).is_file():
             raise InputNotFound("--weights", "weights file", self.weights)
         if self.labels_file is not None and not Path(self.labels_file).is_file():
             raise InputNotFound("--labels", "labels file", self.labels_file)

@@ -22,10 +22,12 @@ from edgeeff.core import artifacts as A
 from edgeeff.core.cost import TFLM_ARENA_MARGIN_PCT, cost, tflm_reserved_arena
 from edgeeff.core.data import package_data
 from edgeeff.core.errors import EdgeeffError
-from edgeeff.core.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgeeff.core.fsutil import write_bytes_atomic, write_text_atomic
 from edgeeff.core.graph import Graph
 from edgeeff.core.optional import MissingExtra
 from edgeeff.device.runtime import Classifier
+from edgeeff.export.tflmreport import TFLMReport, TFLMTestInput
+from edgeeff.export.tflmreport import write as write_report
 from edgeeff.model.calibrate import load_calibration
 from edgeeff.tflite import reader
 from edgeeff.tflite.rewrite import strip
@@ -303,9 +305,10 @@ def write_project(folder: Path, name: str, stems: list[str], arena: int) -> list
 
 
 def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
-           io: str = "uint8", calib: str | None = None, preprocessor=None) -> dict:
+           io: str = "uint8", calib: str | None = None, preprocessor=None) -> TFLMReport:
     """C sources and the firmware project for ``model_path`` (without edgeeff's JSON metadata:
-    flash is scarce).
+    flash is scarce), and their report (:class:`~edgeeff.export.tflmreport.TFLMReport`,
+    written to ``arena.json``).
 
     The arena is measured with tflite-micro where it is installed; elsewhere (it has wheels
     for x86-64 Linux only) it is edgeeff's estimate for ``spec`` with ``io`` input and output,
@@ -355,18 +358,8 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
                           "Do not edit; re-run 'edgeeff export --format tflm'.", arena_note,
                           int8_only_ops(g), reserved)
     stems = kernel_stems(ops)
-    rec = {
-        "min_arena_bytes": arena,
-        "estimated_arena_bytes": estimate,
-        "arena_margin": ARENA_MARGIN,
-        "recommended_arena_bytes": reserved,
-        "model_bytes": len(model),
-        "resolver": methods,
-        "kernels": stems,
-        "framework_exclude": list(FRAMEWORK_EXCLUDE),
-        "files": [A.TFLM_MODEL] + [f.name for f in files],
-        "measured_with": MEASURED_WITH if measured else ESTIMATED_WITH,
-    }
+    files_written = [A.TFLM_MODEL] + [f.name for f in files]
+    test_input = None
     if t is not None:
         micro = None if probe is None or "output" not in probe else \
             np.array(probe["output"], _out_dtype(g))
@@ -382,19 +375,21 @@ def export(model_path: Path, folder: Path, name: str, spec=None, log=None,
         t["output"] = out
         t["expected_with"] = how
         files.append(write_test_input(folder, name, t))
-        rec["test_input"] = {
-            "image": t["image"], "dtype": t["input"].dtype.name,
-            "shape": list(t["input"].shape),
-            "expected_output": out.ravel().tolist(), "expected_with": how,
-            "output_dtype": out.dtype.name, "top_class": int(np.argmax(out.ravel())),
-            "output_hash": f"{fnv1a(out.tobytes()):08x}",
-        }
-        if t["optimized_output"] is not None:
-            rec["test_input"]["optimized_kernels_max_diff"] = int(np.abs(
-                t["optimized_output"].astype(np.int32) - out.astype(np.int32)).max())
-        if micro is not None:
-            rec["test_input"]["tflm_python_equal"] = micro.tolist() == out.ravel().tolist()
+        test_input = TFLMTestInput(
+            image=t["image"], dtype=t["input"].dtype.name, shape=tuple(t["input"].shape),
+            expected_output=tuple(out.ravel().tolist()), expected_with=how,
+            output_dtype=out.dtype.name, top_class=int(np.argmax(out.ravel())),
+            output_hash=f"{fnv1a(out.tobytes()):08x}",
+            optimized_kernels_max_diff=None if t["optimized_output"] is None else int(np.abs(
+                t["optimized_output"].astype(np.int32) - out.astype(np.int32)).max()),
+            tflm_python_equal=None if micro is None else micro.tolist() == out.ravel().tolist())
         files += write_project(folder, name, stems, reserved)
-        rec["files"] = [A.TFLM_MODEL] + [f.relative_to(folder).as_posix() for f in files]
-    write_json_atomic(folder / A.TFLM_ARENA, rec)
-    return rec
+        files_written = [A.TFLM_MODEL] + [f.relative_to(folder).as_posix() for f in files]
+    report = TFLMReport(
+        min_arena_bytes=arena, estimated_arena_bytes=estimate, arena_margin=ARENA_MARGIN,
+        recommended_arena_bytes=reserved, model_bytes=len(model), resolver=tuple(methods),
+        kernels=tuple(stems), framework_exclude=tuple(FRAMEWORK_EXCLUDE),
+        files=tuple(files_written), measured_with=MEASURED_WITH if measured else ESTIMATED_WITH,
+        test_input=test_input)
+    write_report(folder, report)
+    return report

@@ -1,4 +1,4 @@
-"""Where a model's weights come from: ``none`` (random), ``imagenet`` or a file path."""
+"""Loading a model's weights as ``--weights`` (:class:`~edgeeff.core.zoo.WeightsChoice`) says."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ import numpy as np
 from edgeeff.core.arch import ModelSpec
 from edgeeff.core.errors import EdgeeffError, RandomWeightsWarning
 from edgeeff.core.fsutil import raise_if_interrupted
+from edgeeff.core.zoo import WeightsChoice
 from edgeeff.model import inherit, pretrained
 
 __all__ = ["RandomWeightsWarning", "load_into", "load_keras_weights"]
 
 
-def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) -> str:
-    """Fill ``model``'s weights; returns a short description for the model card.
+def load_into(model, spec: ModelSpec, weights: str | WeightsChoice | None,
+              auto_inherit: bool = False) -> str:
+    """Fill ``model``'s weights as ``weights`` (a :class:`~edgeeff.core.zoo.WeightsChoice`, or
+    the ``--weights`` text it is parsed from) says; returns a short description for the model
+    card.
 
     ``auto`` means ImageNet weights where the architecture has them (and the
     ``edgeeff[pretrained]`` extra is installed), else random initialisation; with
@@ -25,18 +29,21 @@ def load_into(model, spec: ModelSpec, weights: str, auto_inherit: bool = False) 
     inherited from the nearest pretrained Lite0/1/2 (``inherit``,
     :mod:`edgeeff.model.inherit`) for the lite family before falling back to random.
     """
-    if weights == "auto":
-        weights = ("imagenet" if pretrained.available_for(spec)
-                   else "inherit" if auto_inherit and inherit.can_inherit(spec) else "none")
-    if weights == "inherit":
+    choice = WeightsChoice.parse(weights)
+    kind = choice.kind
+    if kind == "auto":
+        kind = ("imagenet" if pretrained.available_for(spec)
+                else "inherit" if auto_inherit and inherit.can_inherit(spec) else "none")
+    if kind == "inherit":
         return inherit.inherit_into(model, spec)
-    if weights in (None, "", "none"):
+    if kind == "none":
         warnings.warn("--weights none: random initialisation, predictions are MEANINGLESS "
                       "(use --weights imagenet or a trained checkpoint for a real model)",
                       RandomWeightsWarning, stacklevel=2)
         return "none"
-    if weights == "imagenet":
+    if kind == "imagenet":
         return pretrained.load_imagenet(model, spec)
+    weights = choice.path
     p = Path(weights)
     if not p.is_file():
         raise EdgeeffError(f"weights file not found: {weights}")

@@ -28,19 +28,19 @@ from edgeeff.device.profile.design import (
     random_specs,
     sample_spec,
 )
-from edgeeff.device.profile.fit import (
+from edgeeff.device.profile.host import board_name, cap_threads, cpu_model, meminfo, usable_cores
+from edgeeff.device.profile.solve import (
     BUDGET_S,
     DEADLINE_S,
     Drift,
     Measurement,
     ProfileResult,
     busy_note,
-    fit_measurements,
     measure,
     noise_warning,
     profile,
+    solve_measurements,
 )
-from edgeeff.device.profile.host import board_name, cap_threads, cpu_model, meminfo, usable_cores
 from edgeeff.device.profile.timing import (
     SpecTimer,
     Timer,
@@ -56,7 +56,8 @@ __all__ = [
     "BUDGET_S", "CLASSES", "DEADLINE_S", "MAX_MACS", "MIN_MACS", "QUICK_MAX_MACS", "REFERENCE",
     "SPECS", "Drift", "Measurement", "Probe", "ProfileResult", "SpecTimer", "Timer",
     "board_name", "busy_note", "cap_threads", "cpu_model", "cut_points", "design",
-    "design_specs", "device_profile", "fit_measurements", "measure", "meminfo", "noise_warning",
-    "profile", "random_specs", "runtime_info", "sample_spec", "time_interleaved",
+    "design_specs", "device_profile", "measure", "meminfo", "noise_warning",
+    "profile", "random_specs", "runtime_info", "sample_spec", "solve_measurements",
+    "time_interleaved",
     "time_model", "time_model_stats", "time_spec", "usable_cores", "write_profile",
 ]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from edgeeff.core import targets
 from edgeeff.core.fsutil import write_text_atomic
-from edgeeff.device.profile.fit import ProfileResult
 from edgeeff.device.profile.host import board_name, cpu_model, meminfo
+from edgeeff.device.profile.solve import ProfileResult
 from edgeeff.device.runtime import runtime_info
 
 

@@ -108,7 +108,7 @@ def measure(probes: list[Probe], threads: int | None, budget_s: float, log=None,
     return out
 
 
-def fit_measurements(ms: list[Measurement], threads: int | None, folds: int = 5,
+def solve_measurements(ms: list[Measurement], threads: int | None, folds: int = 5,
                      ridge: float = 1e-3) -> ProfileResult:
     """The latency model of the measurements, with its cross-validated error."""
     name, ver = runtime_info()
@@ -153,7 +153,7 @@ def profile(threads: int | None = 2, quick: bool = False, budget_s: float | None
     budget = budget_s if budget_s is not None else BUDGET_S[mode]
     deadline = DEADLINE_S[mode] * budget / BUDGET_S[mode]
     ms = measure(probes, threads, budget, log, deadline_s=deadline)
-    res = fit_measurements(ms, threads)
+    res = solve_measurements(ms, threads)
     res.wall_s = time.perf_counter() - t0
     res.threads_note = note
     return res
