@@ -5,17 +5,16 @@ everything below them is a fixed function of the input crop. The recipe therefor
 
 1. cuts the Keras model at the input of the first fine-tuned block (:func:`split`);
 2. converts the frozen trunk to a float32 TFLite model and runs it with the TFLite runtime's
-   XNNPACK kernels, one image at a time (measured here: 6 ms an image against 31 ms in
-   Keras on 2 cores; batching slowed XNNPACK down) — Keras' ``predict`` when no TFLite runtime is
-   installed;
+   XNNPACK kernels, one image at a time (several times faster than Keras' ``predict`` on a
+   CPU, and batching does not help XNNPACK; benchmarks/transfer_clothing.py measures the
+   recipe) — Keras' ``predict`` when no TFLite runtime is installed;
 3. computes a fixed number of *views* of every training image once (the centre crop, then random
    resized crops with flips and brightness/contrast jitter, seeded: a resumed run gets the same
    views), stored as float16.
 
-The trainable top then trains on those features for every epoch. Mixed precision is not used: on
-an AVX2 EPYC without bfloat16 units it cannot pay, and on a Xeon with AMX-BF16 and AVX512-BF16
-Keras' ``mixed_bfloat16`` policy made a training epoch 2.3x slower (368 s against 157 s for
-float32, Lite0, 3,068 images x 4 views, 2 cores).
+The trainable top then trains on those features for every epoch. Mixed precision is not used:
+on CPUs without bfloat16 units it cannot pay, and even with them Keras' ``mixed_bfloat16``
+policy made an epoch slower than float32 here (docs/usage.md, transfer learning).
 """
 
 from __future__ import annotations
@@ -34,13 +33,11 @@ from edgeeff.model.quiet import captured_output
 FINE_TUNE_FROM = 6  # stages 6-7, top_conv and the head are fine-tuned
 # A trained model's evaluation crop: the shorter side's whole centre square, not ImageNet's
 # 0.875. A user's photos frame the object (clothing-small: a garment filling a 3:4 portrait), and
-# cutting its edges cuts what tells a dress from a skirt (+0.6 pt float on clothing-small
-# validation/, seed 0, README "Transfer learning"). Recorded in the spec file, so export,
-# calibration, eval and the demo use the same crop.
+# cutting its edges cuts what tells a dress from a skirt (docs/usage.md, transfer learning).
+# Recorded in the spec file, so export, calibration, eval and the demo use the same crop.
 TRAIN_CROP_FRACTION = 1.0
 # Random resized crops keep at least half of that square: smaller crops of a framed garment cut
-# away what tells the classes apart (seed 0, both with the whole square: 92.7 % float with
-# scale 0.25-1, 93.8 % with 0.5-1).
+# away what tells the classes apart (the comparison is in docs/usage.md, transfer learning).
 RRC_SCALE = (0.5, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 

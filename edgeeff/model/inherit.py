@@ -19,7 +19,7 @@ fixed stem and head. Instead of random initialisation it takes a slice of that n
   ReLU6 x the L1 norm of the projection weights that read it. The spread is the std of
   ReLU6(N(beta, gamma^2)): ``|gamma|`` for a channel that stays inside 0..6, less for one that
   sits mostly below 0 or above 6, whose removal the mean compensation below mostly repairs
-  (plain ``|gamma|`` gave 21 % instead of 34.5 % top-1 for φ = -2, the same elsewhere).
+  (it ranks channels better than plain ``|gamma|``: benchmarks/inherit_vs_random.py).
 * **Mean compensation**: a removed channel (or a dropped block) took its expected value away
   from the layer that reads it. The post-BN activation is taken as Gaussian with mean ``beta``
   and std ``|gamma|``; an expanded channel feeds ``E[ReLU6(x)]`` (closed form) into the
