@@ -123,8 +123,10 @@ def train_table(phi: float, res: int, epochs: int, n_classes: int, per_class: in
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # the same recipe for both starts (inherited vs random weights is the comparison;
+            # train's automatic choice would distil these specs from a teacher)
             res_ = train(str(data), spec, weights, work / weights, epochs=epochs, batch=16,
-                         log=lambda m: None)
+                         log=lambda m: None, recipe="cached")
         r = {"model": spec.name, "weights": weights, "weights_from": res_["weights_from"][:60],
              "val_accuracy": round(100 * res_["val_accuracy"], 1),
              "held_top1": held_accuracy(work / weights, held, res),
