@@ -74,6 +74,7 @@ TRAIN_LAST_WEIGHTS = "last.weights.h5"
 TRAIN_BEST_WEIGHTS = "best.weights.h5"
 TRAIN_OPTIMIZER = "optimizer.npz"
 TRAIN_HISTORY_PLOT = "history.png"
+TEACHER_INFO = "teacher.json"  # a cached teacher's training record (train's distilled recipe)
 # `tune`'s output folder
 TUNE_REPORT = "tune.json"
 TUNE_PLOT = "tune.png"
@@ -85,6 +86,7 @@ BUNDLE_README = "README.txt"
 IMAGENET_LABELS = "imagenet_labels.txt"
 IMAGENET_WNIDS = "imagenet_wnids.txt"
 ACCURACY_TABLE = "accuracy_lite.json"
+MCU_CORES = "mcu_cores.json"  # per-core cycles per counted instruction (edgeeff firmware --run)
 # in an installed distribution's .dist-info: how pip got it (PEP 610), read by `bundle`
 DIST_DIRECT_URL = "direct_url.json"
 # name of the JSON metadata buffer edgeeff embeds in every .tflite it writes

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from edgeeff.core import artifacts as A
 from edgeeff.core import targets
+from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomic
 from edgeeff.export import tflmreport
@@ -484,7 +485,7 @@ def parse_counts(text: str, ns_per_tick: float) -> dict | None:
             "in_ops": sum(o["instructions"] for o in ops), "resolution": round(scale)}
 
 
-MCU_CORES = Path(__file__).resolve().parents[1] / "data" / "mcu_cores.json"
+MCU_CORES = package_data(DATA_PACKAGE, A.MCU_CORES)
 
 
 def predict_mcu_ms(instructions: int, core: str, device: str) -> dict:

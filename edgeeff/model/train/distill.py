@@ -103,7 +103,7 @@ def default_teacher(data, val_dir, val_fraction: float, files: list[Path],
     else trained now with ``train_fn(out)`` (the cached recipe on pretrained Lite0, seed 0)
     and kept there. Its training time is recorded beside it."""
     folder = cache_dir() / "teachers" / dataset_key(files, val_files)
-    info_file = folder / "teacher.json"
+    info_file = folder / A.TEACHER_INFO
     spec = preset_spec(TEACHER_PRESET)
     if (folder / A.SPEC_FILE).is_file() and info_file.is_file():
         took = json.loads(info_file.read_text()).get("train_seconds")
