@@ -1,6 +1,6 @@
 """``edgeeff demo``: classify a camera, a video file or an image folder, live.
 
-Needs only a TFLite runtime and OpenCV (``pip install 'edgeeff[runtime]'``), never TensorFlow.
+Needs only a TFLite runtime and OpenCV (the ``runtime`` extra), never TensorFlow.
 Capture runs in its own thread and hands frames over a bounded queue; a live camera drops the
 stale frame instead of lagging, a file or folder is processed frame by frame. Each frame is
 cropped, resized, colour-converted and mapped to the model's input values there, into a pool of
