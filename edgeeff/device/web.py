@@ -294,8 +294,8 @@ class GuardedServer:
         for target, name in ((self._serve, f"edgeeff-{self.command}"),
                              (self._encode, "edgeeff-jpeg")):
             t = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(t)  # listed first: close() sees it even if interrupted here
             t.start()
-            self._threads.append(t)
         return self
 
     def _serve(self) -> None:
@@ -307,11 +307,12 @@ class GuardedServer:
         self.stopping.set()
         with self._jpeg_ready:
             self._jpeg_ready.notify_all()
-        if self._threads:
+        if self._threads and self._threads[0].is_alive():
             self.httpd.shutdown()
         self.httpd.server_close()
         for t in self._threads:
-            t.join(timeout=2.0)
+            if t.is_alive():
+                t.join(timeout=2.0)
         deadline = time.monotonic() + 2.0
         for t in list(self._client_threads):
             t.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -47,13 +47,17 @@ def open_session(folder, source: str, host: str, port: int, token: str | None = 
 def serve_until_stopped(app: CollectServer, poll_s: float = 0.2) -> Session:
     """Serve until Ctrl-C / SIGTERM (raised through) or the camera stops (:class:`DemoError`,
     after a clean shutdown)."""
-    app.feed.start()
     try:
-        with app:
-            while app.feed.error is None:
-                time.sleep(poll_s)
-            raise DemoError(f"{app.feed.name_shown} stopped: {app.feed.error}")
+        app.feed.start()  # inside the try: an interrupt while it starts still closes it
+        app.start()
+        while app.feed.error is None:
+            time.sleep(poll_s)
+        raise DemoError(f"{app.feed.name_shown} stopped: {app.feed.error}")
     finally:
+        # also when the interrupt lands inside start(): every thread that calls OpenCV is
+        # stopped and joined before the interpreter exits (a daemon thread still inside
+        # OpenCV at exit is unwound through its C++ and aborts the process)
+        app.close()
         app.feed.close()
         shots = list(app.store.shots.values())
         done = Session(sum(s.kind == "capture" for s in shots),

@@ -14,7 +14,7 @@ import threading
 from edgeeff.device.demo import sources
 
 FOLDER_FPS = 10.0  # an image folder shown as a camera
-STOP_JOIN_S = 2.0
+STOP_JOIN_S = 5.0
 
 
 class Feed(threading.Thread):
@@ -74,4 +74,6 @@ class Feed(threading.Thread):
         # VideoCapture mid-read can abort the process)
         if self.is_alive():
             self.join(STOP_JOIN_S)
+        if self.is_alive():  # still inside a read (a loaded machine, a slow camera): releasing
+            return  # the capture under it can abort the process; the exit releases it
         self.src.close()
