@@ -409,6 +409,14 @@ def test_browser_adds_classes_captures_and_undoes(tmp_path):
                     ".dataset.count) >= 2")
                 page.mouse.up()
                 until("window.bursting === false")
+                # settled: every photo taken is listed (a burst's last response can land
+                # after the button is released on a loaded machine)
+                total = ("Number(document.querySelector('#classes li[data-name=\"cat\"]')"
+                         ".dataset.count) + Number(document.querySelector('#classes "
+                         "li[data-name=\"dog\"]').dataset.count)")
+                until(f"document.querySelectorAll('#recent li').length == {total}")
+                page.wait_for_timeout(500)
+                until(f"document.querySelectorAll('#recent li').length == {total}")
                 n_before = len(page.query_selector_all("#recent li"))
                 page.click("#recent li .undo")  # the newest photo
                 until(
