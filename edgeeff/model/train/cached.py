@@ -105,12 +105,8 @@ def train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fracti
             for k, v in (logs or {}).items():
                 history.setdefault(k, []).append(float(v))
             acc = float(logs["val_accuracy"])
-            if acc > best:
-                best, best_epoch = acc, epoch + 1
-                S.save_best(state_dir, model)
-            S.save(state_dir, model, opt, {"config": key, "epoch": epoch + 1,
-                                           "history": history, "best": best,
-                                           "best_epoch": best_epoch})
+            best, best_epoch = S.end_epoch(state_dir, model, opt, key, epoch, history, acc,
+                                           best, best_epoch)
             log(f"epoch {epoch + 1}/{r.epochs}: loss {logs['loss']:.4f}, accuracy "
                 f"{logs['accuracy']:.4f}, val_accuracy {acc:.4f}"
                 f"{' (best)' if best_epoch == epoch + 1 else ''}")
@@ -122,9 +118,7 @@ def train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fracti
             top.fit(train_ds, validation_data=val_ds, epochs=r.epochs, initial_epoch=start,
                     callbacks=[Checkpoint()], verbose=0, shuffle=False)
         except KeyboardInterrupt:
-            done = "no epoch finished" if best < 0 else \
-                f"best val_accuracy {best:.4f} (epoch {best_epoch}) kept"
-            log(f"interrupted: {done} in {state_dir}/; continue with --resume")
+            log(S.interrupted_line(state_dir, best, best_epoch))
             raise
     model.load_weights(str(state_dir / A.TRAIN_BEST_WEIGHTS))
     result = write_outputs(out, force, model, spec, classes, history, data, desc, n_tr, len(va),

@@ -208,18 +208,12 @@ def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
             acc = val_accuracy()
             history.setdefault("loss", []).append(float(np.mean(losses)))
             history.setdefault("val_accuracy", []).append(acc)
-            if acc > best:
-                best, best_epoch = acc, epoch + 1
-                S.save_best(state_dir, student)
-            S.save(state_dir, student, opt, {"config": key, "epoch": epoch + 1,
-                                             "history": history, "best": best,
-                                             "best_epoch": best_epoch})
+            best, best_epoch = S.end_epoch(state_dir, student, opt, key, epoch, history, acc,
+                                           best, best_epoch)
             log(f"epoch {epoch + 1}/{r.epochs}: loss {history['loss'][-1]:.4f}, "
                 f"val_accuracy {acc:.4f}{' (best)' if best_epoch == epoch + 1 else ''}")
     except KeyboardInterrupt:
-        done = "no epoch finished" if best < 0 else \
-            f"best val_accuracy {best:.4f} (epoch {best_epoch}) kept"
-        log(f"interrupted: {done} in {state_dir}/; continue with --resume")
+        log(S.interrupted_line(state_dir, best, best_epoch))
         raise
     train_s = round(time.perf_counter() - t_train, 1)
     student.load_weights(str(state_dir / A.TRAIN_BEST_WEIGHTS))

@@ -74,3 +74,23 @@ def restore(state_dir: Path, model, opt, variables) -> None:
     with np.load(state_dir / A.TRAIN_OPTIMIZER) as z:
         for var, i in zip(opt.variables, range(len(z.files))):
             var.assign(z[f"arr_{i}"])
+
+
+def end_epoch(state_dir: Path, model, opt, key: dict, epoch: int, history: dict, acc: float,
+              best: float, best_epoch: int) -> tuple[float, int]:
+    """After 0-based ``epoch`` scored ``acc`` on validation: keep the weights when they are the
+    best so far, save the state (both recipes resume from it); returns the new best and its
+    1-based epoch."""
+    if acc > best:
+        best, best_epoch = acc, epoch + 1
+        save_best(state_dir, model)
+    save(state_dir, model, opt, {"config": key, "epoch": epoch + 1, "history": history,
+                                 "best": best, "best_epoch": best_epoch})
+    return best, best_epoch
+
+
+def interrupted_line(state_dir: Path, best: float, best_epoch: int) -> str:
+    """What an interrupted run kept, and how to continue it."""
+    done = "no epoch finished" if best < 0 else \
+        f"best val_accuracy {best:.4f} (epoch {best_epoch}) kept"
+    return f"interrupted: {done} in {state_dir}/; continue with --resume"
