@@ -666,14 +666,8 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
             raise click.UsageError(f"{given[0]} applies to --keep-unsure")
     keep = None if keep_dir is None else demomod.KeepUnsure(
         Path(keep_dir), below, keep_gap, max_kept)
-    try:
-        token = demomod.serve.resolve_token(token, token_file) if serve is not None else None
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    try:
-        allow_hosts = tuple(demomod.serve.normalize_host(h) for h in allow_hosts)
-    except ValueError as e:
-        raise click.UsageError(f"--allow-host: {e}") from None
+    token, allow_hosts = (_served_access(token, token_file, allow_hosts) if serve is not None
+                          else (None, ()))
     path = devruntime.resolve_model_path(model, delegate=delegate)
     demomod.need_cv2()
     clf = devruntime.Classifier(path, num_threads=threads or demomod.default_threads(),
@@ -699,6 +693,19 @@ def demo(model, source, headless, as_json, top_k, threads, delegate, max_frames,
     return 0
 
 
+def _served_access(token, token_file, allow_hosts) -> tuple[str | None, tuple[str, ...]]:
+    """--token / --token-file / $EDGEEFF_TOKEN and --allow-host of a served page (demo --serve,
+    collect), checked: a bad one is a usage error."""
+    try:
+        token = demomod.serve.resolve_token(token, token_file)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        return token, tuple(demomod.serve.normalize_host(h) for h in allow_hosts)
+    except ValueError as e:
+        raise click.UsageError(f"--allow-host: {e}") from None
+
+
 @main.command("collect")
 @click.argument("folder", metavar="DIR")
 @click.option("--source", default="0", show_default=True,
@@ -719,11 +726,7 @@ def collect_cmd(folder, source, serve, token, token_file, allow_hosts) -> int:
     """Take and label photos into DIR/<class>/ from a browser: the live picture, classes,
     capture and hold-to-burst, undo; frames `demo --keep-unsure` kept in DIR are offered for
     labelling. Needs only [runtime] (OpenCV), no model. Runs until Ctrl-C."""
-    try:
-        token = demomod.serve.resolve_token(token, token_file)
-        allow_hosts = tuple(demomod.serve.normalize_host(h) for h in allow_hosts)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    token, allow_hosts = _served_access(token, token_file, allow_hosts)
     demomod.need_cv2()
     app = collectmod.open_session(folder, source, *serve, token=token, allow_hosts=allow_hosts)
     warning = demomod.exposure_warning(app.host, app.port, token,
