@@ -130,9 +130,24 @@ def test_good_model_is_verified_and_benchmarked(tiny_model):
 
 def test_runtime_that_cannot_run_a_model_is_required():
     # a runtime doctor found but whose interpreter does not import in a fresh process
-    c = doctor.check_xnnpack(doctor.Check("tflite runtime", True, "no_such_runtime 1.0"))
+    c = doctor.check_xnnpack(doctor.Check("tflite runtime", True, "no_such_runtime 1.0",
+                                          found="no_such_runtime"))
     assert not c.ok and c.required and "a test model did not run" in c.detail
     assert "No module named 'no_such_runtime'" in c.detail and "reinstall" in c.fix
+
+
+def test_later_checks_read_the_runtime_found_not_its_prose():
+    # the module the xnnpack check loads is the runtime check's typed ``found``; its detail is
+    # display text only (here it names another module, which must not be tried)
+    shown = doctor.Check("tflite runtime", True, "tflite_runtime 2.14 (whatever it says)",
+                         found="no_such_runtime")
+    c = doctor.check_xnnpack(shown)
+    assert "No module named 'no_such_runtime'" in c.detail
+    # nothing found: not checked, whatever the detail says
+    c = doctor.check_xnnpack(doctor.Check("tflite runtime", True, "tflite_runtime 2.14"))
+    assert not c.ok and c.detail == "not checked: no TFLite runtime"
+    runtime = doctor.check_runtime()
+    assert runtime.found == (doctor.runtime_info()[0] if runtime.ok else None)
 
 
 def test_runtime_without_xnnpack_is_a_note():
@@ -170,6 +185,20 @@ def test_no_camera_is_a_note_pointing_at_other_sources(tmp_path):
     assert len(cam) == 1 and "no camera found" in cam[0] and "--source sample" in cam[0]
     checks = by_name(doctor.check_cameras())
     assert not checks["camera"].ok and not checks["camera"].required
+
+
+def test_an_importable_picamera2_is_a_camera(tmp_path, monkeypatch):
+    # stand-in: picamera2 exists only on a Raspberry Pi; the import check answers yes for it
+    real = doctor._importable
+    monkeypatch.setattr(doctor, "_importable", lambda n: n == "picamera2" or real(n))
+    checks = by_name(doctor.check_cameras(str(tmp_path), sites=()))  # no /dev/video* here
+    assert checks["picamera2"].ok and checks["picamera2"].found == "picamera2"
+    assert checks["camera"].ok and checks["camera"].detail == "picamera2"
+    # not installed: the check is fine (ok) but found nothing, so no camera
+    monkeypatch.setattr(doctor, "_importable", lambda n: n != "picamera2" and real(n))
+    checks = by_name(doctor.check_cameras(str(tmp_path), sites=()))
+    assert checks["picamera2"].ok and checks["picamera2"].found is None
+    assert not checks["camera"].ok
 
 
 def test_camera_permission_denied(tmp_path, monkeypatch):

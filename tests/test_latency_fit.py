@@ -158,6 +158,15 @@ def SpecTimer_key_same(a, b):
     return cost(a) == cost(b)
 
 
+def test_measured_search_reaches_the_top_of_the_range_when_nothing_binds():
+    # a device far faster than its profile: no budget stops phi, and the search says so
+    from edgeeff.core.fit import PHI_MAX
+
+    res, m, _ = _search(factor=1e-4)
+    assert res.chosen.spec.phi == PHI_MAX and res.chosen.latency_source == "measured"
+    assert res.binding.startswith("none (phi reached the top") and not m.summary().stopped
+
+
 def test_measured_search_is_stopped_by_its_time_budget():
     res, m, fake = _search(factor=0.5, budget_s=2.5, cost_s=1.0)
     s = m.summary(res.chosen.spec)

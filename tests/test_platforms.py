@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -166,6 +167,33 @@ def test_tflm_without_tflite_micro_or_spec_is_one_clear_error(int8_model, tmp_pa
     out = _run_without_tflm(int8_model, tmp_path, spec=False)
     assert "tflite-micro is not installed" in out["error"] and "x86-64 Linux" in out["error"]
     assert not (tmp_path / "tflm" / "model.tflite").exists()
+
+
+def test_arena_probe_without_tflite_micro_names_the_extra(tmp_path, monkeypatch):
+    """The probe says "no tflite_micro" with its exit code, and the parent raises MissingExtra
+    from that code (not from the traceback's words). A sitecustomize on the probe's path
+    hides tflite_micro, as a Python without its wheel would lack it."""
+    from edgeeff.core.arch import ModelSpec
+    from edgeeff.core.optional import MissingExtra
+    from edgeeff.device import synth
+    from edgeeff.export import tflm_probe
+    from edgeeff.export.tflm import measure_arena
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['tflite_micro'] = None\n")
+    path = [str(site)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    p = tmp_path / "m.tflite"
+    p.write_bytes(synth.build(ModelSpec(family="lite", width=0.25, depth=0.25, resolution=32,
+                                        num_classes=10), metadata=False))
+    r = subprocess.run([sys.executable, "-m", "edgeeff.export.tflm_probe", str(p)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == tflm_probe.NO_TFLITE_MICRO, r.stderr
+    assert "Traceback" not in r.stderr
+    with pytest.raises(MissingExtra) as e:
+        measure_arena(p)
+    assert e.value.module == "tflite_micro" and "TFLite Micro arena" in str(e.value)
 
 
 def test_estimate_is_close_to_the_measured_arena_where_tflite_micro_exists(int8_model, tmp_path):

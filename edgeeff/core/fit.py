@@ -205,7 +205,7 @@ def _fit_measured(device: Device, budgets: Budgets, fam: str, num_classes: int,
         first = k_of(_fit_family(device, budgets, fam, num_classes, head=head).chosen)  # model's pick
     except NothingFits:
         first = kmin
-    static_hi = kmax + 1 if top.binding.startswith("none") else k_of(top.chosen) + 1
+    static_hi = k_of(top.chosen) + 1  # the first step the static budgets rule out (or kmax+1)
     lo, hi = kmin - 1, static_hi  # invariant: lo measured to fit (or below), hi does not fit
     n0 = hi - lo
     timer.bound = search_bound(n0)

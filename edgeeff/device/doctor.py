@@ -4,6 +4,8 @@ demo would use, cameras, a display, an Edge TPU, memory and disk; with a model, 
 verifies and how fast it runs.
 
 Every finding is a :class:`Check` (data, so ``--json`` and the table read the same thing).
+Checks that others depend on say what they found in a typed field (``found``: the runtime's
+module, picamera2); ``detail`` is prose, for people only.
 A failed check carries one line saying what to do; a failed *required* check means the demo
 cannot run here (exit code 2). Cameras, a display and an Edge TPU are not required: the demo
 runs from a video, an image folder or ``--source sample``, headless, on the CPU.
@@ -50,6 +52,9 @@ class Check:
     fix: str = ""
     required: bool = False
     data: dict | None = None  # figures behind ``detail`` where there are some (the benchmark)
+    # what the check found, for the checks that build on it: the TFLite runtime's module name,
+    # "picamera2" when it imports; None when nothing was found (decisions read this, not detail)
+    found: str | None = None
 
     def problem(self) -> str | None:
         """The one line a failed check prints: what is wrong and what to do."""
@@ -127,7 +132,7 @@ def check_runtime() -> Check:
     except EdgeeffError:
         return Check("tflite runtime", False, "no TFLite runtime is importable (ai_edge_litert "
                      "or tflite_runtime)", RUNTIME_HINT, required=True)
-    return Check("tflite runtime", True, f"{name} {ver}".strip(), required=True)
+    return Check("tflite runtime", True, f"{name} {ver}".strip(), required=True, found=name)
 
 
 XNNPACK_CHILD = ("import importlib, sys; m = importlib.import_module(sys.argv[1] + '.interpreter');"
@@ -145,9 +150,9 @@ def check_xnnpack(runtime: Check, child: str = XNNPACK_CHILD) -> Check:
     """Loads a tiny synthetic int8 model in a child (the runtime logs to the C stderr) and
     looks for the line the runtime prints when it applies XNNPACK. ``child``: the Python code
     the child runs (runtime module in ``argv[1]``, the model on stdin)."""
-    if not runtime.ok:
+    if not runtime.found:
         return Check("xnnpack", False, "not checked: no TFLite runtime", RUNTIME_HINT)
-    module = runtime.detail.split()[0]
+    module = runtime.found
     try:
         r = subprocess.run([sys.executable, "-c", child, module],
                            input=synth.build(TINY, metadata=False), capture_output=True,
@@ -207,7 +212,7 @@ def check_cameras(dev_root: str = "/dev", sites: tuple[str, ...] = SYSTEM_SITES)
     """picamera2 importable, and every ``/dev/video*`` opened for reading and writing."""
     out = []
     if _importable("picamera2"):
-        out.append(Check("picamera2", True, "importable (--source picamera)"))
+        out.append(Check("picamera2", True, "importable (--source picamera)", found="picamera2"))
     else:
         site = _hidden_system_package("picamera2", sites)
         if site:
@@ -225,7 +230,7 @@ def check_cameras(dev_root: str = "/dev", sites: tuple[str, ...] = SYSTEM_SITES)
             denied.append(dev)
         except OSError as e:
             broken.append(f"{dev} ({e.strerror or e})")
-    cams = usable + (["picamera2"] if out[0].detail.startswith("importable") else [])
+    cams = usable + [c.found for c in out if c.found]
     if denied and not usable:
         out.append(Check("camera", False, f"{', '.join(denied)} cannot be opened (permission "
                          "denied)", "add yourself to the video group: sudo usermod -aG video "
@@ -273,9 +278,9 @@ def check_edgetpu(runtime: Check, lib: str | None = None, sys_root: str = "/sys"
         return Check("edge tpu", False, f"{lib} is installed but no Edge TPU is attached",
                      "plug the Coral into a USB 3 port (or install the PCIe driver, "
                      "gasket-dkms, for an M.2 Coral), or run without --delegate edgetpu")
-    if probe and runtime.ok:
+    if probe and runtime.found:
         try:
-            delegate_probe.probe(runtime.detail.split()[0], lib)
+            delegate_probe.probe(runtime.found, lib)
         except EdgeeffError as e:
             return Check("edge tpu", False, f"{', '.join(devices)}: {e}")
     return Check("edge tpu", True, f"{', '.join(devices)}; {lib} loads")

@@ -26,6 +26,7 @@ from edgeeff.core.fsutil import write_bytes_atomic, write_text_atomic
 from edgeeff.core.graph import Graph
 from edgeeff.core.optional import MissingExtra
 from edgeeff.device.runtime import Classifier
+from edgeeff.export import tflm_probe
 from edgeeff.export.tflmreport import TFLMReport, TFLMTestInput
 from edgeeff.export.tflmreport import write as write_report
 from edgeeff.model.calibrate import load_calibration
@@ -126,10 +127,10 @@ def measure_arena(model_path: Path, invoke_input: Path | None = None) -> dict:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise EdgeeffError(f"TFLite Micro probe timed out after {PROBE_TIMEOUT_S}s") from None
+    if r.returncode == tflm_probe.NO_TFLITE_MICRO:  # the probe's import, in its process
+        raise MissingExtra("tflite_micro", "measuring the TFLite Micro arena")
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
-        if "No module named 'tflite_micro'" in r.stderr:  # the probe's import, in its process
-            raise MissingExtra("tflite_micro", "measuring the TFLite Micro arena")
         raise EdgeeffError(f"TFLite Micro could not load the model: {last}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
