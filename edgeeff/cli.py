@@ -103,6 +103,7 @@ FLAGS = {
     "num_classes": "--num-classes", "resolution": "--resolution",
     "max_mflops": "--max-mflops", "max_ram": "--max-ram", "max_flash": "--max-flash",
     "max_latency_ms": "--max-latency-ms", "pretrained": "--pretrained", "trained": "--trained",
+    "force": "--force",
 }
 
 # A bare 'edgeeff' (a group with no_args_is_help): click >= 8.2 raises NoArgsIsHelpError, a
@@ -611,6 +612,34 @@ class _Address(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+def _serving_options(serve_help: str, default: str | None = None):
+    """The options of a command that serves a page (``demo --serve``, ``collect``), declared
+    once: ``--serve`` (``serve_help`` says what serving means for the command; ``default``:
+    its address where serving is not optional), ``--token``/``--token-file`` and
+    ``--allow-host``, which :func:`_served_access` checks."""
+    options = (
+        click.option("--serve", "serve", type=_Address(), metavar="[HOST:]PORT",
+                     default=default, show_default=default is not None,
+                     help=f"{serve_help} Binds 127.0.0.1 unless HOST is given (0.0.0.0: the "
+                          "whole network)."),
+        click.option("--token", help="Every path served needs ?token=TOKEN (or the cookie the "
+                     "page sets), else 401. --token-file or $EDGEEFF_TOKEN keep it out of ps."),
+        click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Read the token from FILE (surrounding whitespace ignored)."),
+        click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+                     help="Also answer requests for this host name (repeatable). Else only "
+                          "loopback, the served address and, when shared, this machine's "
+                          "names are answered; other Host headers get 403 (DNS rebinding)."),
+    )
+
+    def decorate(f):
+        for option in reversed(options):  # as if stacked in this order above ``f``
+            f = option(f)
+        return f
+
+    return decorate
+
+
 @main.command()
 @click.option("--model", required=True, help="An export folder or a .tflite file.")
 @click.option("--source", default="0", show_default=True,
@@ -626,18 +655,9 @@ class _Address(click.ParamType):
 @click.option("--reconnect", is_flag=True, help="Reopen a camera that disconnects, with "
               "backoff (reported as {\"event\": \"reconnect\", ...} JSON lines), instead of "
               "exiting 1.")
-@click.option("--serve", "serve", type=_Address(), metavar="[HOST:]PORT",
-              help="Serve the live picture and predictions to a browser instead of a window "
-                   "(/, /stream.mjpg, /predictions, /events); binds 127.0.0.1 unless HOST is "
-                   "given (0.0.0.0: the whole network). A video, folder or the sample loops.")
-@click.option("--token", help="With --serve: every path needs ?token=TOKEN (or the cookie the "
-              "page sets), else 401. --token-file or $EDGEEFF_TOKEN keep it out of ps.")
-@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="With --serve: read the token from FILE (surrounding whitespace ignored).")
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="With --serve: also answer requests for this host name (repeatable). "
-                   "Else only loopback, the served address and, when shared, this machine's "
-                   "names are answered; other Host headers get 403 (DNS rebinding).")
+@_serving_options("Serve the live picture and predictions to a browser instead of a window "
+                  "(/, /stream.mjpg, /predictions, /events); a video, folder or the sample "
+                  "loops.")
 @click.option("--keep-unsure", "keep_dir", metavar="DIR",
               help="Keep the frames whose top-1 score is below --below in DIR, as JPEGs with "
                    "the model's guess beside them (.json): the ones worth labelling next.")
@@ -711,16 +731,7 @@ def _served_access(token, token_file, allow_hosts) -> tuple[str | None, tuple[st
 @click.option("--source", default="0", show_default=True,
               help="Camera index, /dev/videoN, picamera, a video file, an image folder, or "
                    "'sample' (a clip made from the bundled photos).")
-@click.option("--serve", "serve", type=_Address(), metavar="[HOST:]PORT", default="8000",
-              show_default=True, help="Where the page is served; 127.0.0.1 unless HOST is "
-                                      "given (0.0.0.0: the whole network).")
-@click.option("--token", help="Every path needs ?token=TOKEN (or the cookie the page sets), "
-              "else 401. --token-file or $EDGEEFF_TOKEN keep it out of ps.")
-@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Read the token from FILE (surrounding whitespace ignored).")
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="Also answer requests for this host name (repeatable); other Host headers "
-                   "get 403 (DNS rebinding).")
+@_serving_options("Where the page is served.", default="8000")
 @_max_pixels_option
 def collect_cmd(folder, source, serve, token, token_file, allow_hosts) -> int:
     """Take and label photos into DIR/<class>/ from a browser: the live picture, classes,

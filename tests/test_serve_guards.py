@@ -384,6 +384,23 @@ def test_the_page_shows_the_source_by_its_base_name(tiny_model, tmp_path):
     assert serve.public_info(r"source images:C:\Users\me\pics\\") == "source images:pics"
 
 
+def test_demo_and_collect_declare_their_serving_options_once():
+    # one declaration: the same flags, types and help in both commands (collect always serves)
+    from edgeeff.cli import collect_cmd
+    from edgeeff.cli import demo as demo_cmd
+
+    def served(cmd):
+        return {p.opts[0]: (p.name, type(p.type), p.metavar, p.multiple, p.help)
+                for p in cmd.params if p.opts[0] in ("--token", "--token-file", "--allow-host")}
+
+    assert served(demo_cmd) == served(collect_cmd) and len(served(demo_cmd)) == 3
+    serve_opt = {c: next(p for p in c.params if p.opts[0] == "--serve")
+                 for c in (demo_cmd, collect_cmd)}
+    assert serve_opt[demo_cmd].default is None and serve_opt[collect_cmd].default == "8000"
+    assert all(o.help.endswith("Binds 127.0.0.1 unless HOST is given (0.0.0.0: the whole "
+                               "network).") for o in serve_opt.values())
+
+
 def test_the_token_from_a_file_or_the_environment(tiny_model, monkeypatch, tmp_path):
     from click.testing import CliRunner
 
