@@ -324,12 +324,16 @@ def test_core_errors_name_fields_and_the_cli_shows_its_flags():
     from edgeeff.cli import FLAGS
     from edgeeff.core import specfile
     from edgeeff.core.errors import FieldError
+    from edgeeff.core.fsutil import check_out
+    from tests.conftest import ROOT
 
     mcu = targets.load("stm32f746")
     for call, fields in ((lambda: Budgets.for_device(mcu, max_flash=1024), ("max_flash",)),
                          (lambda: Budgets.for_device(PI4, max_mflops=-3), ("max_mflops",)),
                          (lambda: specfile.choose(preset="lite0", phi=0.5), ("preset", "phi")),
-                         (lambda: specfile.choose(default=None), ("preset", "phi", "spec_file"))):
+                         (lambda: specfile.choose(default=None), ("preset", "phi", "spec_file")),
+                         (lambda: specfile.read("no-such-spec.json"), ("preset",)),
+                         (lambda: check_out(ROOT, force=False), ("force",))):
         with pytest.raises(FieldError) as e:
             call()
         assert e.value.fields == fields and e.value.field == fields[0]
@@ -343,6 +347,9 @@ def test_core_errors_name_fields_and_the_cli_shows_its_flags():
                        (["info", "--preset", "lite0", "--phi", "0.5"],
                         "give only one of --preset, --phi"),
                        (["fit", "--device", "pi4", "--family", "efficientnet", "--pretrained"],
-                        "--pretrained weights exist only for the lite family")):
+                        "--pretrained weights exist only for the lite family"),
+                       (["info", "--spec", "no-such-spec.json"],
+                        "spec file not found: no-such-spec.json (run 'edgeeff fit' first or pass "
+                        "--preset)")):
         r = run_cli(*args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and line in r.stderr, r.stderr

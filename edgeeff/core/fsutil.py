@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.errors import EdgeeffError, FieldError
 
 # errors that mean "the destination cannot take this write", not a bug elsewhere
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
@@ -126,11 +126,12 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json_text(obj, what=str(path), indent=2, sort_keys=False) + "\n")
 
 
-class OutputExists(EdgeeffError):
-    """An output folder is already there and ``--force`` was not given."""
+class OutputExists(FieldError):
+    """An output folder is already there and ``force`` was not given (the field the message
+    names: the CLI shows its flag)."""
 
     def __init__(self, path: Path):
-        super().__init__(f"{path} exists; pass --force to replace it")
+        super().__init__(f"{path} exists; pass {{force}} to replace it", "force")
         self.path = path
 
 

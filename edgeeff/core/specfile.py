@@ -45,11 +45,13 @@ class SpecFileError(EdgeeffError):
         self.path, self.reason = str(path), reason
 
 
-class SpecFileNotFound(EdgeeffError):
-    """No spec file at ``path``."""
+class SpecFileNotFound(FieldError):
+    """No spec file at ``path``; the message names ``preset`` as the other way to give a spec
+    (the CLI shows its flag)."""
 
     def __init__(self, path: str | Path):
-        super().__init__(f"spec file not found: {path} (run 'edgeeff fit' first or pass --preset)")
+        super().__init__(f"spec file not found: {path} (run 'edgeeff fit' first or pass "
+                         "{preset})", "preset")
         self.path = str(path)
 
 
