@@ -83,12 +83,16 @@ def why_macs_only(dev: targets.Device) -> str:
         return "no per-op measurement of this device exists"
     core = dev.firmware_target
     b = mcu_latency.board(dev.key)
-    if b is None or b["core"] != core:
-        return (f"its core is not a {core}, the nearest build here, so instruction counts of "
-                "that build do not apply" if core else "no firmware build for its core")
+    if core is None or b is None:
+        return f"no core and clock for it in edgeeff/data/{mcu_latency.CORES_FILE}"
+    if b["core"] != core:
+        return (f"its {b['core']} is not the {core} build edgeeff makes for it, so that "
+                "build's instruction counts do not apply")
     if mcu_latency.core_timing(core).cycles_per_instruction is None:
+        counted = ("so QEMU instruction counts give no milliseconds" if core != "cortex-m0plus"
+                   else "and QEMU has no Cortex-M0+ board to count instructions on")
         return (f"{core}: no published TFLite Micro + CMSIS-NN board latency calibrates its "
-                "cycles per instruction, so QEMU instruction counts give no milliseconds")
+                f"cycles per instruction, {counted}")
     return f"no per-op instruction model counted on {core}"
 
 

@@ -30,8 +30,12 @@ MODEL_VERSION = 2  # 2: DEQUANTIZE (the CPU model's uint8 input); a version 1 pr
 # no coefficient for it and counts it as free
 
 # (feature name, unit of its coefficient in the profile, factor from seconds per feature unit)
-FEATURES = ("macs", "act_bytes", "weight_bytes", "fixed")
+# out_bytes (the output's share of act_bytes again) is used by the microcontroller model only
+# (edgeeff.core.mcu_latency: CMSIS-NN requantizes every output element, so a 1x1 expand costs
+# more per MAC than a project); OP_TYPES below does not offer it to a CPU fit
+FEATURES = ("macs", "act_bytes", "out_bytes", "weight_bytes", "fixed")
 UNITS = {"macs": ("ns_per_mac", 1e9), "act_bytes": ("ns_per_act_byte", 1e9),
+         "out_bytes": ("ns_per_out_byte", 1e9),
          "weight_bytes": ("ns_per_weight_byte", 1e9), "fixed": ("us_per_op", 1e6)}
 GRAPH_UNIT = "us_per_graph"
 
@@ -83,6 +87,7 @@ def op_features(g: Graph, i: int) -> dict[str, float]:
     op = g.ops[i]
     act = sum(g.tensors[t].nbytes for t in op.inputs) + g.tensors[op.output].nbytes
     return {"macs": float(op.macs), "act_bytes": float(act),
+            "out_bytes": float(g.tensors[op.output].nbytes),
             "weight_bytes": float(op.weights + 4 * op.biases), "fixed": 1.0}
 
 
@@ -143,7 +148,7 @@ def columns() -> list[tuple[str, str]]:
 
 # Column scales: features are divided by these so that the coefficients of one fit are of
 # similar magnitude (seconds per unit then become ms per scaled unit).
-_SCALE = {"macs": 1e6, "act_bytes": 1e5, "weight_bytes": 1e5, "fixed": 1.0}
+_SCALE = {"macs": 1e6, "act_bytes": 1e5, "out_bytes": 1e5, "weight_bytes": 1e5, "fixed": 1.0}
 
 
 def row(x: ModelSpec | Graph) -> np.ndarray:

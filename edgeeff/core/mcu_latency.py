@@ -7,8 +7,8 @@ executes on a Cortex-M core (TFLite Micro + CMSIS-NN). Those counts are determin
 depend on the op's shapes, so they are modelled like the CPU latency model
 (:mod:`edgeeff.core.latency`), op type by op type, in its features::
 
-    instructions(op) = a[type] * MACs + b[type] * activation bytes
-                       + c[type] * weight bytes + d[type]
+    instructions(op) = a[type] * MACs + b[type] * activation bytes (inputs + output)
+                       + e[type] * output bytes + c[type] * weight bytes + d[type]
 
 plus one constant per invoke (the interpreter outside the ops). The coefficients are fitted by
 non-negative least squares on per-op counts of a few specs (``tools/mcu_op_counts.py``; counts
@@ -78,9 +78,17 @@ def instructions_to_ms(instructions: float, cpi: float, clock_hz: float) -> floa
 # --------------------------------------------------------------------------- the model
 
 
+def features_of(op_type: str) -> tuple[str, ...]:
+    """The features an op type's instruction count is fitted on: the CPU model's
+    (:data:`edgeeff.core.latency.OP_TYPES`), and for the MAC-carrying types the output bytes
+    too, since CMSIS-NN requantizes each output element (tens of instructions) while the
+    input is read per MAC: a 1x1 expand and a project of equal MACs differ by 3x."""
+    f = latency.OP_TYPES[op_type]
+    return f + ("out_bytes",) if "macs" in f else f
+
+
 def _features(g: Graph, i: int) -> dict[str, float]:
-    t = latency.op_type(g, i)
-    allowed = latency.OP_TYPES[t]
+    allowed = features_of(latency.op_type(g, i))
     return {f: v for f, v in latency.op_features(g, i).items() if f in allowed}
 
 
@@ -167,7 +175,7 @@ def fit_counts(runs: list[dict], source: str = "") -> InstructionModel:
         outside.append(r["instructions"] - sum(n for _, n in r["per_op"]))
     coefs: dict[str, dict[str, float]] = {}
     for t, obs in rows.items():
-        feats = [f for f in latency.OP_TYPES[t] if any(o[f] for o, _ in obs)]
+        feats = [f for f in features_of(t) if any(o[f] for o, _ in obs)]
         A = np.array([[o[f] for f in feats] for o, _ in obs])
         y = np.array([n for _, n in obs])
         w = 1.0 / np.maximum(y, 1.0)
