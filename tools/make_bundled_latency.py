@@ -102,11 +102,11 @@ def mcu_table(dev: targets.Device) -> latency.LatencyModel | None:
     b = mcu_latency.board(dev.key)
     if core is None or b is None or b["core"] != core:
         return None
-    timing = mcu_latency.core_timing(core)
+    cpi = mcu_latency.core_timing(core).cycles_per_instruction
     model = mcu_latency.stored(core)
-    if timing.cycles_per_instruction is None or model is None:
+    if cpi is None or model is None:
         return None
-    cpi, clock = timing.cycles_per_instruction, b["clock_hz"]
+    clock = b["clock_hz"]
     v = model.validation
     return model.latency_model(
         cpi, clock, threads=None, runtime="tflite-micro", runtime_version=COUNTED_WITH,
@@ -114,11 +114,11 @@ def mcu_table(dev: targets.Device) -> latency.LatencyModel | None:
         validation={"core": core, "cycles_per_instruction": cpi, "clock_hz": clock,
                     **{k: v[k] for k in ("held_out", "held_out_max_abs_error")
                        if v.get(k) is not None}},
-        estimate=(f"TFLite Micro + CMSIS-NN instructions per op counted under QEMU -icount on "
-                  f"{core} (per-op model: tools/mcu_op_counts.py, edgeeff/data/"
-                  f"{mcu_latency.COUNTS_FILE}) x {cpi:g} cycles per instruction at "
-                  f"{clock / 1e6:g} MHz; cycles per instruction: {timing.basis}. Not measured "
-                  "on this board: profile it to replace it"))
+        estimate=(f"TFLite Micro + CMSIS-NN instructions per op, counted under QEMU -icount "
+                  f"on {core} (tools/mcu_op_counts.py), x {cpi:g} cycles per instruction "
+                  f"(fitted on published MLPerf Tiny board latencies: edgeeff/data/"
+                  f"{mcu_latency.CORES_FILE}) at {clock / 1e6:g} MHz; profile the board to "
+                  "replace it"))
 
 
 def main() -> None:
