@@ -34,6 +34,8 @@ def devices_table(devs) -> None:
             model = f"measured per-op ({m.threads} threads)"
         elif m.threads:
             model = f"[yellow]estimate[/] (per-op, {m.threads} threads)"
+        elif m.runtime == "tflite-micro":
+            model = "[yellow]estimate[/] (per-op instruction counts x cycles/instruction)"
         else:
             model = "[yellow]estimate[/] (per-op form of MACs / throughput)"
         t.add_row(d.key, d.name, d.kind, format_size(d.ram_bytes), format_size(d.flash_bytes),
@@ -130,6 +132,9 @@ def info_table(spec, s: dict) -> None:
               f"[bold]{format_size(s['peak_ram_bytes'])}[/]")
     console.print(t)
     console.print(f"int8 flash ~ {format_size(s['flash_bytes'])}; peak RAM at {s['peak_ram_op']}")
+    if s.get("latency_basis"):  # info --device
+        console.print(f"latency on {s['device']}: {s['latency_ms']:g} ms predicted "
+                      f"({escape(s['latency_basis'])})")
 
 
 def export_summary(card: dict, out) -> None:

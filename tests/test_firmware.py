@@ -184,6 +184,27 @@ def test_cortex_m4_counts_are_deterministic_under_qemu_icount(export):
     assert a["counts"]["in_ops"] <= a["instructions"]
 
 
+def test_cortex_m4_count_of_a_real_export_matches_the_instruction_model(export):
+    """The real export's invoke, counted under QEMU, against the per-op instruction model
+    stored in edgeeff/data (this spec was held out of its fit, and the fit's counts came from
+    synthesized weights): within 10 %, op for op the same graph; and nrf52840's profile
+    latency for the spec (what fit uses) within 10 % of firmware --run's prediction."""
+    _need_tree("cortex-m7-cmsis-nn")
+    _need_tools("arm-none-eabi-g++", "arm-none-eabi-size", "qemu-system-arm")
+    from edgeeff.core import mcu_latency, targets
+    from edgeeff.core.arch import phi_spec
+
+    spec = phi_spec(-8, "lite", 10)  # the export fixture's
+    r = fw.firmware(export, "cortex-m4", run=True, device="nrf52840")["run"]
+    assert r["counts"] is not None and r["predicted_ms"] is not None, r
+    kinds = [o["kind"] for o in r["counts"]["per_op"]]
+    assert kinds == [op.kind for op in mcu_latency.tflm_graph(spec).ops]
+    model = mcu_latency.stored("cortex-m4")
+    assert model.predict(spec) == pytest.approx(r["instructions"], rel=0.10)
+    assert targets.load("nrf52840").latency_ms(spec) == pytest.approx(r["predicted_ms"],
+                                                                      rel=0.10)
+
+
 def test_mcu_milliseconds_from_counts_only_where_the_core_is_calibrated():
     p = fw.predict_mcu_ms(64_000_000, "cortex-m4", "nrf52840")
     cpi = __import__("json").loads(fw.MCU_CORES.read_text())["cores"]["cortex-m4"][

@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeeff.core.arch import ModelSpec
-from edgeeff.core.graph import Graph, graph
+from edgeeff.core.graph import FORMS, Graph, graph
 
 MODEL_FORM = "per-op-linear"
 MODEL_VERSION = 2  # 2: DEQUANTIZE (the CPU model's uint8 input); a version 1 profile has
 # no coefficient for it and counts it as free
 
 # (feature name, unit of its coefficient in the profile, factor from seconds per feature unit)
-FEATURES = ("macs", "act_bytes", "weight_bytes", "fixed")
+# out_bytes (the output's share of act_bytes again) is used by the microcontroller model only
+# (edgeeff.core.mcu_latency: CMSIS-NN requantizes every output element, so a 1x1 expand costs
+# more per MAC than a project); OP_TYPES below does not offer it to a CPU fit
+FEATURES = ("macs", "act_bytes", "out_bytes", "weight_bytes", "fixed")
 UNITS = {"macs": ("ns_per_mac", 1e9), "act_bytes": ("ns_per_act_byte", 1e9),
+         "out_bytes": ("ns_per_out_byte", 1e9),
          "weight_bytes": ("ns_per_weight_byte", 1e9), "fixed": ("us_per_op", 1e6)}
 GRAPH_UNIT = "us_per_graph"
 
@@ -83,11 +87,12 @@ def op_features(g: Graph, i: int) -> dict[str, float]:
     op = g.ops[i]
     act = sum(g.tensors[t].nbytes for t in op.inputs) + g.tensors[op.output].nbytes
     return {"macs": float(op.macs), "act_bytes": float(act),
+            "out_bytes": float(g.tensors[op.output].nbytes),
             "weight_bytes": float(op.weights + 4 * op.biases), "fixed": 1.0}
 
 
-def _graph_of(x) -> Graph:
-    return x if isinstance(x, Graph) else graph(x)
+def _graph_of(x, form: str = "cpu") -> Graph:
+    return x if isinstance(x, Graph) else graph(x, form=form)
 
 
 # --------------------------------------------------------------------------- one graph timed
@@ -143,7 +148,7 @@ def columns() -> list[tuple[str, str]]:
 
 # Column scales: features are divided by these so that the coefficients of one fit are of
 # similar magnitude (seconds per unit then become ms per scaled unit).
-_SCALE = {"macs": 1e6, "act_bytes": 1e5, "weight_bytes": 1e5, "fixed": 1.0}
+_SCALE = {"macs": 1e6, "act_bytes": 1e5, "out_bytes": 1e5, "weight_bytes": 1e5, "fixed": 1.0}
 
 
 def row(x: ModelSpec | Graph) -> np.ndarray:
@@ -215,13 +220,16 @@ class LatencyModel:
     version: int = MODEL_VERSION
     validation: dict = field(default_factory=dict)  # cross-validated error, design size, ...
     estimate: str = ""  # not measured on the device itself: how the numbers were obtained
+    # the graph a spec is laid out as (edgeeff.core.graph.FORMS): "cpu" (model_int8.tflite),
+    # "converter" (what TFLite Micro runs: one uint8 -> int8 QUANTIZE at the input)
+    graph_form: str = "cpu"
 
     def predict_ms(self, x: ModelSpec | Graph) -> float:
         return sum(self.breakdown_ms(x).values())
 
     def breakdown_ms(self, x: ModelSpec | Graph) -> dict[str, float]:
         """Predicted milliseconds per op type (and the graph constant)."""
-        g = _graph_of(x)
+        g = _graph_of(x, self.graph_form)
         out: dict[str, float] = {"graph": 1000.0 * self.graph_s}
         for i in range(len(g.ops)):
             t = op_type(g, i)
@@ -239,6 +247,8 @@ class LatencyModel:
         if self.threads is not None:
             d["threads"] = self.threads
         d.update(runtime=self.runtime, runtime_version=self.runtime_version, cpu=self.cpu)
+        if self.graph_form != "cpu":
+            d["graph_form"] = self.graph_form
         d[GRAPH_UNIT] = _round(self.graph_s * 1e6)
         if self.estimate:
             d["estimate"] = self.estimate
@@ -254,7 +264,7 @@ class LatencyModel:
             return ValueError(f"{where}.{k}: {why}")
 
         allowed = {"form", "version", "threads", "runtime", "runtime_version", "cpu", GRAPH_UNIT,
-                   "validation", "ops", "estimate"}
+                   "validation", "ops", "estimate", "graph_form"}
         for k in d:
             if k not in allowed:
                 raise bad(k, f"unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -270,6 +280,8 @@ class LatencyModel:
         for k in ("runtime", "runtime_version", "cpu", "estimate"):
             if k in d and not isinstance(d[k], str):
                 raise bad(k, "must be a string")
+        if d.get("graph_form", "cpu") not in FORMS:
+            raise bad("graph_form", f"must be one of {', '.join(FORMS)}")
         g = d.get(GRAPH_UNIT, 0.0)
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0 \
                 or not math.isfinite(g):
@@ -302,7 +314,7 @@ class LatencyModel:
         return cls(coefficients=coefs, graph_s=float(g) / 1e6, threads=threads,
                    runtime=d.get("runtime", ""), runtime_version=d.get("runtime_version", ""),
                    cpu=d.get("cpu", ""), form=d["form"], version=ver, validation=dict(val),
-                   estimate=d.get("estimate", ""))
+                   estimate=d.get("estimate", ""), graph_form=d.get("graph_form", "cpu"))
 
 
 def _round(v: float) -> float:

@@ -17,6 +17,8 @@ spec or graph instead of the flat ``int8_macs_per_s`` estimate. Its schema::
     runtime_version = "2.3.0"
     cpu = "Cortex-A72, 4 cores, aarch64"
     estimate = "..."                # only in a table not measured on the board: how it was made
+    graph_form = "converter"        # optional: the graph a spec is laid out as (default "cpu";
+                                    # a microcontroller runs the converter's, edgeeff.core.graph)
     us_per_graph = 35.0             # per-invoke constant
     [latency.validation]            # free-form record: numbers and strings
     within_10pct = 0.95             # cross-validated share of graphs predicted within +-10 %
@@ -97,7 +99,7 @@ class Device:
             return "MACs / int8_macs_per_s"
         m = self.latency_model
         if m.estimate:  # the table says how it was made
-            return "per-op estimate, not measured on this board (the profile's latency.estimate says how)"
+            return f"per-op estimate, not measured on this board: {m.estimate}"
         return f"per-op model measured with {m.runtime} {m.runtime_version}, {m.threads} threads"
 
     @property

@@ -12,7 +12,6 @@ second build of the same one compiles only its own ``main.cc`` and ``model_data.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 from rich.table import Table
 
 from edgeeff.core import artifacts as A
-from edgeeff.core import targets
+from edgeeff.core import mcu_latency, targets
 from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomic
@@ -45,7 +44,7 @@ ICOUNT_SHIFT = 0
 QEMU_SYSCLK_HZ = {"mps2-an386": 25_000_000, "mps2-an500": 25_000_000, "mps2-an505": 20_000_000}
 INSTRUCTIONS_NOTE = ("instructions executed, counted by QEMU -icount (deterministic virtual "
                      "time) through SysTick read around each op: a count, not cycles; "
-                     "edgeeff.deploy.mcu_latency turns it into milliseconds per core")
+                     "edgeeff.core.mcu_latency turns it into milliseconds per core")
 
 
 @dataclass(frozen=True)
@@ -490,23 +489,23 @@ MCU_CORES = package_data(DATA_PACKAGE, A.MCU_CORES)
 
 def predict_mcu_ms(instructions: int, core: str, device: str) -> dict:
     """``{"predicted_ms", "predicted_basis"}`` for a count on ``core`` at ``device``'s clock
-    (edgeeff/data/mcu_cores.json); ``predicted_ms`` None, with the reason, where the core is
-    not calibrated, the device's clock is unknown or it has another core."""
-    data = json.loads(MCU_CORES.read_text("utf-8"))
-    dev = data["devices"].get(Path(device).stem.lower())
-    model = data["cores"].get(core)
+    (edgeeff/data/mcu_cores.json, through :mod:`edgeeff.core.mcu_latency`: the conversion the
+    MCU profiles' ``[latency]`` tables use); ``predicted_ms`` None, with the reason, where the
+    core is not calibrated, the device's clock is unknown or it has another core."""
+    dev = mcu_latency.board(Path(device).stem)
+    timing = mcu_latency.core_timing(core)
     if dev is None:
         return {"predicted_ms": None, "predicted_basis": f"no clock known for {device}"}
     if dev["core"] != core:
         return {"predicted_ms": None,
                 "predicted_basis": f"{device} has a {dev['core']}, this build is {core}"}
-    if model is None:
-        return {"predicted_ms": None, "predicted_basis": f"{core}: no calibration yet "
-                "(no published TFLite Micro + CMSIS-NN measurement used)"}
-    ms = model["cycles_per_instruction"] * instructions / dev["clock_hz"] * 1000.0
+    cpi = timing.cycles_per_instruction
+    if cpi is None:
+        return {"predicted_ms": None, "predicted_basis": timing.basis}
+    ms = mcu_latency.instructions_to_ms(instructions, cpi, dev["clock_hz"])
     return {"predicted_ms": round(ms, 3),
-            "predicted_basis": f"{model['cycles_per_instruction']:g} cycles per instruction "
-                               f"at {dev['clock_hz'] / 1e6:g} MHz: {model['basis']}"}
+            "predicted_basis": f"{cpi:g} cycles per instruction "
+                               f"at {dev['clock_hz'] / 1e6:g} MHz: {timing.basis}"}
 
 
 def run_firmware(elf: Path, target: Target, timeout: float = RUN_TIMEOUT_S) -> dict:
