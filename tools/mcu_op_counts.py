@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgeeff.core.arch import ModelSpec, phi_spec  # noqa: E402
+from edgeeff.core.artifacts import MCU_OP_COUNTS  # noqa: E402
 
-OUT = ROOT / "edgeeff" / "data" / "mcu_op_counts.json"
+OUT = ROOT / "edgeeff" / "data" / MCU_OP_COUNTS
 
 
 def default_specs() -> list[tuple[str, ModelSpec]]:

@@ -87,6 +87,7 @@ IMAGENET_LABELS = "imagenet_labels.txt"
 IMAGENET_WNIDS = "imagenet_wnids.txt"
 ACCURACY_TABLE = "accuracy_lite.json"
 MCU_CORES = "mcu_cores.json"  # per-core cycles per counted instruction (edgeeff firmware --run)
+MCU_OP_COUNTS = "mcu_op_counts.json"  # per-op TFLM instruction counts and their fitted model
 # in an installed distribution's .dist-info: how pip got it (PEP 610), read by `bundle`
 DIST_DIRECT_URL = "direct_url.json"
 # name of the JSON metadata buffer edgeeff embeds in every .tflite it writes

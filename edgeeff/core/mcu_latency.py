@@ -27,12 +27,12 @@ import numpy as np
 
 from edgeeff.core import latency
 from edgeeff.core.arch import ModelSpec
-from edgeeff.core.artifacts import MCU_CORES
+from edgeeff.core.artifacts import MCU_CORES, MCU_OP_COUNTS
 from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.graph import Graph, graph
 
 CORES_FILE = MCU_CORES  # per-core cycles per instruction, board clocks
-COUNTS_FILE = "mcu_op_counts.json"
+COUNTS_FILE = MCU_OP_COUNTS
 GRAPH_FORM = "converter"  # TFLite Micro runs the converter's graph (uint8 -> int8 QUANTIZE)
 
 
