@@ -249,3 +249,23 @@ def test_every_microcontroller_names_the_firmware_build_it_runs(tmp_path):
     bad.write_text(text.replace('firmware_target = "cortex-m4"', 'firmware_target = "cortex-a72"'))
     with pytest.raises(EdgeeffError, match="firmware_target"):
         targets.load(str(bad))
+
+
+def test_the_bundle_camera_is_a_typed_profile_field_not_a_name_prefix(tmp_path):
+    """The Raspberry Pis say picamera; a Pixel (whose key also starts with "pi") does not, and
+    `bundle` refuses a phone instead of writing a Pi camera script for it."""
+    from click.testing import CliRunner
+
+    from edgeeff.cli import main
+
+    pis = ("pi4", "pi5", "pi-zero-2w")
+    assert {k: targets.load(k).camera for k in pis} == dict.fromkeys(pis, "picamera")
+    assert targets.load("pixel4-cpu").camera == targets.load("coral-devboard").camera == "0"
+    bad = tmp_path / "bad.toml"
+    text = (data_dir("targets") / "pi4.toml").read_text()
+    bad.write_text(text.replace('camera = "picamera"', 'camera = "usb"'))
+    with pytest.raises(EdgeeffError, match="camera"):
+        targets.load(str(bad))
+    (tmp_path / "export").mkdir()
+    r = CliRunner().invoke(main, ["bundle", str(tmp_path / "export"), "--target", "pixel4-cpu"])
+    assert r.exit_code == 2 and "is a phone" in r.output, r.output

@@ -51,10 +51,13 @@ KINDS = ("sbc", "accelerator", "phone", "mcu")
 
 REQUIRED = ("name", "kind", "ram", "flash", "int8_macs_per_s", "family", "formats", "sources")
 OPTIONAL = ("max_latency_ms", "max_mflops", "description", "latency", "runtime_flash",
-            "runtime_ram", "firmware_target")
+            "runtime_ram", "firmware_target", "camera")
 # the builds `edgeeff firmware` makes (edgeeff.deploy.firmware.TARGETS): a microcontroller
 # profile names the one its board runs, so `firmware --device` needs no --target
 FIRMWARE_TARGETS = ("host", "cortex-m7", "cortex-m4", "cortex-m33", "cortex-m0plus")
+# the demo's camera on the board (`edgeeff bundle`'s run.sh): picamera2 on a Raspberry Pi with a
+# CSI camera, else the first V4L2 device
+CAMERAS = ("picamera", "0")
 SOURCE_KEYS = ("ram", "flash", "throughput")
 OPTIONAL_SOURCE_KEYS = ("latency", "latency_budget", "runtime")
 
@@ -80,6 +83,7 @@ class Device:
     runtime_flash_bytes: int = 0
     runtime_ram_bytes: int = 0
     firmware_target: str | None = None  # the `edgeeff firmware` build for this board
+    camera: str = "0"  # the demo's --source on the board (CAMERAS)
 
     def latency_ms(self, x) -> float:
         """Estimated int8 latency, ms, of a :class:`ModelSpec` or cost ``Graph`` (the per-op
@@ -114,7 +118,7 @@ class Device:
             "family": self.family, "formats": list(self.formats), "sources": dict(self.sources),
             "max_latency_ms": self.max_latency_ms, "max_mflops": self.max_mflops,
             "runtime_flash_bytes": self.runtime_flash_bytes,
-            "firmware_target": self.firmware_target,
+            "firmware_target": self.firmware_target, "camera": self.camera,
             "runtime_ram_bytes": self.runtime_ram_bytes,
         }
         if self.latency_model is not None:
@@ -207,6 +211,10 @@ def parse_profile(text: str, key: str, where: str) -> Device:
         if data["firmware_target"] not in FIRMWARE_TARGETS:
             raise bad("firmware_target", f"must be one of {', '.join(FIRMWARE_TARGETS)}")
         opt["firmware_target"] = data["firmware_target"]
+    if "camera" in data:
+        if data["camera"] not in CAMERAS:
+            raise bad("camera", f"must be one of {', '.join(CAMERAS)}")
+        opt["camera"] = data["camera"]
     model = None
     if "latency" in data:
         if not isinstance(data["latency"], dict):

@@ -328,6 +328,9 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
     if dev.kind == "mcu":
         raise EdgeeffError(f"{dev.name} is a microcontroller: use the tflm/ sources of "
                            "'edgeeff export --format tflm' in your firmware instead")
+    if dev.kind == "phone":
+        raise EdgeeffError(f"{dev.name} is a phone: bundle is for boards that run Linux; put "
+                           "the export's .tflite in your app (docs/phones.md)")
     use_tpu = "edgetpu" in dev.formats and (src / artifacts.EDGETPU_MODEL).is_file()
     model = artifacts.EDGETPU_MODEL if use_tpu else (
         artifacts.INT8_MODEL if (src / artifacts.INT8_MODEL).is_file() else artifacts.FLOAT_MODEL)
@@ -348,7 +351,7 @@ def bundle(export_dir: str | Path, target: str, out: str | Path | None = None,
             for extra in (artifacts.LABELS, artifacts.MODEL_CARD):
                 if (src / extra).is_file():
                     shutil.copy2(src / extra, tmp / extra)
-            source = "picamera" if dev.key.startswith("pi") else "0"
+            source = dev.camera
             digest = hashlib.sha256(whl.read_bytes()).hexdigest()[:16]
             write_text_atomic(tmp / "run.sh", RUN_SH.format(
                 model=model, source=source, wheel=whl.name, digest=digest,
