@@ -176,12 +176,11 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
     x_side, t_tr = D.teacher_views(sq, side, t_model, r.views, r.seed, r.crop_scale)
     del sq
     y_views = np.tile(y_tr, r.views).astype(np.int32)
-    run = ProxyRun(proxy, tinfo, len(y_tr), len(x_side), t_model.images_run,
-                   round(time.perf_counter() - t0, 1))
+    views_s = round(time.perf_counter() - t0, 1)
     log(f"ranking: every candidate's whole network trained {r.epochs} epochs over {r.views} "
         f"views of {len(y_tr)} photos (at most {proxy.per_class} per class), distilled from "
-        f"{tinfo.name}; the teacher ran once per view ({run.teacher_images_run} images, "
-        f"{run.views_seconds:.0f} s)")
+        f"{tinfo.name}; the teacher ran once per view ({t_model.images_run} images, "
+        f"{views_s:.0f} s)")
     rows: list[TuneRow] = []
     hits: list[list[bool] | None] = []
     for c in cands:
@@ -200,6 +199,7 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
             f"{c.flash_bytes / 1024:,.0f} KB, RAM {c.ram_bytes / 1024:,.0f} KB, "
             f"{rows[-1].latency_ms:.0f} ms; {rows[-1].seconds:.0f} s)")
         keras.backend.clear_session()
+    run = ProxyRun(proxy, tinfo, len(y_tr), len(x_side), t_model.images_run, views_s)
     return rows, hits, classes, run
 
 
@@ -291,7 +291,8 @@ def tune(device: Device, budgets: Budgets, cands: list[Candidate], data, val_dir
            "vs_fit_pick_points": round(100 * (pick.rank_top1 - fit_pick.rank_top1), 1)}
     if run is not None:
         doc["proxy"] = run.to_dict()
-        doc["recipe"] = tr.get("recipe")
+        doc["recipe"] = tr.get("recipe")  # the pick's full training, and its teacher
+        doc["teacher"] = tr.get("teacher")
     if "tflm" in formats:
         doc["tflm"] = str(out / "export" / A.TFLM_DIR)
         if firmware is not None:
