@@ -167,19 +167,26 @@ def _free_offset(xy: tuple[float, float], placed: list, near_x: float = 2.0) -> 
     return off
 
 
+HEAD_COLORS = {"fixed": "#1f77b4", "scaled": "#ff7f0e"}  # candidates without weights
+
+
 def _tune_label(r: TuneRow) -> str:
     if r.preset is not None:
         return f"{r.preset} {r.resolution}"
-    phi = "" if r.phi is None else f"φ {r.phi:+.2f} "
-    return f"{phi}{r.resolution} px" + (", scaled head" if r.head == "scaled" else "")
+    return ("" if r.phi is None else f"φ{r.phi:+.2f} ") + f"{r.resolution}px"
 
 
-def _tune_panel(ax, rows: list[TuneRow], pick: TuneRow, fitp: TuneRow, x, near_x: float,
-                budget: float | None, budget_label: str, xlabel: str) -> None:
+def _tune_panel(ax, rows: list[TuneRow], pick: TuneRow, fitp: TuneRow, x,
+                near_x: float | None, budget: float | None, budget_label: str,
+                xlabel: str) -> None:
     """One panel of ``tune.png``: ranking top-1 against ``x(row)``, the budget's line, the
-    pick (and its fully trained figures) and fit's pick."""
+    pick (and its fully trained figures) and fit's pick. Labels of points closer than
+    ``near_x`` (None: a fifth of the axis' span) are moved apart."""
     ranked = [100 * r.rank_top1 for r in rows if r.rank_top1 is not None]
     floor = min(ranked) - 2 if ranked else 0.0
+    if near_x is None:
+        xs = [x(r) for r in rows] + ([budget] if budget else [])
+        near_x = 0.2 * (max(xs) - min(xs)) or 1.0
     placed: list[tuple[tuple[float, float], tuple[int, int]]] = []
     for r in rows:
         if r.rank_top1 is None:  # shown too, on the floor: it fits but was not ranked
@@ -187,7 +194,7 @@ def _tune_panel(ax, rows: list[TuneRow], pick: TuneRow, fitp: TuneRow, x, near_x
             ax.annotate(f"{_tune_label(r)} (not ranked)", (x(r), floor),
                         textcoords="offset points", xytext=(5, 4), fontsize=8, color="#7f7f7f")
             continue
-        col = COLORS.get(r.preset or "", "#1f77b4" if r.head == "fixed" else "#ff7f0e")
+        col = COLORS[r.preset] if r.preset in COLORS else HEAD_COLORS.get(r.head, "#7f7f7f")
         xy = (x(r), 100 * r.rank_top1)
         ax.scatter(*xy, color=col, s=40, zorder=3)
         ax.annotate(_tune_label(r), xy, textcoords="offset points",
@@ -222,12 +229,15 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     lim = b.get("max_latency_ms")
     panels = [(lambda r: r.latency_ms, 2.0, lim, f"latency budget {lim:g} ms" if lim else "",
                f"int8 latency on {doc['device']} (ms, {doc.get('latency_source', 'model')})")]
-    if all(r.imagenet_top1_predicted is None and r.flash_bytes is not None for r in rows):
+    weightless = all(r.imagenet_top1_predicted is None and r.flash_bytes is not None
+                     for r in rows)
+    if weightless:
         kb = 1024
+        panels[0] = (panels[0][0], None, *panels[0][2:])
         for key, what in (("flash", "flash"), ("ram", "RAM")):
             cap = b.get(f"max_{key}_bytes")
             panels.insert(len(panels) - 1, (
-                lambda r, k=key: getattr(r, f"{k}_bytes") / kb, 4.0,
+                lambda r, k=key: getattr(r, f"{k}_bytes") / kb, None,
                 None if cap is None else cap / kb,
                 "" if cap is None else f"{what} budget {cap / kb:,.0f} KB",
                 f"{what} checked by fit's budget (KB)"))
@@ -238,6 +248,10 @@ def plot_tune(doc: dict, path: str | Path) -> Path:
     axes[0][0].set_ylabel(f"validation top-1 (%), {doc.get('ranked_by', 'head on cached features')}")
     fig.suptitle(f"edgeeff tune: {len(rows)} candidates that fit {doc['device']}")
     handles = {}
+    if weightless:  # what the colours say
+        for head, col in HEAD_COLORS.items():
+            if any(r.head == head for r in rows):
+                handles[f"{head} head"] = axes[0][0].scatter([], [], color=col, s=40)
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

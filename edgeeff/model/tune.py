@@ -21,6 +21,7 @@ copies of those squares (what decoding at their size gives, to within resampling
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from edgeeff.device import evaluate
 from edgeeff.model import features as F
 from edgeeff.model import train as trainmod
 from edgeeff.model.build import build_model
+from edgeeff.model.inherit import InheritedWeightsWarning
 from edgeeff.model.train import Phases, load_split
 from edgeeff.model.train import distill as D
 from edgeeff.model.train.data import folder_dataset, load_sets
@@ -178,9 +180,9 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
     y_views = np.tile(y_tr, r.views).astype(np.int32)
     views_s = round(time.perf_counter() - t0, 1)
     log(f"ranking: every candidate's whole network trained {r.epochs} epochs over {r.views} "
-        f"views of {len(y_tr)} photos (at most {proxy.per_class} per class), distilled from "
-        f"{tinfo.name}; the teacher ran once per view ({t_model.images_run} images, "
-        f"{views_s:.0f} s)")
+        f"views of {len(y_tr)} photos (at most {proxy.per_class} per class) from Lite0's "
+        f"ImageNet weights sliced to it, distilled from {tinfo.name}; the teacher ran once per "
+        f"view ({t_model.images_run} images, {views_s:.0f} s)")
     rows: list[TuneRow] = []
     hits: list[list[bool] | None] = []
     for c in cands:
@@ -191,8 +193,10 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
             log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:g} min is spent)")
             continue
         t = time.perf_counter()
-        hits[-1] = proxy_hits(spec, "auto", _resized(x_side, spec.resolution), t_tr, y_views,
-                              _resized(x_va, spec.resolution), y_va, r)
+        with warnings.catch_warnings():  # said once above, not once per candidate
+            warnings.simplefilter("ignore", InheritedWeightsWarning)
+            hits[-1] = proxy_hits(spec, "auto", _resized(x_side, spec.resolution), t_tr,
+                                  y_views, _resized(x_va, spec.resolution), y_va, r)
         rows[-1] = replace(rows[-1], rank_top1=round(sum(hits[-1]) / len(hits[-1]), 4),
                            seconds=round(time.perf_counter() - t, 1))
         log(f"{spec.name}: distilled briefly {rows[-1].rank_top1:.1%} (flash "
