@@ -180,9 +180,10 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
     y_views = np.tile(y_tr, r.views).astype(np.int32)
     views_s = round(time.perf_counter() - t0, 1)
     log(f"ranking: every candidate's whole network trained {r.epochs} epochs over {r.views} "
-        f"views of {len(y_tr)} photos (at most {proxy.per_class} per class) from Lite0's "
-        f"ImageNet weights sliced to it, distilled from {tinfo.name}; the teacher ran once per "
-        f"view ({t_model.images_run} images, {views_s:.0f} s)")
+        f"views of {len(y_tr)} photos (at most {proxy.per_class} per class) from the inherited "
+        f"initialisation (pretrained weights sliced to it, as 'train' starts), distilled from "
+        f"{tinfo.name}; the teacher ran once per view ({t_model.images_run} images, "
+        f"{views_s:.0f} s)")
     rows: list[TuneRow] = []
     hits: list[list[bool] | None] = []
     for c in cands:
