@@ -158,3 +158,44 @@ def test_tune_on_a_microcontroller_ranks_distills_and_exports_tflm(tiny, tmp_pat
     if (out / "tune.png").exists():
         assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Traceback" not in r.stderr
+
+
+def _doc(rows: list[dict], **extra) -> dict:
+    pick = dict(rows[0], val_top1=0.9, int8_top1=0.89)
+    return {"device": "stm32f746", "budgets": {"max_flash_bytes": 909312,
+                                                "max_ram_bytes": 323584, "max_latency_ms": 1000},
+            "candidates": [pick] + rows[1:], "pick": pick, "fit_pick": pick,
+            "pick_rule": rank.TUNE_PICK_RULE, "vs_fit_pick_points": 0.0, **extra}
+
+
+def test_table_and_plot_read_tune_json_old_and_new(tmp_path):
+    """tune's table and plot read the rows through TuneRow: a tune.json from before the typed
+    rows (no flash/RAM fields) still prints and plots; a microcontroller's shows flash and RAM,
+    the firmware line and three panels (flash, RAM, latency)."""
+    from edgeeff import report
+    from edgeeff.deploy.firmware import FirmwareCheck
+
+    old = [{"name": "efficientnet-lite0", "preset": "lite0", "resolution": 224,
+            "latency_ms": 9.5, "macs": 385_000_000, "imagenet_top1_predicted": 74.4,
+            "rank_top1": 0.9, "seconds": 12.0, "vs_fit_points": 0.0, "vs_fit_se_points": 0.0}]
+    dev = targets.load("stm32f746")
+    cands = fit.weightless_shortlist(dev, budget.Budgets.for_device(dev), 3)
+    new = [dict(rank.TuneRow.of(c).to_dict(), rank_top1=0.8 - 0.05 * i)
+           for i, c in enumerate(cands)]
+    check = FirmwareCheck("cortex-m7", False, "no TensorFlow Lite Micro tree (...)")
+    mcu = _doc(new, ranked_by="whole network, distilled briefly", firmware=check.to_dict())
+    for doc, want in ((_doc(old), "74.4"), (mcu, "firmware (cortex-m7): not built")):
+        with report.console.capture() as cap:
+            report.tune_table(doc)
+        text = cap.get()
+        assert want in text and "pick efficientnet-lite" in text
+    assert "flash" in text and "distilled briefly" in text and cands[1].spec.name in text
+    pytest.importorskip("matplotlib")
+    from edgeeff import plot
+
+    for name, doc in (("old.png", _doc(old)), ("mcu.png", mcu)):
+        assert plot.plot_tune(doc, tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    wide = matplotlib.image.imread(tmp_path / "mcu.png").shape[1]
+    assert wide > 1.8 * matplotlib.image.imread(tmp_path / "old.png").shape[1]  # 3 panels
