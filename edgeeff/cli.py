@@ -481,6 +481,12 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
                                       "follows.")
 @click.option("--per-backbone", type=click.IntRange(min=1), default=2, show_default=True,
               help="Resolutions tried per pretrained backbone (fit's pick is always tried).")
+@click.option("--teacher", metavar="DIR",
+              help="Where no pretrained candidate fits (a microcontroller): the distilled "
+                   "ranking's and training's teacher, as in 'train' [default: the Pi-class "
+                   "model trained on the same photos, once per dataset].")
+@click.option("--tflm-dir", help="TensorFlow Lite Micro tree for the firmware step, as in "
+                                 "'firmware' [default: $TFLM_DIR].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default="edgeeff-tune", show_default=True,
               help=f"Folder for {A.TUNE_REPORT}, {A.TUNE_PLOT}, train/ and export/.")
@@ -490,27 +496,36 @@ def train_cmd(data, val_dir, spec_file, preset, phi, family, resolution, weights
 @click.option("--force", is_flag=True)
 @_max_pixels_option
 def tune_cmd(device_name, data, val_dir, val_split, max_mflops, max_ram, max_flash,
-             max_latency_ms, budget_minutes, per_backbone, seed, out, plot_file, as_json,
-             force) -> None:
-    """Rank the pretrained candidates that fit a device on your data, train and export the best."""
+             max_latency_ms, budget_minutes, per_backbone, teacher, tflm_dir, seed, out,
+             plot_file, as_json, force) -> None:
+    """Rank the candidates that fit a device on your data, train and export the best:
+    pretrained ones, or, where none fits (a microcontroller), networks across phi, resolution
+    and head width, trained briefly with distillation."""
     out = check_out(out, force)
     plot_file = Path(plot_file) if plot_file else out / A.TUNE_PLOT
     plot.check_path(plot_file)
     device = targets.load(device_name)
     budgets = budget.Budgets.for_device(device, max_mflops, max_ram, max_flash, max_latency_ms)
     n_classes = len(ImageFolder(data, min_classes=2).classes())
-    cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
+    try:
+        cands = rank.tune_shortlist(device, budgets, n_classes, per_backbone)
+    except rank.NoPretrainedFits:
+        cands = fitmod.weightless_shortlist(device, budgets, n_classes)
     _leakage_line(data, val_dir)
     _quiet_tensorflow()
     log = lambda m: click.echo(m, err=True)  # noqa: E731
 
-    def export(spec_file, out_dir):
-        return run_export(ExportRequest(spec_file=str(spec_file), int8=True, out=out_dir,
-                                        force=True), log=log).to_dict()
+    def export(spec_file, out_dir, formats):
+        return run_export(ExportRequest(spec_file=str(spec_file), int8=True, formats=formats,
+                                        out=out_dir, force=True), log=log).to_dict()
+
+    def firmware(export_dir):
+        return fw.check(export_dir, device.firmware_target, device_name, tflm_dir)
 
     with _stdout_to_stderr():
         doc = tunemod.tune(device, budgets, cands, data, val_dir, val_split, seed,
-                           budget_minutes, out, export, log).doc
+                           budget_minutes, out, export, log, teacher,
+                           firmware if device.firmware_target else None).doc
         try:
             plot.plot_tune(doc, plot_file)
         except EdgeeffError as e:

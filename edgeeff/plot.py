@@ -5,7 +5,8 @@
   runner-up; for a pick without weights, its position on the cost axis as a dashed line.
 - ``eval --plot``: the confusion matrix as a row-normalised heatmap with counts.
 - ``train``'s ``history.png``: loss and accuracy by epoch.
-- ``tune``'s ``tune.png``: each candidate's validation top-1 against its device latency.
+- ``tune``'s ``tune.png``: each candidate's validation top-1 against its device latency, and
+  on a microcontroller against the flash and RAM fit's budgets check, with the budget lines.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from edgeeff.core.budget import FitResult
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_bytes_atomic
 from edgeeff.core.optional import require
-from edgeeff.core.rank import pretrained_candidates
+from edgeeff.core.rank import TuneRow, pretrained_candidates
 
 FORMATS = {".png": "png", ".svg": "svg"}
 COLORS = {"lite0": "#1f77b4", "lite1": "#2ca02c", "lite2": "#d62728"}
@@ -156,55 +157,105 @@ def plot_history(history: dict, path: str | Path) -> Path:
 _LABEL_OFFSETS = ((5, 4), (5, -11), (-70, 4), (-70, -11))
 
 
-def _free_offset(xy: tuple[float, float], placed: list) -> tuple[int, int]:
+def _free_offset(xy: tuple[float, float], placed: list, near_x: float = 2.0) -> tuple[int, int]:
     """A label offset (points) that does not put this point's label on top of one already
-    placed for a nearby point (tied candidates: same top-1, latencies within 2 ms); records it."""
-    near = {off for (x, y), off in placed if abs(x - xy[0]) < 2.0 and abs(y - xy[1]) < 1.0}
+    placed for a nearby point (tied candidates: same top-1, x within ``near_x``: 2 ms of
+    latency); records it."""
+    near = {off for (x, y), off in placed if abs(x - xy[0]) < near_x and abs(y - xy[1]) < 1.0}
     off = next((o for o in _LABEL_OFFSETS if o not in near), _LABEL_OFFSETS[0])
     placed.append((xy, off))
     return off
 
 
-def plot_tune(doc: dict, path: str | Path) -> Path:
-    """``tune``: every candidate's validation top-1 (head on cached features) against its
-    latency on the device, the latency budget line, the pick (and its fully trained figures)
-    and fit's pick."""
-    fmt = check_path(path)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    ranked = [100 * c["rank_top1"] for c in doc["candidates"] if c["rank_top1"] is not None]
+HEAD_COLORS = {"fixed": "#1f77b4", "scaled": "#ff7f0e"}  # candidates without weights
+
+
+def _tune_label(r: TuneRow) -> str:
+    if r.preset is not None:
+        return f"{r.preset} {r.resolution}"
+    return ("" if r.phi is None else f"φ{r.phi:+.2f} ") + f"{r.resolution}px"
+
+
+def _tune_panel(ax, rows: list[TuneRow], pick: TuneRow, fitp: TuneRow, x,
+                near_x: float | None, budget: float | None, budget_label: str,
+                xlabel: str) -> None:
+    """One panel of ``tune.png``: ranking top-1 against ``x(row)``, the budget's line, the
+    pick (and its fully trained figures) and fit's pick. Labels of points closer than
+    ``near_x`` (None: a fifth of the axis' span) are moved apart."""
+    ranked = [100 * r.rank_top1 for r in rows if r.rank_top1 is not None]
     floor = min(ranked) - 2 if ranked else 0.0
+    if near_x is None:
+        xs = [x(r) for r in rows] + ([budget] if budget else [])
+        near_x = 0.2 * (max(xs) - min(xs)) or 1.0
     placed: list[tuple[tuple[float, float], tuple[int, int]]] = []
-    for c in doc["candidates"]:
-        if c["rank_top1"] is None:  # shown too, on the floor: it fits but was not ranked
-            ax.scatter(c["latency_ms"], floor, marker="x", color="#7f7f7f", s=40, zorder=3)
-            ax.annotate(f"{c['preset']} {c['resolution']} (not ranked)", (c["latency_ms"], floor),
+    for r in rows:
+        if r.rank_top1 is None:  # shown too, on the floor: it fits but was not ranked
+            ax.scatter(x(r), floor, marker="x", color="#7f7f7f", s=40, zorder=3)
+            ax.annotate(f"{_tune_label(r)} (not ranked)", (x(r), floor),
                         textcoords="offset points", xytext=(5, 4), fontsize=8, color="#7f7f7f")
             continue
-        col = COLORS.get(c["preset"], "#7f7f7f")
-        xy = (c["latency_ms"], 100 * c["rank_top1"])
+        col = COLORS[r.preset] if r.preset in COLORS else HEAD_COLORS.get(r.head, "#7f7f7f")
+        xy = (x(r), 100 * r.rank_top1)
         ax.scatter(*xy, color=col, s=40, zorder=3)
-        ax.annotate(f"{c['preset']} {c['resolution']}", xy, textcoords="offset points",
-                    xytext=_free_offset(xy, placed), fontsize=8)
-    pick = doc["pick"]
-    ax.scatter(pick["latency_ms"], 100 * pick["rank_top1"], s=220, facecolors="none",
-               edgecolors="black", linewidths=1.5, zorder=4, label=f"pick: {pick['name']}")
-    for key, mark, lab in (("val_top1", "*", "pick, trained: float"),
-                           ("int8_top1", "P", "pick, trained: int8")):
-        if pick.get(key) is not None:
-            ax.scatter(pick["latency_ms"], 100 * pick[key], marker=mark, s=120, color="black",
-                       zorder=5, label=f"{lab} {pick[key]:.1%}")
-    fitp = doc.get("fit_pick")
-    if fitp and fitp["name"] != pick["name"]:
-        ax.scatter(fitp["latency_ms"], 100 * fitp["rank_top1"], s=160, marker="s",
-                   facecolors="none", edgecolors="#9467bd", zorder=4, label="fit's pick")
-    lim = doc.get("budgets", {}).get("max_latency_ms")
-    if lim:
-        ax.axvline(lim, color="red", ls="--", lw=1, label=f"latency budget {lim:g} ms")
-    ax.set_xlabel(f"int8 latency on {doc['device']} (ms, {doc.get('latency_source', 'model')})")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"edgeeff tune: {len(doc['candidates'])} candidates that fit {doc['device']}")
+        ax.annotate(_tune_label(r), xy, textcoords="offset points",
+                    xytext=_free_offset(xy, placed, near_x), fontsize=8)
+    ax.scatter(x(pick), 100 * pick.rank_top1, s=220, facecolors="none", edgecolors="black",
+               linewidths=1.5, zorder=4, label=f"pick: {pick.name}")
+    for v, mark, lab in ((pick.val_top1, "*", "pick, trained: float"),
+                         (pick.int8_top1, "P", "pick, trained: int8")):
+        if v is not None:
+            ax.scatter(x(pick), 100 * v, marker=mark, s=120, color="black", zorder=5,
+                       label=f"{lab} {v:.1%}")
+    if fitp.name != pick.name and fitp.rank_top1 is not None:
+        ax.scatter(x(fitp), 100 * fitp.rank_top1, s=160, marker="s", facecolors="none",
+                   edgecolors="#9467bd", zorder=4, label="fit's pick")
+    if budget:
+        ax.axvline(budget, color="red", ls="--", lw=1, label=budget_label)
+    ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def plot_tune(doc: dict, path: str | Path) -> Path:
+    """``tune``, from ``tune.json``'s content (rows read as :class:`~edgeeff.core.rank.TuneRow`):
+    every candidate's ranking top-1 against its latency on the device with the latency budget's
+    line; where the candidates have no pretrained weights (a microcontroller), also against the
+    flash and the RAM ``fit``'s budgets check, with those budgets' lines. The pick (and its
+    fully trained figures) and fit's pick are marked."""
+    fmt = check_path(path)
+    plt = _pyplot()
+    rows = [TuneRow.from_dict(c) for c in doc["candidates"]]
+    pick, fitp = TuneRow.from_dict(doc["pick"]), TuneRow.from_dict(doc["fit_pick"])
+    b = doc.get("budgets", {})
+    lim = b.get("max_latency_ms")
+    panels = [(lambda r: r.latency_ms, 2.0, lim, f"latency budget {lim:g} ms" if lim else "",
+               f"int8 latency on {doc['device']} (ms, {doc.get('latency_source', 'model')})")]
+    weightless = all(r.imagenet_top1_predicted is None and r.flash_bytes is not None
+                     for r in rows)
+    if weightless:
+        kb = 1024
+        panels[0] = (panels[0][0], None, *panels[0][2:])
+        for key, what in (("flash", "flash"), ("ram", "RAM")):
+            cap = b.get(f"max_{key}_bytes")
+            panels.insert(len(panels) - 1, (
+                lambda r, k=key: getattr(r, f"{k}_bytes") / kb, None,
+                None if cap is None else cap / kb,
+                "" if cap is None else f"{what} budget {cap / kb:,.0f} KB",
+                f"{what} checked by fit's budget (KB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 4, 4.5),
+                             squeeze=False)
+    for ax, (x, near, budget, blabel, xlabel) in zip(axes[0], panels):
+        _tune_panel(ax, rows, pick, fitp, x, near, budget, blabel, xlabel)
+    axes[0][0].set_ylabel(f"validation top-1 (%), {doc.get('ranked_by', 'head on cached features')}")
+    fig.suptitle(f"edgeeff tune: {len(rows)} candidates that fit {doc['device']}")
+    handles = {}
+    if weightless:  # what the colours say
+        for head, col in HEAD_COLORS.items():
+            if any(r.head == head for r in rows):
+                handles[f"{head} head"] = axes[0][0].scatter([], [], color=col, s=40)
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[0][-1].legend(list(handles.values()), list(handles), fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return _save(plt, fig, path, fmt, dpi=110)

@@ -8,7 +8,9 @@ from rich.table import Table
 
 from edgeeff.core import artifacts as A
 from edgeeff.core.cost import stage_table
+from edgeeff.core.rank import TuneRow
 from edgeeff.core.units import format_size
+from edgeeff.deploy.firmware import FirmwareCheck
 from edgeeff.export.quantreport import HOW_TO_MEASURE
 
 console = Console(highlight=False, soft_wrap=False, width=160)
@@ -227,32 +229,53 @@ def bench_table(res: dict) -> None:
 
 
 def tune_table(doc: dict) -> None:
+    """``edgeeff tune``'s table, from ``tune.json``'s content (rows read as
+    :class:`~edgeeff.core.rank.TuneRow`): every candidate with its latency, the flash and RAM
+    ``fit``'s budgets checked, its ranking top-1 and its paired gain over fit's pick."""
+    rows = [TuneRow.from_dict(c) for c in doc["candidates"]]
+    pick, fitp = TuneRow.from_dict(doc["pick"]), TuneRow.from_dict(doc["fit_pick"])
+    ranked_by = doc.get("ranked_by", "head on cached features")
+    pretrained = any(r.imagenet_top1_predicted is not None for r in rows)
     t = Table(title=f"edgeeff tune: candidates that fit {doc['device']}")
-    for col in ("candidate", "latency ms", "ImageNet top-1 (pred.)", "head on cached features",
-                "vs fit's pick (pt ± s.e.)", ""):
+    cols = ["candidate", "latency ms", "flash", "RAM"]
+    cols += ["ImageNet top-1 (pred.)"] if pretrained else []
+    cols += [ranked_by, "vs fit's pick (pt ± s.e.)", ""]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("candidate", "") else "right")
-    pick = doc["pick"]
-    for c in doc["candidates"]:
-        r = "not ranked (budget)" if c["rank_top1"] is None else f"{c['rank_top1']:.1%}"
-        vs = "" if c.get("vs_fit_points") is None else \
-            f"{c['vs_fit_points']:+.1f} ± {c['vs_fit_se_points']:.1f}"
-        mark = "pick" if c["name"] == pick["name"] else ""
-        if c["name"] == doc["fit_pick"]["name"]:
+    for c in rows:
+        r = "not ranked (budget)" if c.rank_top1 is None else f"{c.rank_top1:.1%}"
+        vs = "" if c.vs_fit_points is None else \
+            f"{c.vs_fit_points:+.1f} ± {c.vs_fit_se_points:.1f}"
+        mark = "pick" if c.name == pick.name else ""
+        if c.name == fitp.name:
             mark = (mark + ", " if mark else "") + "fit's pick"
-        t.add_row(c["name"], f"{c['latency_ms']:.1f}", f"{c['imagenet_top1_predicted']:.1f}",
-                  r, vs, mark)
+        cells = [c.name, f"{c.latency_ms:.1f}",
+                 "-" if c.flash_bytes is None else format_size(c.flash_bytes),
+                 "-" if c.ram_bytes is None else format_size(c.ram_bytes)]
+        if pretrained:
+            cells.append("-" if c.imagenet_top1_predicted is None
+                         else f"{c.imagenet_top1_predicted:.1f}")
+        t.add_row(*cells, r, vs, mark)
     console.print(t)
+    b = doc.get("budgets", {})
+    if b.get("max_flash_bytes") and b.get("max_ram_bytes"):
+        console.print(f"budgets (the model's): flash {format_size(b['max_flash_bytes'])}, "
+                      f"RAM {format_size(b['max_ram_bytes'])}"
+                      + (f", latency {b['max_latency_ms']:g} ms" if b.get("max_latency_ms")
+                         else ""))
     if doc.get("pick_rule"):
         console.print(f"pick rule: {doc['pick_rule']}")
-    q = pick.get("int8_top1")
-    if pick["name"] == doc["fit_pick"]["name"]:
+    if pick.name == fitp.name:
         against = "fit's pick kept: no candidate ranked clearly better"
     else:
         against = (f"{doc['vs_fit_pick_points']:+.1f} points over fit's pick "
-                   f"({doc['fit_pick']['name']}) in the ranking")
-    console.print(f"pick {pick['name']}: trained {pick['val_top1']:.1%} float"
-                  + (f", {q:.1%} int8" if q is not None else "")
+                   f"({fitp.name}) in the ranking")
+    console.print(f"pick {pick.name}: trained {pick.val_top1:.1%} float"
+                  + (f", {pick.int8_top1:.1%} int8" if pick.int8_top1 is not None else "")
                   + f" on the validation images; {against}")
+    fw = doc.get("firmware")
+    if fw is not None:
+        console.print(FirmwareCheck.from_dict(fw).line())
 
 
 def data_check_table(rep) -> None:

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def _hits(n: int, right: int, offset: int = 0) -> list[bool]:
 
 
 def _rows(*top1_latency):
-    return [{"name": f"c{i}", "rank_top1": t, "latency_ms": lat}
+    return [rank.TuneRow(f"c{i}", None, 96, lat, 0, rank_top1=t)
             for i, (t, lat) in enumerate(top1_latency)]
 
 
@@ -89,22 +90,42 @@ def test_tune_keeps_fits_pick_unless_a_candidate_is_clearly_better():
     n = 341  # clothing-small validation/
     fit = _hits(n, 299)  # 87.7 %
     # a tie (different images right, the same count) or a 2-image lead is noise: fit's pick stays
-    rows = _rows((299 / n, 31.8), (299 / n, 31.6), (301 / n, 28.0))
-    pick = rank.tune_pick(rows, [fit, _hits(n, 299, offset=7), _hits(n, 301, offset=3)])
-    assert pick is rows[0]
-    assert rows[1]["vs_fit_points"] == 0.0 and rows[1]["vs_fit_se_points"] > 0
-    assert rows[2]["vs_fit_points"] == pytest.approx(100 * 2 / n, abs=0.01)
+    rows, k = rank.tune_pick(_rows((299 / n, 31.8), (299 / n, 31.6), (301 / n, 28.0)),
+                             [fit, _hits(n, 299, offset=7), _hits(n, 301, offset=3)])
+    assert k == 0
+    assert rows[1].vs_fit_points == 0.0 and rows[1].vs_fit_se_points > 0
+    assert rows[2].vs_fit_points == pytest.approx(100 * 2 / n, abs=0.01)
     # 15 more images right (and none lost) is beyond the noise: the best such candidate wins
     clear = fit[:299] + [True] * 15 + [False] * (n - 314)
     clearer = fit[:299] + [True] * 20 + [False] * (n - 319)
     rows = _rows((299 / n, 31.8), (314 / n, 20.0), (319 / n, 30.0), (299 / n, 10.0))
-    assert rank.tune_pick(rows, [fit, clear, clearer, _hits(n, 299, 1)]) is rows[2]
+    assert rank.tune_pick(rows, [fit, clear, clearer, _hits(n, 299, 1)])[1] == 2
     # equal scores beyond the noise: the faster one
     rows = _rows((299 / n, 31.8), (314 / n, 25.0), (314 / n, 20.0))
-    assert rank.tune_pick(rows, [fit, clear, list(clear)]) is rows[2]
-    # a candidate not ranked (budget spent) never wins
-    rows = _rows((299 / n, 31.8), (None, 5.0))
-    assert rank.tune_pick(rows, [fit, None]) is rows[0] and "vs_fit_points" not in rows[1]
+    assert rank.tune_pick(rows, [fit, clear, list(clear)])[1] == 2
+    # a candidate not ranked (budget spent) never wins, and gets no paired gain
+    rows, k = rank.tune_pick(_rows((299 / n, 31.8), (None, 5.0)), [fit, None])
+    assert k == 0 and rows[1].vs_fit_points is None
+    assert "vs_fit_points" not in rows[1].to_dict() and "vs_fit_points" in rows[0].to_dict()
+
+
+def test_tune_rows_keep_tune_json_keys():
+    """A row written and read back is the same row; the keys earlier tune.json files had are
+    all there (the paired gain where computed, the trained figures on the trained pick only),
+    and an older file's row (no flash/RAM fields) still reads."""
+    dev = targets.load("pi4")
+    c = rank.tune_shortlist(dev, budget.Budgets.for_device(dev, None, None, None, 10.0), 10, 1)[0]
+    row = rank.TuneRow.of(c)
+    d = row.to_dict()
+    old = {"name", "preset", "resolution", "latency_ms", "macs", "imagenet_top1_predicted",
+           "rank_top1", "seconds"}
+    assert old <= set(d) and d["flash_bytes"] == c.flash_bytes and d["ram_bytes"] == c.ram_bytes
+    assert "val_top1" not in d and "vs_fit_points" not in d
+    trained = replace(row, rank_top1=0.9, vs_fit_points=0.0, vs_fit_se_points=0.0,
+                      val_top1=0.91, int8_top1=None)
+    assert trained.to_dict()["int8_top1"] is None and trained.to_dict()["val_top1"] == 0.91
+    assert rank.TuneRow.from_dict(json.loads(json.dumps(trained.to_dict()))) == trained
+    assert rank.TuneRow.from_dict({k: d[k] for k in old}).flash_bytes is None
 
 
 # ----------------------------------------------------------------------- train --val, Ctrl-C, --resume

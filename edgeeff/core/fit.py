@@ -288,3 +288,59 @@ def _measured_result(device: Device, budgets: Budgets, fam: str, num_classes: in
     ks = sorted({min(max(best + s, round(PHI_MIN / PHI_STEP)), round(PHI_MAX / PHI_STEP))
                  for s in steps})
     return FitResult(chosen, binding, [at(k) for k in ks], device, budgets)
+
+
+# `tune`'s candidates on a device no pretrained model fits (a microcontroller): resolutions
+# around fit's pick, in the order they are taken (fit's pick and its resolution with the other
+# head first), and how many at most (each is trained briefly to rank it, so few).
+TUNE_RESOLUTION_STEPS = (-16, 16, -32, 32)
+TUNE_WEIGHTLESS_COUNT = 5
+
+
+def _largest_at(device: Device, budgets: Budgets, fam: str, num_classes: int,
+                resolution: int, head: str) -> Candidate | None:
+    """The largest phi on the grid whose network, at input ``resolution`` and with ``head``,
+    meets every budget (None when not even PHI_MIN does). At a fixed resolution every budget
+    grows with phi (width and depth do), so feasibility is a threshold: bisection."""
+    def at(k: int) -> Candidate:
+        return evaluate(replace(phi_spec(round(k * PHI_STEP, 2), fam, num_classes, head),
+                                resolution=resolution), device, budgets)
+
+    lo, hi = round(PHI_MIN / PHI_STEP), round(PHI_MAX / PHI_STEP)
+    if not at(lo).fits:
+        return None
+    if at(hi).fits:
+        return at(hi)
+    while hi - lo > 1:  # invariant: at(lo) fits, at(hi) does not
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if at(mid).fits else (lo, mid)
+    return at(lo)
+
+
+def weightless_shortlist(device: Device, budgets: Budgets, num_classes: int,
+                         count: int = TUNE_WEIGHTLESS_COUNT) -> list[Candidate]:
+    """What ``edgeeff tune`` ranks where no pretrained model fits (a microcontroller): fit's
+    pick first, then, for its resolution with the other head width and for the resolutions
+    :data:`TUNE_RESOLUTION_STEPS` away with fit's head, the largest phi whose network still
+    meets every budget :func:`fit` enforces (RAM with the runtime's reserve and TFLite Micro's
+    arena, flash with its margin, MACs, latency); at most ``count``, no spec twice. Width and
+    depth trade against resolution and head width inside the same budgets: which trade pays
+    on the user's photos is what tune's ranking measures. NothingFits as :func:`fit` raises it."""
+    pick = fit(device, budgets, None, num_classes).chosen
+    s0 = pick.spec
+    head0 = "scaled" if s0.scaled_head else "fixed"
+    other = "fixed" if head0 == "scaled" else "scaled"
+    tries = [(s0.resolution, other)]
+    tries += [(s0.resolution + d, head0) for d in TUNE_RESOLUTION_STEPS]
+    tries += [(s0.resolution + d, other) for d in TUNE_RESOLUTION_STEPS]
+    out, names = [pick], {s0.name}
+    for r, head in tries:
+        if len(out) >= count:
+            break
+        if r < 32:  # ModelSpec's smallest input
+            continue
+        c = _largest_at(device, budgets, s0.family, num_classes, r, head)
+        if c is not None and c.spec.name not in names:
+            out.append(c)
+            names.add(c.spec.name)
+    return out

@@ -8,7 +8,7 @@ resolution buy less accuracy than fewer MACs near it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from edgeeff.core import specfile
@@ -101,6 +101,15 @@ def pick_pretrained(device: Device, budgets: Budgets, num_classes: int = 1000,
                      candidates=tuple(cands))
 
 
+class NoPretrainedFits(EdgeeffError):
+    """No pretrained candidate meets ``device``'s budgets (``tune`` then ranks networks without
+    weights of their own: :func:`edgeeff.core.fit.weightless_shortlist`)."""
+
+    def __init__(self, device: Device):
+        super().__init__(f"no pretrained candidate meets {device.key}'s budgets")
+        self.device = device
+
+
 def tune_shortlist(device: Device, budgets: Budgets, num_classes: int,
                    per_backbone: int = 2, measure: Measure | None = None) -> list[Candidate]:
     """What ``edgeeff tune`` trains: of the pretrained candidates that meet every budget, each
@@ -109,7 +118,7 @@ def tune_shortlist(device: Device, budgets: Budgets, num_classes: int,
     pick first)."""
     cands = [c for c in pretrained_candidates(device, budgets, num_classes, measure) if c.fits]
     if not cands:
-        raise EdgeeffError(f"no pretrained candidate meets {device.key}'s budgets")
+        raise NoPretrainedFits(device)
     pick = max(cands, key=lambda c: (c.top1, -c.cost.macs))
     chosen = [pick]
     for name in AVAILABLE:
@@ -146,29 +155,89 @@ def paired_gain(hits: list[bool], base: list[bool]) -> tuple[float, float]:
     return mean, (var / n) ** 0.5
 
 
-def tune_pick(rows: list[dict], hits: list[list[bool] | None],
-              z: float = TUNE_MARGIN_Z) -> dict:
-    """The candidate ``tune`` trains fully (:data:`TUNE_PICK_RULE`); ``rows[0]`` is fit's pick, ``hits[i]`` row i's
-    per-image validation hits (None: not ranked).
+@dataclass(frozen=True)
+class TuneRow:
+    """One candidate ``tune`` ranked, as ``tune.json`` lists it (this module reads and writes
+    it: :meth:`to_dict`, :meth:`from_dict`).
 
-    Each ranked row gets ``vs_fit_points`` and ``vs_fit_se_points`` (its paired gain over
-    fit's pick, in points, and the standard error). The pick is the best-ranked row whose gain
-    exceeds ``z`` standard errors (ties: the lower latency); fit's pick when none does, and the
-    best-ranked row when fit's pick was not ranked.
+    ``rank_top1`` is the ranking's validation top-1 (None: not reached within the ranking's
+    time budget) and ``seconds`` what ranking it took; ``vs_fit_points`` and
+    ``vs_fit_se_points`` its paired gain over fit's pick and the standard error
+    (:func:`tune_pick`; None where not computed). ``flash_bytes`` and ``ram_bytes`` are the
+    figures ``fit``'s budgets checked (:class:`~edgeeff.core.budget.Candidate`). ``val_top1``
+    and ``int8_top1``: the pick's after its full training (float, and the int8 export; None
+    for every other row, and ``int8_top1`` where no validation folder was given)."""
+
+    name: str
+    preset: str | None
+    resolution: int
+    latency_ms: float
+    macs: int
+    imagenet_top1_predicted: float | None = None  # pretrained candidates only
+    rank_top1: float | None = None
+    seconds: float | None = None
+    phi: float | None = None
+    head: str = "fixed"  # the top conv's width: "fixed" (1280) or "scaled" with width
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    vs_fit_points: float | None = None
+    vs_fit_se_points: float | None = None
+    val_top1: float | None = None
+    int8_top1: float | None = None
+
+    @classmethod
+    def of(cls, c: Candidate) -> TuneRow:
+        """The row of a candidate, not yet ranked."""
+        s = c.spec
+        return cls(s.name, s.preset, s.resolution, round(c.latency_ms, 2), c.cost.macs,
+                   None if c.top1 is None else round(c.top1, 1), phi=s.phi,
+                   head="scaled" if s.scaled_head else "fixed", flash_bytes=c.flash_bytes,
+                   ram_bytes=c.ram_bytes)
+
+    @property
+    def trained(self) -> bool:
+        return self.val_top1 is not None
+
+    def to_dict(self) -> dict:
+        """``tune.json``'s form: the paired gain only where computed, the trained figures only
+        on the trained pick (the keys earlier versions wrote, and the flash/RAM fields)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.vs_fit_points is None:
+            del d["vs_fit_points"], d["vs_fit_se_points"]
+        if not self.trained:
+            del d["val_top1"], d["int8_top1"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TuneRow:
+        """A row of ``tune.json`` (older files lack the newer fields: they stay None)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def tune_pick(rows: list[TuneRow], hits: list[list[bool] | None],
+              z: float = TUNE_MARGIN_Z) -> tuple[list[TuneRow], int]:
+    """The candidate ``tune`` trains fully (:data:`TUNE_PICK_RULE`); ``rows[0]`` is fit's pick,
+    ``hits[i]`` row i's per-image validation hits (None: not ranked).
+
+    Returns the rows, each ranked one with ``vs_fit_points`` and ``vs_fit_se_points`` (its
+    paired gain over fit's pick, in points, and the standard error), and the pick's index:
+    the best-ranked row whose gain exceeds ``z`` standard errors (ties: the lower latency);
+    fit's pick when none does, and the best-ranked row when fit's pick was not ranked.
     """
-    def best(rs):
-        return max(rs, key=lambda r: (r["rank_top1"], -r["latency_ms"]))
+    def best(ix):
+        return max(ix, key=lambda i: (rows[i].rank_top1, -rows[i].latency_ms))
 
     ranked = [i for i, h in enumerate(hits) if h is not None]
     if not ranked:
         raise ValueError("no candidate was ranked")
     if hits[0] is None:
-        return best(rows[i] for i in ranked)
-    winners = []
+        return list(rows), best(ranked)
+    out, winners = list(rows), []
     for i in ranked:
         gain, se = paired_gain(hits[i], hits[0])
-        rows[i]["vs_fit_points"] = round(100 * gain, 2)
-        rows[i]["vs_fit_se_points"] = round(100 * se, 2)
+        out[i] = replace(rows[i], vs_fit_points=round(100 * gain, 2),
+                         vs_fit_se_points=round(100 * se, 2))
         if i and gain > 0 and gain > z * se:
-            winners.append(rows[i])
-    return best(winners) if winners else rows[0]
+            winners.append(i)
+    return out, (best(winners) if winners else 0)

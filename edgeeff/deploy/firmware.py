@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.table import Table
@@ -581,6 +581,81 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
     write_json_atomic(Path(b["elf"]).parent / A.FIRMWARE_REPORT, report)
     return report
 
+
+
+@dataclass(frozen=True)
+class FirmwareCheck:
+    """The firmware step of ``edgeeff tune`` on a microcontroller, in brief: built (and run
+    under QEMU where the target has a board) or, where a tool or the TFLite Micro tree is
+    missing, not built with ``missing`` saying what and how to get it. ``flash_bytes`` and
+    ``ram_bytes`` are the ELF's flash and static RAM, ``*_fits`` against the device;
+    ``output_equal`` whether the firmware's output equals the .tflite's (None: not run);
+    ``report`` the full ``firmware.json``."""
+
+    target: str
+    built: bool
+    missing: str = ""
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    flash_fits: bool | None = None
+    ram_fits: bool | None = None
+    runner: str | None = None
+    output_equal: bool | None = None
+    report: str | None = None
+
+    def line(self) -> str:
+        if not self.built:
+            return f"firmware ({self.target}): not built: {self.missing}"
+        kb = f"flash {self.flash_bytes / KB:,.1f} KB, static RAM {self.ram_bytes / KB:,.1f} KB"
+        if self.flash_fits is not None:
+            kb += " (fits)" if self.flash_fits and self.ram_fits else " (does NOT fit the device)"
+        run = ("not run" if self.runner is None else
+               f"output {'equals' if self.output_equal else 'DIFFERS from'} the .tflite's "
+               f"({self.runner})")
+        return f"firmware ({self.target}): {kb}; {run}; {self.report}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FirmwareCheck:
+        return cls(**d)
+
+
+def missing_for(target: str, tflm_dir=None, run: bool = True) -> str:
+    """What building (and with ``run`` running) ``target``'s firmware lacks, as one line
+    saying how to get it; "" when nothing is missing."""
+    t = TARGETS[target]
+    pre = "arm-none-eabi-" if t.cross else ""
+    tools = [pre + "g++", pre + "gcc", pre + "ar", pre + "size"]
+    if run and t.cross and t.qemu_machine is not None:
+        tools.append("qemu-system-arm")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return str(ToolMissing(tool, PACKAGES.get(tool, tool)))
+    try:
+        tflm_dir_for(t, tflm_dir)
+    except EdgeeffError as e:
+        return str(e)
+    return ""
+
+
+def check(outdir: str | os.PathLike, target: str, device: str, tflm_dir=None) -> FirmwareCheck:
+    """Build and run the firmware of the export folder ``outdir`` for ``target`` against the
+    profile ``device`` (:func:`firmware`), or, where a tool or the tree is missing or the
+    build fails, say so in :attr:`FirmwareCheck.missing` instead of raising."""
+    missing = missing_for(target, tflm_dir)
+    if missing:
+        return FirmwareCheck(target, False, missing)
+    try:
+        rep = firmware(outdir, target, tflm_dir, True, device)
+    except BuildFailed as e:
+        return FirmwareCheck(target, False, str(e))
+    s, d, r = rep["sizes"], rep.get("device") or {}, rep.get("run") or {}
+    return FirmwareCheck(target, True, "", s["flash"], s["ram"], d.get("flash_fits"),
+                         d.get("ram_fits"), r.get("runner") if r.get("ran") else None,
+                         r.get("output_equal") if r.get("ran") else None,
+                         str(Path(rep["build"]["elf"]).parent / A.FIRMWARE_REPORT))
 
 
 def passed(report: dict) -> bool:

@@ -1,20 +1,28 @@
-"""``edgeeff tune``'s cheap ranking: each candidate's head trained on its cached features.
+"""``edgeeff tune``'s cheap ranking of the candidates that fit a device, and its workflow.
 
 Edge Impulse's EON Tuner trains the candidates that fit a device and reports accuracy against
-latency; here every candidate of :func:`edgeeff.core.rank.tune_shortlist` (fit's budgets) gets
-its frozen ImageNet backbone run once over the centre crop and the mirrored centre crop of every
-training image (:class:`edgeeff.model.features.TrunkRunner`, up to the pooled features), and a new
-softmax head trained on those features for a few seconds. Its validation top-1 ranks the
-candidates: what the user's data says, not ImageNet's. The CLI then trains the best one with the
-full recipe (:mod:`edgeeff.model.train`), exports it int8 and evaluates it.
+latency. Here, where pretrained candidates fit (:func:`edgeeff.core.rank.tune_shortlist`),
+each one's frozen ImageNet backbone runs once over the centre crop and the mirrored centre crop
+of every training image (:class:`edgeeff.model.features.TrunkRunner`, up to the pooled
+features), and a new softmax head trains on those features for a few seconds (:func:`rank`).
+Where none fits (a microcontroller: :func:`edgeeff.core.fit.weightless_shortlist`, across phi,
+resolution and head width), each candidate's whole network trains briefly with the distilled
+recipe's machinery (:func:`rank_distilled`, sized by :data:`~edgeeff.model.train.recipe.PROXY`),
+from views and teacher outputs computed once for all of them. Either way the validation top-1
+ranks the candidates: what the user's data says, not ImageNet's. :func:`tune` then picks
+(:func:`edgeeff.core.rank.tune_pick`), trains the pick with the recipe ``train`` chooses for it,
+exports it (int8; and TFLite Micro where the device runs it, with the firmware built and run
+when the tools are there) and evaluates it.
 
-Images are decoded once, at the largest candidate's size; smaller candidates take area-resampled
+Images are decoded once, at the largest size needed; smaller candidates take area-resampled
 copies of those squares (what decoding at their size gives, to within resampling).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,12 +32,19 @@ from edgeeff.core import artifacts as A
 from edgeeff.core import fsutil
 from edgeeff.core import rank as core_rank
 from edgeeff.core.budget import Budgets, Candidate
+from edgeeff.core.errors import EdgeeffError
+from edgeeff.core.rank import TuneRow
 from edgeeff.core.targets import Device
 from edgeeff.device import evaluate
 from edgeeff.model import features as F
 from edgeeff.model import train as trainmod
 from edgeeff.model.build import build_model
+from edgeeff.model.inherit import InheritedWeightsWarning
 from edgeeff.model.train import Phases, load_split
+from edgeeff.model.train import distill as D
+from edgeeff.model.train.data import folder_dataset, load_sets
+from edgeeff.model.train.full import proxy_hits
+from edgeeff.model.train.recipe import PROXY, Proxy
 from edgeeff.model.weights import load_into
 
 HEAD_EPOCHS = 40
@@ -62,12 +77,11 @@ def _head_hits(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> list[bool
 
 def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, seed: int = 0,
          budget_s: float | None = None, log=print, phases: Phases | None = None
-         ) -> tuple[list[dict], list[list[bool] | None], list[str]]:
-    """One row per candidate (name, spec, latency, predicted ImageNet top-1, ``rank_top1`` on
-    the user's validation images, seconds), in ``cands``' order; candidates not reached within
-    ``budget_s`` get ``rank_top1`` None. Also returns each row's per-image validation hits
-    (None where not ranked: what :func:`edgeeff.core.rank.tune_pick` decides on) and the class
-    names."""
+         ) -> tuple[list[TuneRow], list[list[bool] | None], list[str]]:
+    """Pretrained candidates: one row per candidate, in ``cands``' order, ``rank_top1`` its
+    validation top-1 with a new head on its cached features (None for candidates not reached
+    within ``budget_s``). Also returns each row's per-image validation hits (None where not
+    ranked: what :func:`edgeeff.core.rank.tune_pick` decides on) and the class names."""
     import keras
 
     largest = max(cands, key=lambda c: c.spec.resolution)
@@ -76,14 +90,11 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
                                                phases or Phases(), log)
     log(f"decoded {len(pixels)} images at {F.preprocessor(largest.spec).shorter_side} px "
         f"in {time.perf_counter() - t0:.0f} s")
-    rows: list[dict] = []
+    rows: list[TuneRow] = []
     hits: list[list[bool] | None] = []
     for c in cands:
         spec = replace(c.spec, num_classes=len(classes))
-        row = {"name": spec.name, "preset": spec.preset, "resolution": spec.resolution,
-               "latency_ms": round(c.latency_ms, 2), "macs": c.cost.macs,
-               "imagenet_top1_predicted": round(c.top1, 1), "rank_top1": None, "seconds": None}
-        rows.append(row)
+        rows.append(TuneRow.of(c))
         hits.append(None)
         spent = time.perf_counter() - t0
         if budget_s is not None and rows[:-1] and spent > budget_s:
@@ -101,64 +112,197 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         x_tr = np.concatenate([f_all[tr], f_flip])
         y_tr = np.concatenate([y[tr], y[tr]])
         hits[-1] = _head_hits(x_tr, y_tr, f_all[va], y[va], len(classes), seed)
-        row["rank_top1"] = round(sum(hits[-1]) / len(hits[-1]), 4)
-        row["seconds"] = round(time.perf_counter() - t, 1)
-        log(f"{spec.name}: head on cached features {row['rank_top1']:.1%} "
-            f"({row['latency_ms']:.1f} ms on the device, {row['seconds']:.0f} s)")
+        rows[-1] = replace(rows[-1], rank_top1=round(sum(hits[-1]) / len(hits[-1]), 4),
+                           seconds=round(time.perf_counter() - t, 1))
+        log(f"{spec.name}: head on cached features {rows[-1].rank_top1:.1%} "
+            f"({rows[-1].latency_ms:.1f} ms on the device, {rows[-1].seconds:.0f} s)")
         del model, pooled, runner
         keras.backend.clear_session()
     return rows, hits, classes
 
 
 @dataclass(frozen=True)
-class TuneResult:
-    """What ``edgeeff tune`` found and wrote: ``doc`` is ``tune.json``'s content (device,
-    budgets, classes, every candidate's row, the pick and fit's pick, where the trained model,
-    the export and the int8 model are, the pick rule), ``out`` the folder it is in."""
+class ProxyRun:
+    """What :func:`rank_distilled` spent before the candidates: the proxy's settings, the
+    teacher, the photos drawn, the views made and how often the teacher ran (once per view,
+    shared by every candidate) and in how many seconds."""
 
+    proxy: Proxy
+    teacher: D.TeacherInfo
+    photos: int
+    views: int
+    teacher_images_run: int
+    views_seconds: float
+
+    def to_dict(self) -> dict:
+        return {"proxy": self.proxy.to_dict(), "teacher": self.teacher.to_dict(),
+                "photos": self.photos, "views": self.views,
+                "teacher_images_run": self.teacher_images_run,
+                "views_seconds": self.views_seconds}
+
+
+def _draw(y: list[int], per_class: int, seed: int) -> list[int]:
+    """Indices of at most ``per_class`` items of every label (seeded), in file order."""
+    rng = np.random.default_rng([seed, 33])
+    keep: list[int] = []
+    for k in sorted(set(y)):
+        idx = np.flatnonzero(np.asarray(y) == k)
+        keep += rng.permutation(idx)[:per_class].tolist()
+    return sorted(keep)
+
+
+def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2,
+                   seed: int = 0, budget_s: float | None = None, log=print, teacher=None,
+                   proxy: Proxy = PROXY
+                   ) -> tuple[list[TuneRow], list[list[bool] | None], list[str], ProxyRun]:
+    """Candidates without weights of their own: as :func:`rank`, ``rank_top1`` each one's
+    validation top-1 after its whole network trained briefly (:func:`~edgeeff.model.train.full.
+    proxy_hits`, ``proxy``'s recipe, seeded with ``seed``) on ``proxy.per_class`` photos of each
+    class. The teacher (``teacher``: a trained model folder, else the default one for these
+    photos, trained once per dataset and not counted in ``budget_s``) runs once per view; the
+    views are cut at the largest resolution needed and area-resampled for each candidate."""
+    import keras
+
+    r = replace(proxy.recipe, seed=seed)
+    classes, (files, y_files), (val_files, y_val_files) = folder_dataset(
+        data, val_fraction, seed, val_dir)
+    t_model, tinfo = trainmod.teacher_for(data, val_dir, val_fraction, teacher, log)(
+        classes, files, val_files)
+    t0 = time.perf_counter()
+    keep = _draw(y_files, proxy.per_class, seed)
+    side = max([t_model.resolution] + [c.spec.resolution for c in cands])
+    pp = F.preprocessor(replace(cands[0].spec, resolution=side))
+    src = f"--val {val_dir}" if val_dir else f"{val_fraction:.0%} of --data"
+    sq, y_tr, x_va, y_va = load_sets([files[i] for i in keep], [y_files[i] for i in keep],
+                                     val_files, y_val_files, pp, pp, src, log)
+    x_side, t_tr = D.teacher_views(sq, side, t_model, r.views, r.seed, r.crop_scale)
+    del sq
+    y_views = np.tile(y_tr, r.views).astype(np.int32)
+    views_s = round(time.perf_counter() - t0, 1)
+    log(f"ranking: every candidate's whole network trained {r.epochs} epochs over {r.views} "
+        f"views of {len(y_tr)} photos (at most {proxy.per_class} per class) from the inherited "
+        f"initialisation (pretrained weights sliced to it, as 'train' starts), distilled from "
+        f"{tinfo.name}; the teacher ran once per view ({t_model.images_run} images, "
+        f"{views_s:.0f} s)")
+    rows: list[TuneRow] = []
+    hits: list[list[bool] | None] = []
+    for c in cands:
+        spec = replace(c.spec, num_classes=len(classes))
+        rows.append(TuneRow.of(c))
+        hits.append(None)
+        if budget_s is not None and rows[:-1] and time.perf_counter() - t0 > budget_s:
+            log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:g} min is spent)")
+            continue
+        t = time.perf_counter()
+        with warnings.catch_warnings():  # said once above, not once per candidate
+            warnings.simplefilter("ignore", InheritedWeightsWarning)
+            hits[-1] = proxy_hits(spec, "auto", _resized(x_side, spec.resolution), t_tr,
+                                  y_views, _resized(x_va, spec.resolution), y_va, r)
+        rows[-1] = replace(rows[-1], rank_top1=round(sum(hits[-1]) / len(hits[-1]), 4),
+                           seconds=round(time.perf_counter() - t, 1))
+        log(f"{spec.name}: distilled briefly {rows[-1].rank_top1:.1%} (flash "
+            f"{c.flash_bytes / 1024:,.0f} KB, RAM {c.ram_bytes / 1024:,.0f} KB, "
+            f"{rows[-1].latency_ms:.0f} ms; {rows[-1].seconds:.0f} s)")
+        keras.backend.clear_session()
+    run = ProxyRun(proxy, tinfo, len(y_tr), len(x_side), t_model.images_run, views_s)
+    return rows, hits, classes, run
+
+
+RANKED_BY_HEAD = "head on cached features"
+RANKED_BY_PROXY = "whole network, distilled briefly"
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``edgeeff tune`` found and wrote: ``rows`` every candidate's (fit's pick first),
+    ``pick`` the index of the one trained fully, ``doc`` is ``tune.json``'s content (device,
+    budgets, classes, the rows, the pick and fit's pick, how they were ranked, where the
+    trained model, the export and the int8 model are, the pick rule; on the distilled path
+    also the proxy's run and the firmware check), ``out`` the folder it is in."""
+
+    rows: tuple[TuneRow, ...]
+    pick: int
     doc: dict
     out: Path
 
     @property
-    def pick(self) -> dict:
-        return self.doc["pick"]
+    def picked(self) -> TuneRow:
+        return self.rows[self.pick]
 
 
 def tune(device: Device, budgets: Budgets, cands: list[Candidate], data, val_dir,
-         val_split: float, seed: int, budget_minutes: float, out: Path, export, log=print
-         ) -> TuneResult:
-    """Rank ``cands`` on the user's data (:func:`rank`), pick (:func:`edgeeff.core.rank.tune_pick`),
-    train the pick with the cached recipe (pretrained candidates: what the ranking measured),
-    export it int8 with ``export(spec_file, out_dir) -> model card dict``, evaluate the int8
-    model on ``val_dir``, and write ``OUT/tune.json``."""
+         val_split: float, seed: int, budget_minutes: float, out: Path, export, log=print,
+         teacher=None, firmware: Callable | None = None, proxy: Proxy = PROXY) -> TuneResult:
+    """Rank ``cands`` on the user's data, pick (:func:`edgeeff.core.rank.tune_pick`), train the
+    pick, export it with ``export(spec_file, out_dir, formats) -> model card dict``, evaluate
+    the int8 model on ``val_dir``, and write ``OUT/tune.json``.
+
+    Pretrained candidates are ranked by :func:`rank` and the pick trains with the cached recipe
+    (what the ranking measured). Candidates without weights of their own (no pretrained one
+    fits the device) are ranked by :func:`rank_distilled` and the pick trains with the distilled
+    recipe from the same ``teacher``; it is exported int8 and, where the device runs TFLite
+    Micro, as a TFLite Micro project, whose firmware ``firmware(export_dir)`` then builds and
+    runs, or says what is missing: it returns a check with ``line()`` and ``to_dict()``
+    (:class:`edgeeff.deploy.firmware.FirmwareCheck`; the deploy tier builds it, so the CLI
+    passes the step in)."""
+    weightless = any(c.weights is None for c in cands)
+    if teacher is not None and not weightless:
+        raise EdgeeffError("--teacher applies where no pretrained candidate fits the device "
+                           "(the pick then trains with the distilled recipe)")
     log(f"tune: {len(cands)} candidates meet {device.key}'s budgets "
         f"({', '.join(c.spec.name for c in cands)})")
-    rows, hits, classes = rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes, log)
-    pick = core_rank.tune_pick(rows, hits)
-    fit_pick = rows[0]
-    spec = next(c.spec for c in cands if c.spec.name == pick["name"])
-    if pick is fit_pick:
+    run = None
+    if weightless:
+        rows, hits, classes, run = rank_distilled(cands, data, val_dir, val_split, seed,
+                                                  60 * budget_minutes, log, teacher, proxy)
+        ranked_by = RANKED_BY_PROXY
+    else:
+        rows, hits, classes = rank(cands, data, val_dir, val_split, seed, 60 * budget_minutes,
+                                   log)
+        ranked_by = RANKED_BY_HEAD
+    rows, k = core_rank.tune_pick(rows, hits)
+    pick, fit_pick = rows[k], rows[0]
+    spec = cands[k].spec
+    if k == 0:
         why = (f"fit's pick: no candidate beats it by more than {core_rank.TUNE_MARGIN_Z:g} "
                "standard errors")
     else:
-        why = (f"+{pick['vs_fit_points']:.1f} points over fit's pick {fit_pick['name']}, "
-               f"standard error {pick['vs_fit_se_points']:.1f}")
-    log(f"pick: {pick['name']} ({pick['rank_top1']:.1%} with a head on cached features; "
-        f"{why}); training it fully")
+        why = (f"+{pick.vs_fit_points:.1f} points over fit's pick {fit_pick.name}, "
+               f"standard error {pick.vs_fit_se_points:.1f}")
+    log(f"pick: {pick.name} ({pick.rank_top1:.1%} {ranked_by}; {why}); training it fully")
     out.mkdir(parents=True, exist_ok=True)
-    tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split, force=True,
-                        log=log, val_dir=val_dir, seed=seed, recipe=trainmod.CACHED)
-    pick["val_top1"] = tr["val_accuracy"]
-    card = export(out / "train" / A.SPEC_FILE, out / "export")
-    pick["int8_top1"] = None
+    if weightless:
+        tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split,
+                            force=True, log=log, val_dir=val_dir, seed=seed, recipe="auto",
+                            teacher=teacher)
+    else:
+        tr = trainmod.train(data, spec, "auto", out / "train", val_fraction=val_split,
+                            force=True, log=log, val_dir=val_dir, seed=seed,
+                            recipe=trainmod.CACHED)
+    formats = ("tflite", "tflm") if weightless and "tflm" in device.formats else ("tflite",)
+    card = export(out / "train" / A.SPEC_FILE, out / "export", formats)
+    int8 = None
     if val_dir:
-        res = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)
-        pick["int8_top1"] = res["top1"]
+        int8 = evaluate.evaluate(evaluate.runner_for(out / "export"), val_dir)["top1"]
+    pick = replace(pick, val_top1=tr["val_accuracy"], int8_top1=int8)
+    rows[k] = pick
     doc = {"device": device.key, "budgets": budgets.to_dict(),
-           "latency_source": "model", "classes": classes, "candidates": rows, "pick": pick,
-           "fit_pick": fit_pick, "train": str(out / "train"), "export": str(out / "export"),
+           "latency_source": "model", "classes": classes,
+           "candidates": [r.to_dict() for r in rows], "pick": pick.to_dict(),
+           "fit_pick": rows[0].to_dict(), "ranked_by": ranked_by,
+           "train": str(out / "train"), "export": str(out / "export"),
            "int8_model": str(out / "export" / A.INT8_MODEL), "card": card.get("name"),
            "pick_rule": core_rank.TUNE_PICK_RULE,
-           "vs_fit_pick_points": round(100 * (pick["rank_top1"] - fit_pick["rank_top1"]), 1)}
+           "vs_fit_pick_points": round(100 * (pick.rank_top1 - fit_pick.rank_top1), 1)}
+    if run is not None:
+        doc["proxy"] = run.to_dict()
+        doc["recipe"] = tr.get("recipe")  # the pick's full training, and its teacher
+        doc["teacher"] = tr.get("teacher")
+    if "tflm" in formats:
+        doc["tflm"] = str(out / "export" / A.TFLM_DIR)
+        if firmware is not None:
+            check = firmware(out / "export")
+            log(check.line())
+            doc["firmware"] = check.to_dict()
     fsutil.write_json_atomic(out / A.TUNE_REPORT, doc)
-    return TuneResult(doc, out)
+    return TuneResult(tuple(rows), k, doc, out)

@@ -33,7 +33,7 @@ from edgeeff.model.train.state import resume_dir
 
 __all__ = ["CACHED", "DISTILL", "Choice", "Phases", "Recipe", "_datasets", "_feature_datasets",
            "_fit_multi_worker", "choose", "defaults", "folder_dataset", "is_chief",
-           "load_pixels", "load_split", "recipe_for", "resume_dir", "train"]
+           "load_pixels", "load_split", "recipe_for", "resume_dir", "teacher_for", "train"]
 
 
 def recipe_for(spec: ModelSpec, requested: str = "auto", distribute: bool = False,
@@ -89,7 +89,16 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
         return train_cached(data, spec, weights, out, r, val_fraction, force, log, val_dir,
                             resume, phases, key)
 
-    def teacher_for(classes, files, val_files):
+    return train_distill(data, spec, weights, out, r, val_fraction, force, log, val_dir, resume,
+                         phases, key, teacher_for(data, val_dir, val_fraction, teacher, log),
+                         distribute)
+
+
+def teacher_for(data, val_dir, val_fraction: float, teacher: str | Path | None, log):
+    """The distilled recipe's teacher as ``f(classes, files, val_files) -> (Teacher,
+    TeacherInfo)``: the folder ``teacher`` (``--teacher``), else the default Pi-class teacher
+    for these photos (:func:`.distill.default_teacher`: trained once per dataset, cached)."""
+    def f(classes, files, val_files):
         if teacher is not None:
             t = distill.Teacher(teacher, classes)
             info = distill.TeacherInfo("given", str(teacher), t.spec.name, t.resolution, None)
@@ -107,5 +116,4 @@ def train(data: str, spec: ModelSpec, weights: str, out: str | Path, epochs: int
         log(f"teacher: {info.name} ({info.source}, {info.path}), {t.resolution} px")
         return t, info
 
-    return train_distill(data, spec, weights, out, r, val_fraction, force, log, val_dir, resume,
-                         phases, key, teacher_for, distribute)
+    return f

@@ -81,6 +81,85 @@ def _save_views(state_dir: Path, x: np.ndarray, t: np.ndarray) -> None:
         os.replace(tmp, state_dir / name)
 
 
+def _student(spec: ModelSpec, weights: str, r: Recipe, total: int):
+    """(student, optimizer, weights' description): ``spec`` built with logits out (the loss's
+    softmax), every layer from ``weights`` (the inherited initialisation where it has none of
+    its own), a zeroed head (a uniform start), BatchNorm's momentum for a run of ``total``
+    steps, AdamW with linear warm-up and a cosine to zero over them. Built in the caller's
+    distribution scope."""
+    import keras
+
+    student = build_model(spec, classifier_activation=None)
+    desc = load_into(student, spec, weights, auto_inherit=True)
+    head = student.get_layer("predictions")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    momentum = bn_momentum(total)
+    for layer in student.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    warm = max(1, int(total * r.warmup))
+    sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
+                                                   warmup_target=r.lr, warmup_steps=warm)
+    opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
+    opt.build(student.trainable_variables)
+    return student, opt, desc
+
+
+def _step_functions(student, opt, r: Recipe, num_classes: int, strategy):
+    """(train_step(views, teacher log-probabilities, labels) -> loss, predict(images) ->
+    classes) as tf.functions; the step runs on every replica of ``strategy``."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, t, y):
+        def step(x, t, y):
+            with tf.GradientTape() as tape:
+                logits = student(tf.cast(x, tf.float32), training=True)
+                per = kd_loss(logits, t, tf.one_hot(y, num_classes), r)
+                loss = tf.nn.compute_average_loss(per, global_batch_size=r.batch)
+            grads = tape.gradient(loss, student.trainable_variables)
+            opt.apply(grads, student.trainable_variables)
+            return loss
+
+        return strategy.reduce("SUM", strategy.run(step, args=(x, t, y)), axis=None)
+
+    @tf.function(reduce_retracing=True)
+    def predict(x):
+        return tf.argmax(student(tf.cast(x, tf.float32), training=False), -1)
+
+    return train_step, predict
+
+
+def _predicted(predict, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([predict(x[i:i + 128]).numpy() for i in range(0, len(x), 128)])
+
+
+def proxy_hits(spec: ModelSpec, weights: str, x: np.ndarray, t: np.ndarray, y: np.ndarray,
+               x_val: np.ndarray, y_val: np.ndarray, r: Recipe) -> list[bool]:
+    """``tune``'s cheap ranking of one network without weights of its own: every layer of
+    ``spec`` trained as :func:`train_distill` trains it (same initialisation, loss, optimiser
+    and schedule), for ``r.epochs`` shuffled passes over the given views ``x`` (uint8, at the
+    spec's resolution), the teacher's log-probabilities ``t`` on them and their labels ``y``,
+    computed once by the caller and shared by every candidate; then, per validation image
+    (``x_val``, ``y_val``), whether the last epoch's weights classify it right. Writes nothing."""
+    import keras
+    import tensorflow as tf
+
+    if r.dropout is not None:
+        spec = replace(spec, dropout=r.dropout)
+    keras.utils.set_random_seed(r.seed)
+    total = -(-len(x) // r.batch) * r.epochs
+    student, opt, _ = _student(spec, weights, r, total)
+    train_step, predict = _step_functions(student, opt, r, spec.num_classes,
+                                          tf.distribute.get_strategy())
+    for epoch in range(r.epochs):
+        order = np.random.default_rng([r.seed, 1000 + epoch]).permutation(len(x))
+        for s in range(0, len(order), r.batch):
+            idx = np.sort(order[s:s + r.batch])
+            train_step(tf.constant(x[idx]), tf.constant(t[idx]), tf.constant(y[idx]))
+    return [bool(h) for h in _predicted(predict, x_val) == y_val]
+
+
 def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fraction: float,
                   force: bool, log, val_dir, resume: bool, phases: Phases, key: dict,
                   teacher_for, distribute: bool = False) -> dict:
@@ -136,44 +215,13 @@ def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
 
     keras.utils.set_random_seed(r.seed)  # init of new layers, dropout
     total = steps * r.epochs
-    warm = max(1, int(total * r.warmup))
     with strategy.scope():
-        student = build_model(spec, classifier_activation=None)  # logits: the loss's softmax
-        desc = load_into(student, spec, weights, auto_inherit=True)
-        head = student.get_layer("predictions")
-        head.set_weights([np.zeros_like(w) for w in head.get_weights()])  # uniform start
-        momentum = bn_momentum(total)
-        for layer in student.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = momentum
-        sched = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), alpha=0.0,
-                                                       warmup_target=r.lr, warmup_steps=warm)
-        opt = keras.optimizers.AdamW(sched, weight_decay=r.weight_decay)
-        opt.build(student.trainable_variables)
+        student, opt, desc = _student(spec, weights, r, total)
     n_rep = strategy.num_replicas_in_sync
-    num_classes = len(classes)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, t, y):
-        def step(x, t, y):
-            with tf.GradientTape() as tape:
-                logits = student(tf.cast(x, tf.float32), training=True)
-                per = kd_loss(logits, t, tf.one_hot(y, num_classes), r)
-                loss = tf.nn.compute_average_loss(per, global_batch_size=r.batch)
-            grads = tape.gradient(loss, student.trainable_variables)
-            opt.apply(grads, student.trainable_variables)
-            return loss
-
-        return strategy.reduce("SUM", strategy.run(step, args=(x, t, y)), axis=None)
-
-    @tf.function(reduce_retracing=True)
-    def predict(x):
-        return tf.argmax(student(tf.cast(x, tf.float32), training=False), -1)
+    train_step, predict = _step_functions(student, opt, r, len(classes), strategy)
 
     def val_accuracy() -> float:
-        pred = np.concatenate([predict(x_val[i:i + 128]).numpy()
-                               for i in range(0, len(x_val), 128)])
-        return float(np.mean(pred == y_va))
+        return float(np.mean(_predicted(predict, x_val) == y_va))
 
     def shards(*arrays):
         if n_rep == 1:

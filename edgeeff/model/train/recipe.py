@@ -88,6 +88,31 @@ CACHED_DISTRIBUTED = replace(CACHED_RECIPE, epochs=10, batch=32, warmup=0.0, mix
 DISTILL_RECIPE = Recipe(kind=DISTILL, epochs=3, views=16, batch=64, lr=3e-3, warmup=0.05,
                         weight_decay=4e-3, label_smoothing=0.1, mixup=0.0, dropout=None,
                         temperature=2.0, alpha=0.9, crop_scale=(0.25, 1.0))
+@dataclass(frozen=True)
+class Proxy:
+    """``edgeeff tune``'s cheap ranking of networks without weights of their own: every
+    candidate's whole network trained with ``recipe`` (the distilled recipe, shortened: few
+    views, few epochs) on at most ``per_class`` training photos of each class (a seeded draw),
+    from views and teacher outputs computed once and shared by every candidate; then its
+    top-1 on every validation photo. ``tune --budget-minutes`` bounds the whole ranking."""
+
+    recipe: Recipe
+    per_class: int
+
+    def __post_init__(self) -> None:
+        if self.recipe.kind != DISTILL:
+            raise EdgeeffError("tune's proxy trains with the distilled recipe")
+        if self.per_class < 1:
+            raise EdgeeffError("tune's proxy needs at least one photo per class")
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe.to_dict(), "per_class": self.per_class}
+
+
+# tune's ranking: a quarter of the distilled recipe's views per photo and one epoch less, on
+# a few dozen photos per class: a few minutes per candidate at most, so that the five
+# candidates fit tune's default ranking budget.
+PROXY = Proxy(replace(DISTILL_RECIPE, epochs=2, views=4), per_class=40)
 DEFAULTS = {(CACHED, False): CACHED_RECIPE, (CACHED, True): CACHED_DISTRIBUTED,
             (DISTILL, False): DISTILL_RECIPE, (DISTILL, True): DISTILL_RECIPE}
 
