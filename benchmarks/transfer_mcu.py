@@ -13,7 +13,8 @@ exported int8 and TFLite Micro, linked and run under QEMU, as a user runs it (is
    drop, per-class recall.
 4. ``edgeeff firmware EXPORT --device D --run``: flash and static RAM of the ELF against the
    board, whether QEMU's output equals the .tflite's, the instruction count (when a TFLite Micro
-   tree is found: ``--tflm-dir`` or ``$TFLM_DIR``, else ../shared/tflm).
+   tree is found: ``--tflm-dir``, else what ``edgeeff firmware`` finds; a run kept in ``--work``
+   without firmware figures gets them on the next ``--reuse``).
 5. ``--baseline``: the same pick trained with ``--recipe cached`` (what ``train`` ran for every
    spec before issue 33: frozen inherited stages, no teacher), for the with/without table.
 
@@ -109,23 +110,30 @@ def one_run(device: str, seed: int, recipe: str, teacher_dir: str, work: Path, t
                                           "top_filters", "tflm_reserved_bytes", "flash_bytes")},
            "train_s": round(train_s, 1), "float": fl["top1"], "int8": q["top1"],
            "recall": {c["class"]: c["recall"] for c in q["per_class"]}, "firmware": None}
+    firmware_step(rec, device, exp, tflm_dir)
+    return rec
+
+
+def firmware_step(rec: dict, device: str, exp: Path, tflm_dir: str | None) -> None:
+    """``edgeeff firmware EXPORT --device D --run``'s figures into ``rec`` (or its one-line
+    error: a missing toolchain or tree is reported, not fatal)."""
     fw = ["firmware", str(exp), "--device", device, "--run", "--json"]
     if tflm_dir:
         fw += ["--tflm-dir", tflm_dir]
     r, fw_s = cli(*fw, check=False)
-    if r.returncode == 0:
-        d = json.loads(r.stdout)
-        run = d.get("run") or {}
-        rec["firmware"] = {"target": d["target"], "flash": d["sizes"]["flash"],
-                           "ram": d["sizes"]["ram"], "flash_budget": d["device"]["flash_bytes"],
-                           "ram_budget": d["device"]["ram_bytes"],
-                           "fits": d["device"]["flash_fits"] and d["device"]["ram_fits"],
-                           "ran": bool(run.get("ran")), "match": run.get("firmware_match"),
-                           "instructions": run.get("instructions"),
-                           "arena": d.get("kTensorArenaSize"), "seconds": round(fw_s, 1)}
-    else:
+    rec["firmware"], rec["firmware_error"] = None, None
+    if r.returncode != 0:
         rec["firmware_error"] = r.stderr.strip().splitlines()[-1:] or ["failed"]
-    return rec
+        return
+    d = json.loads(r.stdout)
+    run = d.get("run") or {}
+    rec["firmware"] = {"target": d["target"], "flash": d["sizes"]["flash"],
+                       "ram": d["sizes"]["ram"], "flash_budget": d["device"]["flash_bytes"],
+                       "ram_budget": d["device"]["ram_bytes"],
+                       "fits": d["device"]["flash_fits"] and d["device"]["ram_fits"],
+                       "ran": bool(run.get("ran")), "match": run.get("firmware_match"),
+                       "instructions": run.get("instructions"),
+                       "arena": d.get("kTensorArenaSize"), "seconds": round(fw_s, 1)}
 
 
 def kb(n: int) -> str:
@@ -142,9 +150,8 @@ def main() -> None:
                     help="A trained edgeeff model folder to distil from (default: train Lite0).")
     ap.add_argument("--baseline", action="store_true",
                     help="Also train each pick with --recipe cached (no teacher), seed 0.")
-    ap.add_argument("--tflm-dir", default=os.environ.get("TFLM_DIR") or
-                    (str(ROOT.parent / "shared" / "tflm")
-                     if (ROOT.parent / "shared" / "tflm").is_dir() else None))
+    ap.add_argument("--tflm-dir", help="TFLite Micro tree for the firmware (default: what "
+                    "'edgeeff firmware' finds: $TFLM_DIR, else ../shared/tflm/<target tree>)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--reuse", action="store_true",
                     help="Take finished runs (and the teacher) from an earlier run in --work.")
@@ -170,6 +177,10 @@ def main() -> None:
         f = work / (f"{device}-s{seed}" + ("" if recipe == "auto" else f"-{recipe}") + ".json")
         if a.reuse and f.is_file():
             rec = json.loads(f.read_text())
+            exp = work / f"export-{f.stem}"
+            if rec.get("firmware") is None and exp.is_dir():  # e.g. no tree the first time
+                firmware_step(rec, device, exp, a.tflm_dir)
+                f.write_text(json.dumps(rec))
         else:
             rec = one_run(device, seed, recipe, t["folder"], work, train_dir, val_dir, a.tflm_dir)
             f.write_text(json.dumps(rec))
