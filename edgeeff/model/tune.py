@@ -75,6 +75,31 @@ def _head_hits(x_tr, y_tr, x_va, y_va, num_classes: int, seed: int) -> list[bool
     return [bool(h) for h in np.argmax(pred, 1) == y_va]
 
 
+def _rank_each(cands: list[Candidate], num_classes: int, t0: float, budget_s: float | None,
+               log, score, describe) -> tuple[list[TuneRow], list[list[bool] | None]]:
+    """One :class:`TuneRow` per candidate, in ``cands``' order: ``score(candidate, spec)``
+    gives its per-image validation hits (``spec``: the candidate's, with ``num_classes``), and
+    its ``rank_top1`` and seconds come from them; ``describe(candidate, row)`` is its log line's
+    tail. Once ``budget_s`` seconds have passed since ``t0``, the candidates left (never the
+    first) are not ranked: ``rank_top1`` and their hits None."""
+    rows: list[TuneRow] = []
+    hits: list[list[bool] | None] = []
+    for c in cands:
+        spec = replace(c.spec, num_classes=num_classes)
+        row, h = TuneRow.of(c), None
+        if budget_s is not None and rows and time.perf_counter() - t0 > budget_s:
+            log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:g} min is spent)")
+        else:
+            t = time.perf_counter()
+            h = score(c, spec)
+            row = replace(row, rank_top1=round(sum(h) / len(h), 4),
+                          seconds=round(time.perf_counter() - t, 1))
+            log(f"{spec.name}: {describe(c, row)}")
+        rows.append(row)
+        hits.append(h)
+    return rows, hits
+
+
 def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, seed: int = 0,
          budget_s: float | None = None, log=print, phases: Phases | None = None
          ) -> tuple[list[TuneRow], list[list[bool] | None], list[str]]:
@@ -90,17 +115,7 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
                                                phases or Phases(), log)
     log(f"decoded {len(pixels)} images at {F.preprocessor(largest.spec).shorter_side} px "
         f"in {time.perf_counter() - t0:.0f} s")
-    rows: list[TuneRow] = []
-    hits: list[list[bool] | None] = []
-    for c in cands:
-        spec = replace(c.spec, num_classes=len(classes))
-        rows.append(TuneRow.of(c))
-        hits.append(None)
-        spent = time.perf_counter() - t0
-        if budget_s is not None and rows[:-1] and spent > budget_s:
-            log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:.0f} min is spent)")
-            continue
-        t = time.perf_counter()
+    def score(c: Candidate, spec) -> list[bool]:
         model = build_model(spec)
         load_into(model, spec, "imagenet")
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
@@ -111,13 +126,15 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         f_flip = runner(np.ascontiguousarray(centre[tr][:, :, ::-1])).astype(np.float32)
         x_tr = np.concatenate([f_all[tr], f_flip])
         y_tr = np.concatenate([y[tr], y[tr]])
-        hits[-1] = _head_hits(x_tr, y_tr, f_all[va], y[va], len(classes), seed)
-        rows[-1] = replace(rows[-1], rank_top1=round(sum(hits[-1]) / len(hits[-1]), 4),
-                           seconds=round(time.perf_counter() - t, 1))
-        log(f"{spec.name}: head on cached features {rows[-1].rank_top1:.1%} "
-            f"({rows[-1].latency_ms:.1f} ms on the device, {rows[-1].seconds:.0f} s)")
         del model, pooled, runner
+        h = _head_hits(x_tr, y_tr, f_all[va], y[va], len(classes), seed)
         keras.backend.clear_session()
+        return h
+
+    rows, hits = _rank_each(
+        cands, len(classes), t0, budget_s, log, score,
+        lambda c, row: f"head on cached features {row.rank_top1:.1%} ({row.latency_ms:.1f} ms "
+                       f"on the device, {row.seconds:.0f} s)")
     return rows, hits, classes
 
 
@@ -184,26 +201,20 @@ def rank_distilled(cands: list[Candidate], data, val_dir=None, val_fraction: flo
         f"initialisation (pretrained weights sliced to it, as 'train' starts), distilled from "
         f"{tinfo.name}; the teacher ran once per view ({t_model.images_run} images, "
         f"{views_s:.0f} s)")
-    rows: list[TuneRow] = []
-    hits: list[list[bool] | None] = []
-    for c in cands:
-        spec = replace(c.spec, num_classes=len(classes))
-        rows.append(TuneRow.of(c))
-        hits.append(None)
-        if budget_s is not None and rows[:-1] and time.perf_counter() - t0 > budget_s:
-            log(f"{spec.name}: not ranked (the ranking budget of {budget_s / 60:g} min is spent)")
-            continue
-        t = time.perf_counter()
+
+    def score(c: Candidate, spec) -> list[bool]:
         with warnings.catch_warnings():  # said once above, not once per candidate
             warnings.simplefilter("ignore", InheritedWeightsWarning)
-            hits[-1] = proxy_hits(spec, "auto", _resized(x_side, spec.resolution), t_tr,
-                                  y_views, _resized(x_va, spec.resolution), y_va, r)
-        rows[-1] = replace(rows[-1], rank_top1=round(sum(hits[-1]) / len(hits[-1]), 4),
-                           seconds=round(time.perf_counter() - t, 1))
-        log(f"{spec.name}: distilled briefly {rows[-1].rank_top1:.1%} (flash "
-            f"{c.flash_bytes / 1024:,.0f} KB, RAM {c.ram_bytes / 1024:,.0f} KB, "
-            f"{rows[-1].latency_ms:.0f} ms; {rows[-1].seconds:.0f} s)")
+            h = proxy_hits(spec, "auto", _resized(x_side, spec.resolution), t_tr, y_views,
+                           _resized(x_va, spec.resolution), y_va, r)
         keras.backend.clear_session()
+        return h
+
+    rows, hits = _rank_each(
+        cands, len(classes), t0, budget_s, log, score,
+        lambda c, row: f"distilled briefly {row.rank_top1:.1%} (flash "
+                       f"{c.flash_bytes / 1024:,.0f} KB, RAM {c.ram_bytes / 1024:,.0f} KB, "
+                       f"{row.latency_ms:.0f} ms; {row.seconds:.0f} s)")
     run = ProxyRun(proxy, tinfo, len(y_tr), len(x_side), t_model.images_run, views_s)
     return rows, hits, classes, run
 

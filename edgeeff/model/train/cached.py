@@ -86,15 +86,11 @@ def train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fracti
     top.compile(optimizer=opt, metrics=["accuracy"],
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing))
     train_ds, val_ds = _feature_datasets(feats, y_tr, x_val, y_va, r, len(classes))
-    history: dict[str, list] = {}
-    best, best_epoch, start = -1.0, 0, 0
     state_dir.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        S.restore(state_dir, model, opt, top.trainable_variables)
-        history, best, best_epoch, start = (state["history"], state["best"],
-                                            state["best_epoch"], state["epoch"])
+    history, best, best_epoch, start = S.resume_from(state_dir, state, model, opt,
+                                                     top.trainable_variables, r.epochs, log)
+    if start:
         phases.report("train", start * steps_per_epoch)
-        log(f"resumed after epoch {start} of {r.epochs} (best val_accuracy {best:.4f})")
 
     class Checkpoint(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

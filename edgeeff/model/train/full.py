@@ -230,14 +230,10 @@ def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
             lambda ctx: tuple(tf.constant(a[ctx.replica_id_in_sync_group::n_rep])
                               for a in arrays))
 
-    history: dict[str, list] = {}
-    best, best_epoch, start = -1.0, 0, 0
-    if state is not None:
-        S.restore(state_dir, student, opt, student.trainable_variables)
-        history, best, best_epoch, start = (state["history"], state["best"],
-                                            state["best_epoch"], state["epoch"])
+    history, best, best_epoch, start = S.resume_from(state_dir, state, student, opt,
+                                                     student.trainable_variables, r.epochs, log)
+    if start:
         phases.report("train", start * steps)
-        log(f"resumed after epoch {start} of {r.epochs} (best val_accuracy {best:.4f})")
     log(f"training every layer: {r.epochs} epochs x {steps} steps of {r.batch} over "
         f"{len(x_tr)} views, AdamW (weight decay {r.weight_decay:g}), warm-up + cosine from "
         f"lr {r.lr:g}; loss {r.alpha:g} x KL at T={r.temperature:g} + {1 - r.alpha:g} x "

@@ -76,6 +76,19 @@ def restore(state_dir: Path, model, opt, variables) -> None:
             var.assign(z[f"arr_{i}"])
 
 
+def resume_from(state_dir: Path, state: dict | None, model, opt, variables, epochs: int,
+                log) -> tuple[dict, float, int, int]:
+    """(history, best, best epoch, epoch to start at): a fresh run's, or, when ``state`` is an
+    interrupted run's (:func:`prepare`), its weights and optimizer slots restored into
+    ``model`` and ``opt`` (:func:`restore`) and its bookkeeping, with one log line."""
+    if state is None:
+        return {}, -1.0, 0, 0
+    restore(state_dir, model, opt, variables)
+    log(f"resumed after epoch {state['epoch']} of {epochs} (best val_accuracy "
+        f"{state['best']:.4f})")
+    return state["history"], state["best"], state["best_epoch"], state["epoch"]
+
+
 def end_epoch(state_dir: Path, model, opt, key: dict, epoch: int, history: dict, acc: float,
               best: float, best_epoch: int) -> tuple[float, int]:
     """After 0-based ``epoch`` scored ``acc`` on validation: keep the weights when they are the
