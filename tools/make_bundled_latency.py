@@ -116,9 +116,9 @@ def mcu_table(dev: targets.Device) -> latency.LatencyModel | None:
                        if v.get(k) is not None}},
         estimate=(f"TFLite Micro + CMSIS-NN instructions per op, counted under QEMU -icount "
                   f"on {core} (tools/mcu_op_counts.py), x {cpi:g} cycles per instruction "
-                  f"(fitted on published MLPerf Tiny board latencies: edgeeff/data/"
-                  f"{mcu_latency.CORES_FILE}) at {clock / 1e6:g} MHz; profile the board to "
-                  "replace it"))
+                  f"(fitted on MLPerf Tiny's published board latencies of 2020's TFLite Micro: "
+                  f"likely high for today's, see edgeeff/data/{mcu_latency.CORES_FILE}) at "
+                  f"{clock / 1e6:g} MHz; profile the board to replace it"))
 
 
 def main() -> None:
