@@ -32,3 +32,18 @@ def write_section(name: str, title: str, body: str, command: str, page: Path = P
     tmp = page.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(page)
+
+
+def recall_table(caption: str, columns: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown lines of a per-class recall table: one row per class (in the first column's
+    order), one column per run (``columns``: heading -> {class: recall}); a class a run lacks
+    shows as 0 %. Shared by the transfer benchmarks so their tables read the same."""
+    if not columns:
+        return []
+    classes = list(next(iter(columns.values())))
+    lines = ["", caption, "", "| class | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(f"{r.get(c, 0):.0%}" for r in columns.values())
+                     + " |")
+    return lines

@@ -63,12 +63,10 @@ def count(model: Path, core: str, work: Path) -> dict:
             "alignas(16) const unsigned char g_test_input[kTestInputLen] = {0};\n"
             "constexpr unsigned int kExpectedOutputLen = 0;\n"
             "const unsigned char g_expected_output[1] = {0};\n")
-    rep = fw.firmware(out, core, run=True)
-    r = rep["run"]
-    if not r.get("ran") or r.get("counts") is None:
-        sys.exit(f"{model.name}: the firmware did not run or printed no counts: "
-                 f"{r.get('why') or r.get('error')}")
-    return r["counts"]
+    try:
+        return fw.counts(out, core)
+    except fw.NotCounted as e:
+        sys.exit(f"{model.name}: {e}")
 
 
 def _row(s: dict, core: str, pred: float, role: str) -> str:

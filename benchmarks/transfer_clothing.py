@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._page import write_section  # noqa: E402
+from benchmarks._page import recall_table, write_section  # noqa: E402
 
 TARGET_INT8, TARGET_MINUTES, TARGET_DROP = 0.93, 12.0, 0.005
 
@@ -120,12 +120,8 @@ def main() -> None:
                  f"{sum(fl) / len(fl):.2%} | {sum(q8) / len(q8):.2%} (spread "
                  f"{min(q8):.2%}-{max(q8):.2%}) | {100 * (sum(fl) - sum(q8)) / len(q8):+.1f} pt "
                  "| |")
-    classes = list(next(iter(per_class.values())))
-    lines += ["", "int8 recall by class (validation/), by seed:", "",
-              "| class | " + " | ".join(f"seed {s}" for s in per_class) + " |",
-              "|---|" + "---|" * len(per_class)]
-    for c in classes:
-        lines.append(f"| {c} | " + " | ".join(f"{per_class[s][c]:.0%}" for s in per_class) + " |")
+    lines += recall_table("int8 recall by class (validation/), by seed:",
+                          {f"seed {s}": r for s, r in per_class.items()})
     ok_acc = min(q8) >= TARGET_INT8
     ok_time = max(r[1] for r in rows) <= TARGET_MINUTES * 60
     worst_drop = max(f - q for f, q in zip(fl, q8))

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._page import write_section  # noqa: E402
+from benchmarks._page import recall_table, write_section  # noqa: E402
 
 DEVICES = ["stm32f746", "stm32h743", "nrf52840", "esp32-s3", "rp2040"]
 TARGET_INT8 = {"stm32f746": 0.85, "nrf52840": 0.80}
@@ -210,14 +210,8 @@ def main() -> None:
                      f"{r['float']:.2%} | {r['int8']:.2%} | "
                      f"{100 * (r['float'] - r['int8']):+.1f} pt | {fwc} |")
     distilled = [r for r in runs if r["recipe"] == "auto"]
-    if distilled:
-        classes = list(distilled[0]["recall"])
-        cols = [f"{r['device']} s{r['seed']}" for r in distilled]
-        lines += ["", "int8 recall by class (validation/), distilled runs:", "",
-                  "| class | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        for c in classes:
-            lines.append(f"| {c} | " + " | ".join(f"{r['recall'].get(c, 0):.0%}"
-                                                  for r in distilled) + " |")
+    lines += recall_table("int8 recall by class (validation/), distilled runs:",
+                          {f"{r['device']} s{r['seed']}": r["recall"] for r in distilled})
     verdicts = []
     for dev, target in TARGET_INT8.items():
         got = [r["int8"] for r in distilled if r["device"] == dev]

@@ -68,12 +68,10 @@ def count(spec: ModelSpec, core: str, work: Path) -> dict:
     model.write_bytes(synth.build(spec, form="converter"))
     tflm.export(model, d / "tflm", spec.name.replace("-", "_").replace(".", "_"), spec=spec,
                 preprocessor=Preprocessor.for_spec(spec))
-    rep = fw.firmware(d, core, run=True)
-    r = rep["run"]
-    if not r.get("ran") or r.get("counts") is None:
-        sys.exit(f"{spec.name}: the firmware did not run or printed no counts: "
-                 f"{r.get('why') or r.get('error')}")
-    return r["counts"]
+    try:
+        return fw.counts(d, core)
+    except fw.NotCounted as e:
+        sys.exit(f"{spec.name}: {e}")
 
 
 def main(argv: list[str]) -> int:

@@ -582,6 +582,23 @@ def firmware(outdir: str | os.PathLike, target: str = "host", tflm_dir=None, run
     return report
 
 
+class NotCounted(EdgeeffError):
+    """The firmware did not run, or ran and printed no instruction counts: ``why``."""
+
+    def __init__(self, why: str):
+        super().__init__(f"the firmware did not run or printed no counts: {why}")
+        self.why = why
+
+
+def counts(outdir: str | os.PathLike, target: str, tflm_dir=None) -> dict:
+    """Build and run ``outdir``'s TFLite Micro project on ``target`` and return its instruction
+    counts (:func:`parse_counts`'s record); :class:`NotCounted` where it did not run or
+    printed none. What tools/mcu_op_counts.py and benchmarks/mcu_latency.py count with."""
+    r = firmware(outdir, target, tflm_dir=tflm_dir, run=True)["run"]
+    if not r.get("ran") or r.get("counts") is None:
+        raise NotCounted(str(r.get("why") or r.get("error")))
+    return r["counts"]
+
 
 @dataclass(frozen=True)
 class FirmwareCheck:
