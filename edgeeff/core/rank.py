@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from edgeeff.core import specfile
+from edgeeff.core import records, specfile
 from edgeeff.core.accuracy import Prediction
 from edgeeff.core.arch import preset_spec
 from edgeeff.core.budget import Budgets, Candidate, FitResult, Measure, NothingFits, evaluate, shortfalls
@@ -211,8 +211,7 @@ class TuneRow:
     @classmethod
     def from_dict(cls, d: dict) -> TuneRow:
         """A row of ``tune.json`` (older files lack the newer fields: they stay None)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**records.known(cls, d))
 
 
 def tune_pick(rows: list[TuneRow], hits: list[list[bool] | None],

@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.table import Table
 
 from edgeeff.core import artifacts as A
-from edgeeff.core import mcu_latency, targets
+from edgeeff.core import mcu_latency, records, targets
 from edgeeff.core.data import DATA_PACKAGE, package_data
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import interrupted, write_json_atomic, write_text_atomic
@@ -636,7 +636,7 @@ class FirmwareCheck:
 
     @classmethod
     def from_dict(cls, d: dict) -> FirmwareCheck:
-        return cls(**d)
+        return cls(**records.known(cls, d))
 
 
 def missing_for(target: str, tflm_dir=None, run: bool = True) -> str:

@@ -11,7 +11,9 @@ photos: the bundled calibration set holds back 7 images, where one disagreement 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+
+from edgeeff.core import records
 
 # Below this many held-back images the report states agreement counts, not a drop estimate: the
 # standard error of a share measured on n images is up to 50/sqrt(n) points (about 9 points at
@@ -100,5 +102,4 @@ class QuantReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantReport:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**records.known(cls, d))

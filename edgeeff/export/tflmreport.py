@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgeeff.core import artifacts as A
+from edgeeff.core import records
 from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import write_json_atomic
 
@@ -42,8 +43,7 @@ class TFLMTestInput:
 
     @classmethod
     def from_dict(cls, d: dict) -> TFLMTestInput:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
+        kw = records.known(cls, d)
         kw["shape"] = tuple(kw.get("shape", ()))
         kw["expected_output"] = tuple(kw.get("expected_output", ()))
         return cls(**{"image": "", "dtype": "", "expected_with": "", "output_dtype": "",
@@ -81,8 +81,7 @@ class TFLMReport:
     @classmethod
     def from_dict(cls, d: dict) -> TFLMReport:
         """Any keys it knows (an older or hand-written file may lack some)."""
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
+        kw = records.known(cls, d)
         for k in ("resolver", "kernels", "framework_exclude", "files"):
             if k in kw:
                 kw[k] = tuple(kw[k])
