@@ -60,6 +60,26 @@ def test_training_validation_pipeline_matches_eval_crop():
     assert np.abs(img - ref.astype(np.float32)).max() <= 1.0
 
 
+def test_full_image_training_pipeline_zooms_not_only_mirrors():
+    """--distribute's training images (one per draw) are random crops resized back, not the
+    square itself mirrored and brightened: after undoing mirror and brightness the pixels
+    still differ beyond the brightness clip for most draws."""
+    needs("tensorflow")
+    from edgeeff.model.train import _datasets
+
+    g = np.linspace(0, 200, 32, dtype=np.float32)
+    x = np.broadcast_to((g[:, None] + g[None, :] / 4)[None, :, :, None], (1, 32, 32, 3))
+    x = x.astype(np.uint8)
+    train, _ = _datasets(x, np.array([0]), x, np.array([0]), 32, 1, 2)
+    moved = 0
+    for _ in range(12):
+        img = next(iter(train))[0].numpy()[0]
+        assert img.shape == (32, 32, 3)
+        left = min(np.std(img - ref) for ref in (x[0], x[0][:, ::-1]))  # a shift is std 0
+        moved += left > 2.0
+    assert moved >= 8, moved
+
+
 def test_record_round_trip_and_old_metadata():
     pp = Preprocessor.for_spec(phi_spec(-1.5, "lite"), normalized=True)
     back = Preprocessor.from_dict(json.loads(json.dumps(pp.to_dict())))

@@ -607,7 +607,8 @@ class FirmwareCheck:
     missing, not built with ``missing`` saying what and how to get it. ``flash_bytes`` and
     ``ram_bytes`` are the ELF's flash and static RAM, ``*_fits`` against the device;
     ``output_equal`` whether the firmware's output equals the .tflite's (None: not run);
-    ``report`` the full ``firmware.json``."""
+    ``report`` the full ``firmware.json``'s absolute path (tune.json may be read from
+    elsewhere)."""
 
     target: str
     built: bool
@@ -672,7 +673,7 @@ def check(outdir: str | os.PathLike, target: str, device: str, tflm_dir=None) ->
     return FirmwareCheck(target, True, "", s["flash"], s["ram"], d.get("flash_fits"),
                          d.get("ram_fits"), r.get("runner") if r.get("ran") else None,
                          r.get("output_equal") if r.get("ran") else None,
-                         str(Path(rep["build"]["elf"]).parent / A.FIRMWARE_REPORT))
+                         str(Path(rep["build"]["elf"]).resolve().parent / A.FIRMWARE_REPORT))
 
 
 def passed(report: dict) -> bool:

@@ -74,10 +74,17 @@ def _datasets(x_train, y_train, x_val, y_val, resolution: int, batch: int, num_c
 
     auto = tf.data.AUTOTUNE
 
+    lo, hi = (v ** 0.5 for v in F.RRC_SCALE)  # side fractions of the cached views' areas
+
     def augment(img, label):
-        img = tf.image.random_crop(img, (resolution, resolution, 3))
+        # the squares are ``resolution`` wide (the eval crop): a random square of 50-100 % of
+        # the area, resized back, is the zoom the cached views get (F.random_view); cropping
+        # ``resolution`` from ``resolution`` would change nothing
+        side = tf.cast(tf.shape(img)[0], tf.float32)
+        s = tf.cast(tf.round(side * tf.random.uniform([], lo, hi)), tf.int32)
+        img = tf.image.random_crop(img, tf.stack([s, s, 3]))
+        img = tf.image.resize(tf.cast(img, tf.float32), (resolution, resolution))
         img = tf.image.random_flip_left_right(img)
-        img = tf.cast(img, tf.float32)
         img = tf.clip_by_value(tf.image.random_brightness(img, 20.0), 0.0, 255.0)
         return img, tf.one_hot(label, num_classes)
 
