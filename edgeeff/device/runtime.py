@@ -55,15 +55,49 @@ def runtime_info() -> tuple[str, str]:
     return name, ""
 
 
+_SAID: set[tuple[str, ...]] = set()
+
+
+def warn_collapsed(names: list[str], action: str, log=None) -> None:
+    """Say once per process (per model's collapsed tensors) the :func:`collapsed_note` line,
+    through ``log`` or on stderr."""
+    if tuple(names) in _SAID:
+        return
+    _SAID.add(tuple(names))
+    line = collapsed_note(names, action)
+    if log is None:
+        print(line, file=sys.stderr)
+    else:
+        log(line)
+
+
+def collapsed_note(names: list[str], action: str) -> str:
+    """The one line saying a model's activations collapsed, and what edgeeff does about it."""
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return (f"edgeeff: warning: the model's int8 activations are all about 0 at "
+            f"{names[0].split(';')[0]}"
+            f"{more} (a scale under {reader.COLLAPSED_SCALE:g}: the trained model's values "
+            f"collapsed there, a dead layer; retrain it); {action}")
+
+
 def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
                      delegate: str | None = None, verified: bool = False):
     """(interpreter, runtime name, delegate name or None), tensors allocated. The model is
     verified before any interpreter sees it, unless the caller already did (``verified``)."""
-    if not verified and isinstance(model, (bytes, bytearray)):
-        reader.verify(bytes(model))
-    elif not verified:
-        reader.read_model_file(model)
+    if isinstance(model, (bytes, bytearray)):
+        data = bytes(model)
+        if not verified:
+            reader.verify(data)
+    else:
+        data = Path(model).read_bytes() if verified else reader.read_model_file(model)
     Interpreter, load_delegate, name = _interpreter_class()
+    kw = {"num_threads": num_threads} if num_threads else {}
+    if delegate in (None, "", "none"):
+        collapsed = reader.collapsed_activations(reader.read(data, verified=True))
+        resolvers = getattr(sys.modules[Interpreter.__module__], "OpResolverType", None)
+        if collapsed and resolvers is not None:  # XNNPACK aborts on them: TFLite's kernels
+            kw["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            warn_collapsed(collapsed, "edgeeff runs it without XNNPACK, which cannot")
     delegates = []
     if delegate == "edgetpu":
         lib = delegate_probe.edgetpu_lib()
@@ -77,7 +111,6 @@ def load_interpreter(model: str | Path | bytes, num_threads: int | None = None,
                 "(https://coral.ai/docs/accelerator/get-started/)") from None
     elif delegate not in (None, "", "none"):
         raise EdgeeffError(f"unknown delegate {delegate!r} (supported: edgetpu)")
-    kw = {"num_threads": num_threads} if num_threads else {}
     try:
         with runtime_log_filtered():
             if isinstance(model, (bytes, bytearray)):

@@ -28,6 +28,7 @@ from edgeeff.core.errors import EdgeeffError
 from edgeeff.core.fsutil import atomic_dir, write_bytes_atomic, write_json_atomic
 from edgeeff.core.labels import labels_for
 from edgeeff.core.preprocess import Preprocessor
+from edgeeff.device.runtime import warn_collapsed
 from edgeeff.export import onnx, tflite
 from edgeeff.export.formats import FORMAT_FUNCS, FormatJob, Models
 from edgeeff.export.frontend import Frontend, from_spec
@@ -35,6 +36,7 @@ from edgeeff.export.quantreport import QuantReport
 from edgeeff.export.request import ExportRequest
 from edgeeff.model.calibrate import CalibrationSet, load_calibration
 from edgeeff.model.quiet import captured_output
+from edgeeff.tflite import reader
 from edgeeff.tflite.metadata import model_metadata
 from edgeeff.tflite.rewrite import cpu_form, package
 
@@ -195,6 +197,9 @@ def quantization_report(req: ExportRequest, fe: Frontend, tmp: Path, labels: lis
     """float32 vs int8 on the held-back images (checked against --max-int8-drop), once the
     .tflite files are written and before the slower formats run."""
     log("quantization report (float32 vs int8 on held-back images)...")
+    collapsed = reader.collapsed_activations(reader.read((tmp / A.INT8_MODEL).read_bytes()))
+    if collapsed:  # said here: the runtime's own line is captured with its chatter below
+        warn_collapsed(collapsed, "edgeeff runs it without XNNPACK, which cannot", log)
     truth, note = calib.holdout_labels(labels)
     with captured_output():
         rep = tflite.quant_report(tmp / A.FLOAT_MODEL, tmp / A.INT8_MODEL, calib.holdout,

@@ -29,7 +29,8 @@ from edgeeff.tflite.schema import BUILTIN_NAMES, TENSOR_TYPE_NAMES, tfl
 from edgeeff.tflite.verify import ModelFileError, NotAClassifierError, verify
 
 __all__ = ["ModelFileError", "NotAClassifierError", "verify", "input_conversion",
-           "metadata_buffer", "non_integer_ops", "operator_codes", "read", "read_model_file"]
+           "metadata_buffer", "non_integer_ops", "operator_codes", "read", "read_model_file",
+           "collapsed_activations", "COLLAPSED_SCALE"]
 
 _ACTIVATIONS = {v: k for k, v in vars(tfl.ActivationFunctionType).items() if not k.startswith("_")}
 _PADDINGS = {v: k for k, v in vars(tfl.Padding).items() if not k.startswith("_")}
@@ -208,6 +209,22 @@ def non_integer_ops(g: Graph) -> list[str]:
                 bad.append(f"{op.kind}#{i}")
                 break
     return bad
+
+
+# An int8 activation whose scale is below this spans less than 2.6e-4 over its 256 steps: the
+# trained float values there have collapsed to about zero (a dead layer: a ReLU6 whose inputs
+# all went negative), so nothing the model computed before reaches past it.
+COLLAPSED_SCALE = 1e-6
+
+
+def collapsed_activations(g: Graph) -> list[str]:
+    """Names of the quantized activations (not constants) whose every scale is below
+    :data:`COLLAPSED_SCALE`. XNNPACK cannot prepare an op on such a tensor: ai-edge-litert's
+    default delegate aborts the process ("double free or corruption") or refuses the model,
+    where TFLite's own kernels run it; and the int8 model carries no signal past it."""
+    return [t.name for t in g.tensors
+            if not t.is_constant and t.dtype in ("int8", "uint8") and t.quant is not None
+            and len(t.quant.scale) and float(np.max(t.quant.scale)) < COLLAPSED_SCALE]
 
 
 def read_model_file(path) -> bytes:
