@@ -10,6 +10,7 @@ cached under ~/.cache/edgeeff/tflm/, so only the first run on a machine compiles
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -214,6 +215,27 @@ def test_mcu_milliseconds_from_counts_only_where_the_core_is_calibrated():
     assert fw.predict_mcu_ms(1000, "cortex-m7", "stm32f746")["predicted_ms"] is None
     assert "has a cortex-m7" in fw.predict_mcu_ms(1000, "cortex-m4", "stm32h743")["predicted_basis"]
     assert fw.predict_mcu_ms(1000, "cortex-m4", "pi4")["predicted_ms"] is None
+
+
+def test_object_cache_key_follows_the_sources_not_their_mtimes(tmp_path):
+    """A copy of a tree (another checkout, a re-provisioned ../shared: new mtimes, the same
+    files) keeps its checksum, so its cached objects; a changed byte or a renamed file does
+    not."""
+    tree = tmp_path / "a"
+    (tree / "tensorflow").mkdir(parents=True)
+    (tree / "tensorflow" / "x.cc").write_text("int x = 1;\n")
+    (tree / "y.h").write_text("#define Y 2\n")
+    key = fw.tree_checksum(tree)
+    copy = tmp_path / "b"
+    shutil.copytree(tree, copy)
+    for f in (copy / "tensorflow" / "x.cc", copy / "y.h"):
+        os.utime(f, ns=(1_000_000_000, 1_000_000_000))
+    assert fw.tree_checksum(copy) == key
+    (copy / "y.h").write_text("#define Y 3\n")  # same size, other content
+    assert fw.tree_checksum(copy) != key
+    (copy / "y.h").write_text("#define Y 2\n")
+    (copy / "y.h").rename(copy / "z.h")
+    assert fw.tree_checksum(copy) != key
 
 
 def test_without_a_tree_it_says_how_to_make_one(monkeypatch, tmp_path):

@@ -5,8 +5,9 @@ it used, and the ELF's flash and static RAM against a device profile.
 Only the framework sources and the kernels the exported resolver registers are compiled
 (``edgeeff.export.tflm.kernel_stems``). Objects of the TFLM tree are cached per machine under
 ``~/.cache/edgeeff/tflm/`` (``$XDG_CACHE_HOME`` respected), keyed by a checksum of the tree
-(every file's path, size and mtime) and the compiler with its flags, so a second model or a
-second build of the same one compiles only its own ``main.cc`` and ``model_data.cc``.
+(every file's path and content) and the compiler with its flags, so a second model or a
+second build of the same one compiles only its own ``main.cc`` and ``model_data.cc``, and a
+copy of the same tree (another checkout, a re-provisioned ``../shared``) reuses the objects.
 """
 
 from __future__ import annotations
@@ -157,15 +158,17 @@ def tflm_dir_for(target: Target, tflm_dir: str | os.PathLike | None = None) -> P
 
 
 def tree_checksum(tree: Path) -> str:
-    """A cheap checksum of a source tree: every file's relative path, size and mtime."""
+    """A checksum of a source tree: every file's relative path and content. Not its mtimes:
+    a copied tree (new mtimes, the same sources) keeps its cached objects, and reading the
+    sources once costs far less than compiling them again."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(tree):
         dirnames.sort()
         for f in sorted(filenames):
             p = Path(dirpath) / f
-            st = p.stat()
-            h.update(f"{p.relative_to(tree).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                     .encode())
+            data = p.read_bytes()
+            h.update(f"{p.relative_to(tree).as_posix()}\0{len(data)}\n".encode())
+            h.update(data)
     return h.hexdigest()[:16]
 
 

@@ -51,11 +51,18 @@ class TeacherInfo:
         return asdict(self)
 
 
+# the last teacher loaded in this process: (folder, its model file's size and mtime) -> its
+# Keras model and, once converted, its TFLite runner (seconds to make; tune needs it twice)
+_LOADED: dict[tuple, dict] = {}
+
+
 class Teacher:
     """A trained edgeeff model folder, run as a float32 TFLite model (XNNPACK, every core).
 
     ``images_run`` counts the images it has classified: the distilled recipe runs it once per
-    view, whatever the number of epochs.
+    view, whatever the number of epochs. The loaded and converted model is reused by the next
+    Teacher of the same, unchanged folder in this process (tune's ranking, then its pick's
+    training).
     """
 
     def __init__(self, folder: str | Path, classes: list[str]):
@@ -74,10 +81,23 @@ class Teacher:
                                f"data's ({', '.join(classes[:5])}{' ...' if len(classes) > 5 else ''})")
         self.folder = folder
         self.spec: ModelSpec = specfile.read(folder / A.SPEC_FILE).spec
-        model = keras.models.load_model(folder / A.TRAINED_KERAS, compile=False)
-        self.resolution = int(model.input_shape[1])
-        self.runner = F.TrunkRunner(model)
+        st = (folder / A.TRAINED_KERAS).stat()
+        key = (str(folder.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _LOADED:  # tune's ranking and its pick's training share one teacher
+            model = keras.models.load_model(folder / A.TRAINED_KERAS, compile=False)
+            _LOADED.clear()  # the last one only: a teacher's model stays in memory
+            _LOADED[key] = {"model": model, "runner": None}
+        self._loaded = _LOADED[key]
+        self.resolution = int(self._loaded["model"].input_shape[1])
         self.images_run = 0
+
+    @property
+    def runner(self) -> F.TrunkRunner:
+        """The model as TFLite, converted on first use (a resumed run that has its views and
+        teacher outputs saved never converts it)."""
+        if self._loaded["runner"] is None:
+            self._loaded["runner"] = F.TrunkRunner(self._loaded["model"])
+        return self._loaded["runner"]
 
     def __call__(self, images: np.ndarray, progress=None) -> np.ndarray:
         """uint8 (n, r, r, 3) at the teacher's resolution -> float16 log-probabilities."""

@@ -127,7 +127,27 @@ def _step_functions(student, opt, r: Recipe, num_classes: int, strategy):
     def predict(x):
         return tf.argmax(student(tf.cast(x, tf.float32), training=False), -1)
 
-    return train_step, predict
+    if strategy.num_replicas_in_sync == 1:  # plain tensors in; per-replica values otherwise
+        train_step = _any_batch(train_step)
+    return train_step, _any_batch(predict)
+
+
+def _any_batch(fn):
+    """``fn`` (a tf.function of arrays) traced once for every batch size: its first call
+    traces it with the batch dimension left open, so a last, smaller batch reuses that trace
+    instead of tracing the network's step (its gradients, for training) a second time."""
+    import tensorflow as tf
+
+    traced = []
+
+    def call(*args):
+        if not traced:
+            fn.get_concrete_function(*[tf.TensorSpec([None, *a.shape[1:]], a.dtype)
+                                       for a in args])
+            traced.append(True)
+        return fn(*args)
+
+    return call
 
 
 def _predicted(predict, x: np.ndarray) -> np.ndarray:
