@@ -212,6 +212,30 @@ def test_the_same_seed_trains_the_same_model(subset, tmp_path):
     assert len(hists[0]["loss"]) == 2 and hists[0] == hists[1]
 
 
+def test_trunk_converts_only_when_the_images_pay_for_it():
+    """Few images run on Keras (converting would cost more than it saves), many or an unknown
+    count on the real TFLite runtime; both give the same features to float16 rounding."""
+    needs("tensorflow")
+    import keras
+
+    from edgeeff.model import features
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    trunk = keras.Model(inp, keras.layers.DepthwiseConv2D(3, padding="same")(x))
+    imgs = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    few = -(-features.CONVERT_FROM_PIXELS // (32 * 32)) - 1  # the most that stay on Keras
+    small = features.TrunkRunner(trunk, images=few)
+    big = features.TrunkRunner(trunk, images=few + 1)
+    unknown = features.TrunkRunner(trunk)
+    assert small.it is None and small.runtime.startswith("keras")
+    assert "XNNPACK" in big.runtime and unknown.it is not None
+    a, b = small(imgs), big(imgs)
+    assert a.dtype == b.dtype == np.float16 and a.shape == b.shape == (5, 15, 15, 8)
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
 def test_views_are_seeded_and_start_with_the_eval_crop():
     from edgeeff.core.arch import preset_spec
     from edgeeff.core.preprocess import Preprocessor

@@ -7,7 +7,8 @@ everything below them is a fixed function of the input crop. The recipe therefor
 2. converts the frozen trunk to a float32 TFLite model and runs it with the TFLite runtime's
    XNNPACK kernels, one image at a time (several times faster than Keras' ``predict`` on a
    CPU, and batching does not help XNNPACK; benchmarks/transfer_clothing.py measures the
-   recipe) — Keras' ``predict`` when no TFLite runtime is installed;
+   recipe) — Keras' ``predict`` when no TFLite runtime is installed, or when there are too
+   few images for the conversion to pay (:data:`CONVERT_FROM_PIXELS`);
 3. computes a fixed number of *views* of every training image once (the centre crop, then random
    resized crops with flips and brightness/contrast jitter, seeded: a resumed run gets the same
    views), stored as float16.
@@ -40,6 +41,13 @@ TRAIN_CROP_FRACTION = 1.0
 # away what tells the classes apart (the comparison is in docs/usage.md, transfer learning).
 RRC_SCALE = (0.5, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
+# Converting a trunk to TFLite costs seconds whatever the input; what XNNPACK then saves over
+# Keras grows with every image's pixels. The trunk is converted only when the images it will run
+# hold at least this many input pixels in all (about 200 images at 224 px, 1100 at 96 px): the
+# break-even of conversion time against per-image savings, measured for Lite0's trunk and pooled
+# features at 96 and 224 px on a 2-core x86 host (the fixed cost and the per-pixel saving scale together
+# with the machine's speed, so the break-even moves little between machines).
+CONVERT_FROM_PIXELS = 10_000_000
 
 
 def preprocessor(spec: ModelSpec) -> Preprocessor:
@@ -63,12 +71,19 @@ def split(model, spec: ModelSpec, stage: int = FINE_TUNE_FROM):
 
 
 class TrunkRunner:
-    """The frozen trunk as a float32 TFLite model on XNNPACK (or Keras where no runtime is)."""
+    """The frozen trunk as a float32 TFLite model on XNNPACK, or Keras where no runtime is or
+    where ``images`` (how many it will run in all, when known) are too few to pay for the
+    conversion (:data:`CONVERT_FROM_PIXELS`). The two agree to float16 rounding."""
 
-    def __init__(self, trunk, threads: int | None = None):
+    def __init__(self, trunk, threads: int | None = None, images: int | None = None):
         self.keras = trunk
         threads = threads or usable_cores()  # the runtime's default is one thread
         self.runtime = "keras"
+        self.it = None
+        pixels = trunk.input_shape[1] * trunk.input_shape[2]
+        if images is not None and images * pixels < CONVERT_FROM_PIXELS:
+            self.runtime = f"keras ({images} images: fewer than converting pays for)"
+            return
         try:
             import tensorflow as tf
 

@@ -119,7 +119,7 @@ def rank(cands: list[Candidate], data, val_dir=None, val_fraction: float = 0.2, 
         model = build_model(spec)
         load_into(model, spec, "imagenet")
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
-        runner = F.TrunkRunner(pooled)
+        runner = F.TrunkRunner(pooled, images=len(pixels) + len(tr))  # all, then flipped tr
         sq = _resized(pixels, F.preprocessor(spec).shorter_side)
         centre = F.centre(sq, spec.resolution)
         f_all = runner(centre).astype(np.float32)

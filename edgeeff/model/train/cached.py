@@ -64,7 +64,7 @@ def train_cached(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fracti
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     trunk, top = F.split(model, spec)
-    runner = F.TrunkRunner(trunk)
+    runner = F.TrunkRunner(trunk, images=n_tr * r.views + len(va))
     log(f"features: stages 1-{FINE_TUNE_FROM - 1} frozen, run once per view on {runner.runtime}")
     report = lambda n: phases.report("features", n)  # noqa: E731
     x_val = runner(F.centre(pixels[va], spec.resolution), report)

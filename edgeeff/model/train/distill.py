@@ -62,7 +62,8 @@ class Teacher:
     ``images_run`` counts the images it has classified: the distilled recipe runs it once per
     view, whatever the number of epochs. The loaded and converted model is reused by the next
     Teacher of the same, unchanged folder in this process (tune's ranking, then its pick's
-    training).
+    training). Where :meth:`expect` said beforehand that too few images will run to pay for
+    the conversion, the first use keeps Keras instead (:class:`edgeeff.model.features.TrunkRunner`).
     """
 
     def __init__(self, folder: str | Path, classes: list[str]):
@@ -90,13 +91,19 @@ class Teacher:
         self._loaded = _LOADED[key]
         self.resolution = int(self._loaded["model"].input_shape[1])
         self.images_run = 0
+        self.expected: int | None = None
+
+    def expect(self, images: int) -> None:
+        """Say how many images the teacher will run: its first use converts it only if they pay
+        for the conversion."""
+        self.expected = images
 
     @property
     def runner(self) -> F.TrunkRunner:
         """The model as TFLite, converted on first use (a resumed run that has its views and
         teacher outputs saved never converts it)."""
         if self._loaded["runner"] is None:
-            self._loaded["runner"] = F.TrunkRunner(self._loaded["model"])
+            self._loaded["runner"] = F.TrunkRunner(self._loaded["model"], images=self.expected)
         return self._loaded["runner"]
 
     def __call__(self, images: np.ndarray, progress=None) -> np.ndarray:
@@ -190,6 +197,7 @@ def teacher_views(squares: np.ndarray, student_res: int, teacher: Teacher, views
     log-probabilities (views * n, classes)), view-major: view ``v`` of image ``i`` is row
     ``v * n + i``. The teacher sees each view once, the same crop at its own resolution."""
     n, side = len(squares), squares.shape[1]
+    teacher.expect(views * n)
     x = np.empty((views * n, student_res, student_res, 3), np.uint8)
     logp = None
     for v in range(views):

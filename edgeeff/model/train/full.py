@@ -216,6 +216,7 @@ def train_distill(data, spec: ModelSpec, weights: str, out, r: Recipe, val_fract
     cached = _views_cached(state_dir, n_tr * r.views) if state is not None else None
     t0 = time.perf_counter()
     if cached is None:
+        teacher.expect(n_tr * r.views)
         log(f"views: {r.views} per photo (centre + random crops of "
             f"{r.crop_scale[0]:.0%}-{r.crop_scale[1]:.0%} of the square, mirrors), the teacher "
             f"once per view at {teacher.resolution} px on {teacher.runner.runtime}")
