@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeeff.core import budget, fit, rank, targets
+from edgeeff.core import budget, fit, rank, specfile, targets
 from edgeeff.core.arch import phi_spec
 from edgeeff.core.cost import cost
 from tests.conftest import SHARED, needs, run_cli
@@ -102,10 +102,14 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune-mcu")
     data = _subset(root / "data", ["hat", "pants", "shoes"], {"train": 12, "validation": 6})
     teacher = root / "teacher"
-    r = run_cli("train", "--data", str(data / "train"), "--val", str(data / "validation"),
-                "--preset", "lite0", "--resolution", "64", "--recipe", "cached", "--epochs",
-                "3", "--batch-size", "8", "--out", str(teacher))
-    assert r.returncode == 0, r.stderr[-3000:]
+    from edgeeff.model import train as trainmod
+
+    # in this process (TensorFlow is loaded already), what 'edgeeff train --preset lite0
+    # --resolution 64 --recipe cached --epochs 3 --batch-size 8' runs
+    res = trainmod.train(str(data / "train"), specfile.resolve(None, "lite0", None, None, None, 64),
+                         "auto", teacher, epochs=3, batch=8, val_dir=str(data / "validation"),
+                         recipe="cached", log=lambda m: None)
+    assert res["recipe"]["kind"] == "cached" and (teacher / "model.keras").is_file()
     return data, teacher
 
 
