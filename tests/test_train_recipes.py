@@ -155,6 +155,25 @@ def test_teacher_with_other_classes_is_one_line(two_classes, teachers, tmp_path)
 
 
 @needs_tf
+def test_a_small_first_run_does_not_keep_a_later_large_one_on_keras(teachers):
+    """tune runs its teacher on a few proxy views, then on every view of the pick's training:
+    the second Teacher of the same folder in the process converts when that pays, though the
+    first one's run was too small to (and the same size again reuses the first runner)."""
+    from edgeeff.model import features as F
+    from edgeeff.model.train import distill
+
+    labels = (teachers[0] / "labels.txt").read_text().split()
+    small, large = distill.Teacher(teachers[0], labels), distill.Teacher(teachers[0], labels)
+    small.expect(1)
+    assert small.runner.it is None and small.runner.runtime.startswith("keras (")
+    large.expect(F.CONVERT_FROM_PIXELS)  # images, so certainly enough pixels
+    assert large.runner.it is not None and "XNNPACK" in large.runner.runtime
+    again = distill.Teacher(teachers[0], labels)
+    again.expect(1)
+    assert again.runner is small.runner
+
+
+@needs_tf
 def test_distill_interrupt_then_resume(two_classes, teachers, tmp_path):
     """Ctrl-C after the first epoch keeps its state; --resume continues from it, with the
     saved views and teacher outputs (the teacher does not run again)."""

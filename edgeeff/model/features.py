@@ -75,13 +75,19 @@ class TrunkRunner:
     where ``images`` (how many it will run in all, when known) are too few to pay for the
     conversion (:data:`CONVERT_FROM_PIXELS`). The two agree to float16 rounding."""
 
+    @staticmethod
+    def converting_pays(trunk, images: int | None) -> bool:
+        """Whether ``images`` runs of ``trunk`` (None: unknown, so yes) hold at least
+        :data:`CONVERT_FROM_PIXELS` input pixels."""
+        return images is None or images * trunk.input_shape[1] * trunk.input_shape[2] >= \
+            CONVERT_FROM_PIXELS
+
     def __init__(self, trunk, threads: int | None = None, images: int | None = None):
         self.keras = trunk
         threads = threads or usable_cores()  # the runtime's default is one thread
         self.runtime = "keras"
         self.it = None
-        pixels = trunk.input_shape[1] * trunk.input_shape[2]
-        if images is not None and images * pixels < CONVERT_FROM_PIXELS:
+        if not self.converting_pays(trunk, images):
             self.runtime = f"keras ({images} images: fewer than converting pays for)"
             return
         try:

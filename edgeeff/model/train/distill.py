@@ -52,7 +52,7 @@ class TeacherInfo:
 
 
 # the last teacher loaded in this process: (folder, its model file's size and mtime) -> its
-# Keras model and, once converted, its TFLite runner (seconds to make; tune needs it twice)
+# Keras model and its runners by whether converting pays (seconds to make; tune needs it twice)
 _LOADED: dict[tuple, dict] = {}
 
 
@@ -87,7 +87,7 @@ class Teacher:
         if key not in _LOADED:  # tune's ranking and its pick's training share one teacher
             model = keras.models.load_model(folder / A.TRAINED_KERAS, compile=False)
             _LOADED.clear()  # the last one only: a teacher's model stays in memory
-            _LOADED[key] = {"model": model, "runner": None}
+            _LOADED[key] = {"model": model, "runners": {}}
         self._loaded = _LOADED[key]
         self.resolution = int(self._loaded["model"].input_shape[1])
         self.images_run = 0
@@ -101,10 +101,13 @@ class Teacher:
     @property
     def runner(self) -> F.TrunkRunner:
         """The model as TFLite, converted on first use (a resumed run that has its views and
-        teacher outputs saved never converts it)."""
-        if self._loaded["runner"] is None:
-            self._loaded["runner"] = F.TrunkRunner(self._loaded["model"], images=self.expected)
-        return self._loaded["runner"]
+        teacher outputs saved never converts it); kept per answer to "does converting pay", so
+        a small first run's Keras runner does not serve a later, larger one."""
+        model, runners = self._loaded["model"], self._loaded["runners"]
+        pays = F.TrunkRunner.converting_pays(model, self.expected)
+        if pays not in runners:
+            runners[pays] = F.TrunkRunner(model, images=self.expected)
+        return runners[pays]
 
     def __call__(self, images: np.ndarray, progress=None) -> np.ndarray:
         """uint8 (n, r, r, 3) at the teacher's resolution -> float16 log-probabilities."""
