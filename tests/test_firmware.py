@@ -10,6 +10,7 @@ cached under ~/.cache/edgeeff/tflm/, so only the first run on a machine compiles
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -121,6 +122,20 @@ def test_too_small_arena_gives_the_firmwares_message(export):
     assert r["exit_code"] == 3
     assert "arena too small" in r["error"] and "32768-byte" in r["error"]
     assert not r["output_equal"] and not fw.passed(rep)
+
+
+def test_tunes_firmware_check_from_a_relative_folder_names_its_report_absolutely(
+        export, monkeypatch):
+    """tune's firmware step (``firmware.check``) given ``tune --out`` as a relative path: the
+    figures of the build, and firmware.json's path valid from wherever tune.json is read."""
+    _need_tree("cortex-m7-cmsis-nn")
+    _need_tools("arm-none-eabi-g++", "arm-none-eabi-size", "qemu-system-arm")
+    monkeypatch.chdir(export.parent)
+    c = fw.check(export.name, "cortex-m7", "stm32h743")
+    assert c.built and c.flash_fits and c.ram_fits and c.output_equal, c
+    report = Path(c.report)
+    assert report.is_absolute() and report.is_file()
+    assert json.loads(report.read_text())["sizes"]["flash"] == c.flash_bytes
 
 
 def test_cortex_m7_under_qemu_bit_for_bit(export):
